@@ -1,0 +1,3 @@
+from refalign.cli import main
+
+main()

@@ -1,0 +1,246 @@
+"""Reading and validating user images and masks, and writing outputs safely (DESIGN §5).
+
+All checks run before any model loads. Each failure raises :class:`~refalign.errors.InputError` or
+:class:`~refalign.errors.OutputError` with one line that names the file and says how to fix it; the CLI prints
+that line and exits with code 2.
+
+Conventions: images are ``uint8`` arrays of shape ``(H, W, 3)``; masks are ``bool`` arrays of shape ``(H, W)``
+with ``True`` = artifact (a mask file stores 255 there). Modes other than RGB are converted: RGBA and LA drop
+alpha (the alpha of a *reference* is returned separately as its object mask), palette and grayscale expand to
+RGB, 16-bit images scale to 8 bits; EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from refalign.errors import InputError, OutputError
+
+PathLike = Union[str, os.PathLike]
+ImageLike = Union[PathLike, Image.Image, np.ndarray]
+
+#: Largest image accepted, in pixels (width × height). Override with ``max_pixels=`` or ``--max-pixels``.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Smallest side accepted, in pixels.
+MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class LoadedReference:
+    """A reference photo and, when its file carried transparency, the object mask taken from the alpha channel."""
+
+    image: np.ndarray
+    object_mask: np.ndarray | None
+
+
+def _open(path: PathLike, what: str, max_pixels: int) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such {what} file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an {what} file; give the path of a PNG or JPEG")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise InputError(
+                    f"{path}: {w}x{h} is over the limit of {max_pixels:,} pixels; downscale it or raise --max-pixels"
+                )
+            img.load()
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file refalign can read; give a PNG or JPEG") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: image is too large to decode safely; downscale it") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: image is truncated or corrupt ({exc}); re-export it") from None
+    if min(img.size) < MIN_SIDE:
+        raise InputError(f"{path}: {img.size[0]}x{img.size[1]} is too small; give an image at least {MIN_SIDE} px a side")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block is not worth refusing the image for
+        pass
+    return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Scale 16-bit and 32-bit integer or float single-channel images to 8 bits."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F" and arr.max() <= 1.0:
+            hi = 1.0
+        return Image.fromarray(np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8), mode="L")
+    return img
+
+
+def pil_to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert any PIL mode to an ``(H, W, 3) uint8`` array, returning the alpha channel (``bool``) if it had one."""
+    img = _to_8bit(img)
+    alpha = None
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        a = np.asarray(img.getchannel("A"))
+        if (a < 255).any():
+            alpha = a >= 128
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgb), alpha
+
+
+def load_image(path: PathLike, *, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an RGB image file as ``(H, W, 3) uint8``."""
+    return pil_to_rgb(_open(path, what, max_pixels))[0]
+
+
+def load_reference(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedReference:
+    """Read a reference photo; a transparent PNG gives its alpha as the object mask."""
+    image, alpha = pil_to_rgb(_open(path, "reference", max_pixels))
+    return LoadedReference(image=image, object_mask=alpha)
+
+
+def mask_from_pil(img: Image.Image) -> np.ndarray:
+    """Binarise a mask image: white (>127) is the artifact. A mask drawn as opaque strokes on a transparent layer
+    (RGBA with varying alpha and constant colour) is read from its alpha."""
+    img = _to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        a = np.asarray(img.getchannel("A"))
+        lum = np.asarray(img.convert("L"))
+        if (a < 255).any() and lum.min() == lum.max():
+            return a > 127
+    return np.asarray(img.convert("L")) > 127
+
+
+def check_mask(mask: np.ndarray, image_shape: tuple[int, int], *, name: str = "mask", image_name: str = "image") -> np.ndarray:
+    """Refuse a mask whose size differs from the image's, that marks nothing, or that marks everything."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.dtype != bool:
+        mask = mask > (127 if mask.dtype == np.uint8 else 0.5)
+    h, w = image_shape[:2]
+    if mask.shape != (h, w):
+        raise InputError(
+            f"{name}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_name} is {w}x{h}; "
+            "paint the mask on an image of the same size"
+        )
+    if not mask.any():
+        raise InputError(f"{name}: mask marks no pixels; paint the artifact white (255) on black")
+    if mask.all():
+        raise InputError(f"{name}: mask covers the whole image; mark only the artifact, the rest must stay black")
+    return mask
+
+
+def load_mask(
+    path: PathLike, image_shape: tuple[int, int], *, image_name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read a mask file (255 = artifact) and check it against the image's ``(H, W)``."""
+    return check_mask(mask_from_pil(_open(path, "mask", max_pixels)), image_shape, name=str(path), image_name=image_name)
+
+
+def load_object_mask(path: PathLike, image_shape: tuple[int, int], *, image_name: str = "reference") -> np.ndarray:
+    """Read an object or region mask for a reference (may not be empty; may cover everything)."""
+    mask = mask_from_pil(_open(path, "mask", DEFAULT_MAX_PIXELS))
+    h, w = image_shape[:2]
+    if mask.shape != (h, w):
+        raise InputError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_name} is {w}x{h}; use a mask of the same size"
+        )
+    if not mask.any():
+        raise InputError(f"{path}: mask marks no pixels; paint the region white (255) on black")
+    return mask
+
+
+def as_rgb(image: ImageLike) -> np.ndarray:
+    """Accept a path, a PIL image or an array (``uint8`` or float in ``[0, 1]``) and return ``(H, W, 3) uint8``."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)[0]
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise InputError(f"image array has shape {arr.shape}; expected (H, W, 3)")
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.round(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def as_mask(mask: ImageLike | None) -> np.ndarray | None:
+    """Accept a path, a PIL image or an array and return a ``bool`` mask (``None`` passes through)."""
+    if mask is None:
+        return None
+    if isinstance(mask, (str, os.PathLike)):
+        return mask_from_pil(_open(mask, "mask", DEFAULT_MAX_PIXELS))
+    if isinstance(mask, Image.Image):
+        return mask_from_pil(mask)
+    arr = np.asarray(mask)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.dtype == bool:
+        return arr
+    return arr > (127 if arr.dtype == np.uint8 else 0.5)
+
+
+# --------------------------------------------------------------------------------------------------- outputs
+
+
+def check_output(path: PathLike, *, overwrite: bool = False, protected: tuple[PathLike, ...] = ()) -> Path:
+    """Refuse an output that exists (unless ``overwrite``), whose folder is missing, or that is one of the inputs."""
+    path = Path(path)
+    for p in protected:
+        if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
+            raise OutputError(f"{path}: is one of the inputs; write the result to another file")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists; choose another name or pass --overwrite")
+    if path.exists() and path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    if not path.parent.exists():
+        raise OutputError(f"{path.parent}: output folder does not exist; create it first")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise OutputError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
+    return path
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so a crash leaves nothing half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_image(image: np.ndarray | Image.Image, path: PathLike) -> None:
+    """Save an RGB image or a mask (``bool`` → 0/255) atomically; the format follows the extension."""
+    import io
+
+    path = Path(path)
+    if isinstance(image, np.ndarray):
+        if image.dtype == bool:
+            image = image.astype(np.uint8) * 255
+        image = Image.fromarray(image)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    write_bytes_atomic(path, buf.getvalue())

@@ -1,0 +1,1 @@
+"""Model components: reference encoder, codecs, inpainting U-Net and the presets that assemble them."""

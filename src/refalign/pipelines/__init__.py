@@ -1,0 +1,1 @@
+"""The Refine-by-Align pipeline (alignment + refinement) and its checkpoint format."""

@@ -1,0 +1,45 @@
+"""A plain summary of a checkpoint (``refalign info``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def cross_attention_layer_names(unet) -> list[str]:
+    """Names of the U-Net's cross-attention modules (``attn2`` of each transformer block), in U-Net order
+    (down → mid → up) — the numbering of the paper's layer index ``l``."""
+    names = [n for n, _ in unet.named_modules() if n.endswith(".attn2")]
+    order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+    return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), _numeric_key(n)))
+
+
+def _numeric_key(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in name.split(".")[1:]]
+
+
+def summarize_checkpoint(path: str) -> dict[str, Any]:
+    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
+
+    pipe = RefineByAlignPipeline.from_pretrained(path)
+    comps: dict[str, Any] = {}
+    total = 0
+    for name, module in pipe.components.items():
+        if hasattr(module, "parameters"):
+            n = sum(p.numel() for p in module.parameters())
+            total += n
+        else:
+            n = None
+        comps[name] = {"class": type(module).__name__, "parameters": n}
+    cfg = pipe.refalign_config
+    return {
+        "path": str(path),
+        "preset": cfg.preset,
+        "resolution": cfg.resolution,
+        "components": comps,
+        "total_parameters": total,
+        "alignment": cfg.to_dict()["alignment"],
+        "refinement": cfg.to_dict()["refinement"],
+        "num_cross_attention_layers": len(cross_attention_layer_names(pipe.unet)),
+        "token_grid": list(pipe.reference_encoder.token_grid),
+        "training": cfg.training,
+    }

@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny seeded components in the style of diffusers' ``get_dummy_components``.
+
+The dummy model is far smaller than the ``tiny`` preset so a 2-step pipeline runs in well under a second; it keeps
+the shapes that matter (a 16×16 reference-token grid is ``token_grid=(16, 16)`` only in the real presets; here it is
+8×8 to stay fast — tests that need the real grid build the ``tiny`` preset).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DREAMBOOTH = Path(os.environ.get("REFALIGN_DEV_DATA", SHARED_DATA / "dreambooth-dev"))
+
+
+def get_dummy_components(seed: int = 0, resolution: int = 32) -> dict:
+    """A tiny inpainting U-Net (cross-attention at two levels), a pixel-unshuffle codec, a 2-layer DINOv2 with an
+    8×8 token grid, and DDIM — all seeded."""
+    from refalign.models.presets import build_components
+
+    comps = build_components(
+        "tiny",
+        seed=seed,
+        unet={
+            "sample_size": resolution // 2,
+            "block_out_channels": (16, 32, 32),
+            "attention_head_dim": 8,
+            "norm_num_groups": 8,
+            "cross_attention_dim": 32,
+        },
+        dinov2={"image_size": 32, "patch_size": 4, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2},
+    )
+    return comps
+
+
+def make_dummy_pipeline(seed: int = 0, resolution: int = 32):
+    from refalign.pipelines.config import RefalignConfig
+    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
+
+    comps = get_dummy_components(seed, resolution)
+    res = comps.pop("resolution")
+    cfg = RefalignConfig(preset="tiny", resolution=res)
+    cfg.alignment.layer = 3
+    cfg.alignment.num_inference_steps = 2
+    cfg.refinement.num_inference_steps = 2
+    pipe = RefineByAlignPipeline(**comps, refalign_config=cfg)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def dummy_pipeline():
+    return make_dummy_pipeline()
+
+
+@pytest.fixture(scope="session")
+def dummy_checkpoint(tmp_path_factory) -> Path:
+    """A saved dummy checkpoint folder (read-only for tests: copy it before changing anything)."""
+    path = tmp_path_factory.mktemp("ckpt") / "dummy-model"
+    make_dummy_pipeline().save_pretrained(path)
+    return path
+
+
+def synthetic_scene(size: int = 96, seed: int = 0) -> dict:
+    """A textured object on a plain background, a mask on the object, and a reference (the same object, shifted).
+    Returns uint8 images and bool masks."""
+    rng = np.random.default_rng(seed)
+    h = w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.full((h, w, 3), 235, np.uint8)
+    obj = ((yy - h / 2) ** 2 / (0.35 * h) ** 2 + (xx - w / 2) ** 2 / (0.3 * w) ** 2) < 1
+    tex = (np.sin(xx / 3.0) * 60 + np.cos(yy / 5.0) * 60 + 128).astype(np.uint8)
+    image[obj] = np.stack([tex, 255 - tex, np.full_like(tex, 90)], -1)[obj]
+    image = np.clip(image.astype(int) + rng.integers(-4, 5, image.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[h // 2 - 6 : h // 2 + 6, w // 2 - 8 : w // 2 + 4] = True
+    reference = np.roll(image, (3, -2), axis=(0, 1))
+    return {"image": image, "mask": mask, "reference": reference, "object_mask": obj}
+
+
+@pytest.fixture
+def scene() -> dict:
+    return synthetic_scene()
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
