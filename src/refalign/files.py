@@ -244,3 +244,38 @@ def save_image(image: np.ndarray | Image.Image, path: PathLike) -> None:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     write_bytes_atomic(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------- bundles
+
+
+@dataclass(frozen=True)
+class RefineInputs:
+    """The validated inputs of one refinement or alignment: image, artifact mask, reference and an optional mask on
+    the reference (the object, or the user's own choice of region)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    reference: np.ndarray
+    reference_mask: np.ndarray | None
+
+
+def load_refine_inputs(
+    image: PathLike,
+    mask: PathLike,
+    reference: PathLike,
+    reference_mask: PathLike | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> RefineInputs:
+    """Read and check every input of ``refine``/``align`` before any model loads (DESIGN §5). A transparent
+    reference PNG gives its alpha as ``reference_mask`` unless one is passed explicitly."""
+    img = load_image(image, max_pixels=max_pixels)
+    m = load_mask(mask, img.shape[:2], image_name=str(image), max_pixels=max_pixels)
+    ref = load_reference(reference, max_pixels=max_pixels)
+    ref_mask = (
+        load_object_mask(reference_mask, ref.image.shape[:2], image_name=str(reference))
+        if reference_mask is not None
+        else ref.object_mask
+    )
+    return RefineInputs(image=img, mask=m, reference=ref.image, reference_mask=ref_mask)
