@@ -1,0 +1,126 @@
+"""Square windows around masked regions: the geometry of zoom-in inpainting (paper §3.4, after PAL).
+
+Pure numpy functions shared by inference (alignment and refinement windows), training (zoom-in crops around the
+artifact) and evaluation. A :class:`Window` is a square in image coordinates that may stick out of the image; crops
+pad the outside by edge replication and report which part of the crop is real image (``valid``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """Square ``size × size`` window with its top-left corner at ``(top, left)`` in image pixels."""
+
+    top: int
+    left: int
+    size: int
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.size
+
+    @property
+    def right(self) -> int:
+        return self.left + self.size
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.top, self.left, self.size)
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` of the true pixels of ``mask`` (bottom/right exclusive)."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("mask is empty")
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+
+
+def square_window(
+    bbox: tuple[int, int, int, int], image_hw: tuple[int, int], *, context: float = 2.0, min_size: int = 64
+) -> Window:
+    """The square window for a region: side ``max(min_size, context · longest bbox side)``, centred on the
+    region and shifted to lie inside the image where the image is large enough (so border regions keep real
+    context instead of padding). The side never exceeds the image's longer side."""
+    top, left, bottom, right = bbox
+    h, w = image_hw
+    side = int(np.ceil(max(min_size, context * max(bottom - top, right - left))))
+    side = max(1, min(side, max(h, w)))
+    cy, cx = (top + bottom) / 2.0, (left + right) / 2.0
+    t = int(round(cy - side / 2.0))
+    l = int(round(cx - side / 2.0))
+    t = _shift_inside(t, side, h)
+    l = _shift_inside(l, side, w)
+    return Window(t, l, side)
+
+
+def _shift_inside(start: int, side: int, extent: int) -> int:
+    if side <= extent:
+        return min(max(start, 0), extent - side)
+    return -((side - extent) // 2)  # centre the image inside an oversized window
+
+
+def crop(array: np.ndarray, window: Window) -> np.ndarray:
+    """Cut ``window`` out of an ``(H, W[, C])`` array, replicating edge pixels where it sticks out."""
+    h, w = array.shape[:2]
+    pt, pl = max(0, -window.top), max(0, -window.left)
+    pb, pr = max(0, window.bottom - h), max(0, window.right - w)
+    t0, l0 = max(0, window.top), max(0, window.left)
+    t1, l1 = min(h, window.bottom), min(w, window.right)
+    part = array[t0:t1, l0:l1]
+    if pt or pl or pb or pr:
+        pad = [(pt, pb), (pl, pr)] + [(0, 0)] * (array.ndim - 2)
+        part = np.pad(part, pad, mode="edge")
+    return np.ascontiguousarray(part)
+
+
+def valid_region(image_hw: tuple[int, int], window: Window) -> np.ndarray:
+    """``(size, size)`` bool: which pixels of the window's crop are inside the image."""
+    h, w = image_hw
+    ys = np.arange(window.top, window.bottom)
+    xs = np.arange(window.left, window.right)
+    return ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
+
+
+def resize_image(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize an image (area-averaging when shrinking, bicubic when enlarging); ``size`` is a side or ``(h, w)``."""
+    oh, ow = (size, size) if isinstance(size, int) else size
+    h, w = array.shape[:2]
+    if (h, w) == (oh, ow):
+        return array.copy()
+    interp = cv2.INTER_AREA if oh * ow < h * w else cv2.INTER_CUBIC
+    out = cv2.resize(array, (ow, oh), interpolation=interp)
+    if out.ndim == 2 and array.ndim == 3:
+        out = out[..., None]
+    return out
+
+
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int], *, conservative: bool = True) -> np.ndarray:
+    """Resize a bool mask. ``conservative`` marks a target pixel when any source pixel under it is marked, so a
+    thin artifact never vanishes when a window is shrunk."""
+    oh, ow = (size, size) if isinstance(size, int) else size
+    m = mask.astype(np.float32)
+    if (m.shape[0], m.shape[1]) == (oh, ow):
+        return mask.astype(bool).copy()
+    if conservative and oh * ow < m.size:
+        return cv2.resize(m, (ow, oh), interpolation=cv2.INTER_AREA) > 0
+    return cv2.resize(m, (ow, oh), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+
+def connected_regions(mask: np.ndarray, *, merge_distance: int = 0) -> list[np.ndarray]:
+    """Split a mask into its connected regions (8-connectivity), largest first. Regions closer than
+    ``merge_distance`` pixels are treated as one."""
+    m = mask.astype(np.uint8)
+    probe = m
+    if merge_distance > 0:
+        k = 2 * merge_distance + 1
+        probe = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, labels = cv2.connectedComponents(probe, connectivity=8)
+    regions = [(labels == i) & mask.astype(bool) for i in range(1, n)]
+    regions = [r for r in regions if r.any()]
+    return sorted(regions, key=lambda r: -int(r.sum()))
