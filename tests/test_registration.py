@@ -88,3 +88,24 @@ def test_detect_finds_planted_artifact():
 def test_detect_refuses_unregistrable_pair():
     with pytest.raises(DetectionError, match="paint the mask yourself"):
         detect_artifacts(np.full((80, 80, 3), 100, np.uint8), _texture(80))
+
+
+def test_cli_detect_writes_mask_and_refuses_overwrite(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from refalign.cli import app
+
+    img, ref, _ = _warp_pair(seed=1)
+    art = img.copy()
+    art[150:190, 130:170] = np.roll(img, (60, 60), axis=(0, 1))[150:190, 130:170]
+    Image.fromarray(art).save(tmp_path / "a.png")
+    Image.fromarray(ref).save(tmp_path / "r.png")
+    runner = CliRunner()
+    args = ["detect", str(tmp_path / "a.png"), "-r", str(tmp_path / "r.png"), "-o", str(tmp_path / "m.png")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    found = np.asarray(Image.open(tmp_path / "m.png")) > 127
+    assert found[150:190, 130:170].mean() > 0.5 and found.mean() < 0.1
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already exists" in again.output

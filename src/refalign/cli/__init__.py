@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from refalign import __version__
-from refalign.cli import align, bench, demo, info, make_cases, refine, train
+from refalign.cli import align, bench, demo, detect, info, make_cases, refine, train
 from refalign.cli._common import setup_logging
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("align-search")(align.align_search)
 app.command("train")(train.train)
 app.command("bench")(bench.bench)
 app.command("make-cases")(make_cases.make_cases)
+app.command("detect")(detect.detect)
 app.command("demo")(demo.demo)
 app.command("info")(info.info)
 
