@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from refalign import __version__
-from refalign.cli import align, bench, demo, detect, info, make_cases, refine, train
+from refalign.cli import align, bench, demo, detect, example, info, make_cases, refine, train
 from refalign.cli._common import setup_logging
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ def _root(
     setup_logging(verbose)
 
 
+app.command("example")(example.example)
 app.command("refine")(refine.refine)
 app.command("align")(align.align)
 app.command("align-search")(align.align_search)

@@ -18,7 +18,7 @@ def detect(
     image: Path = typer.Argument(..., help="Image with artifacts."),
     reference: Path = typer.Option(..., "--reference", "-r", help="Photo of the real object."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the proposed mask (255 = artifact)."),
-    reference_mask: Optional[Path] = typer.Option(None, "--reference-mask", help="Object mask of the reference."),
+    object_mask: Optional[Path] = typer.Option(None, "--object-mask", help="Object mask of the reference."),
     score_map: Optional[Path] = typer.Option(None, "--score-map", help="Also write the disagreement score as an image."),
     z: float = typer.Option(4.0, help="Robust z-score threshold; lower finds more."),
     max_regions: int = typer.Option(3, help="Keep at most this many regions."),
@@ -33,8 +33,8 @@ def detect(
 
     img = load_image(image)
     ref = load_reference(reference)
-    ref_mask = load_object_mask(reference_mask, ref.image.shape[:2], image_name=str(reference)) if reference_mask else ref.object_mask
-    protected = tuple(p for p in (image, reference, reference_mask) if p)
+    ref_mask = load_object_mask(object_mask, ref.image.shape[:2], image_name=str(reference)) if object_mask else ref.object_mask
+    protected = tuple(p for p in (image, reference, object_mask) if p)
     check_output(output, overwrite=overwrite, protected=protected)
     if score_map:
         check_output(score_map, overwrite=overwrite, protected=protected)

@@ -1,12 +1,35 @@
-"""``refalign make-cases`` (issue: evaluation)."""
+"""``refalign make-cases``: benchmark cases from real photos (library: :mod:`refalign.eval.make_cases`)."""
 
 from __future__ import annotations
 
-from refalign.cli._common import handle_errors
-from refalign.errors import NotBuiltError
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from refalign.cli._common import OverwriteOption, handle_errors
 
 
 @handle_errors
-def make_cases() -> None:
-    """Build benchmark cases with synthetic artifacts from real photos (not built yet)."""
-    raise NotBuiltError("`refalign make-cases` is not built yet in this version")
+def make_cases(
+    photos: Path = typer.Argument(..., help="Folder of images, or of <object>/<photo>.jpg (several views each)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the case folders into."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed and photos give the same cases."),
+    per_photo: int = typer.Option(1, "--per-photo", help="Cases made from each photo."),
+    kinds: Optional[List[str]] = typer.Option(None, "--kinds", help="Artifact kinds (repeat the option): garbled, "
+                                              "shuffled, lost_detail, colour_drift, hallucinated (default: all)."),
+    reference_kinds: Optional[List[str]] = typer.Option(None, "--reference-kinds", help="warp, multiview (default: both)."),
+    size: int = typer.Option(512, "--size", help="Longer side of the cases, in pixels."),
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """Build benchmark cases with synthetic artifacts (garbled print, shuffled detail, lost detail, colour drift,
+    hallucinated patches) on the detailed parts of real photos, each with a warped or multi-view reference."""
+    from refalign.eval.make_cases import MakeCasesConfig, make_cases as build
+
+    cfg = MakeCasesConfig(seed=seed, per_photo=per_photo, size=size, overwrite=overwrite)
+    if kinds:
+        cfg.kinds = tuple(k for arg in kinds for k in arg.split(",") if k)
+    if reference_kinds:
+        cfg.reference_kinds = tuple(k for arg in reference_kinds for k in arg.split(",") if k)
+    written = build(photos, out, cfg)
+    typer.echo(f"wrote {len(written)} cases to {out}")

@@ -1,12 +1,143 @@
-"""``refalign refine``: both stages on one image or a folder of cases (issue: refinement stage)."""
+"""``refalign refine``: both stages (paper §3.5) on one image, or on a folder of cases with ``--cases``.
+
+Every input and output path is checked before the model loads (DESIGN §5). Batch mode runs unchanged under
+``accelerate launch --num_processes N -m refalign.cli refine --cases DIR``, each process taking its share.
+"""
 
 from __future__ import annotations
 
-from refalign.cli._common import handle_errors
-from refalign.errors import NotBuiltError
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from refalign.cli._common import DeviceOption, ModelOption, OverwriteOption, handle_errors
+from refalign.errors import InputError
+from refalign.files import DEFAULT_MAX_PIXELS
+
+
+def default_output(image: Path) -> Path:
+    """``<image stem>.refined.png`` beside the image."""
+    return image.with_name(f"{image.stem}.refined.png")
 
 
 @handle_errors
-def refine() -> None:
-    """Refine the masked artifact of an image from a reference photo (not built yet)."""
-    raise NotBuiltError("`refalign refine` is not built yet in this version")
+def refine(
+    image: Optional[Path] = typer.Argument(None, help="Image with artifacts (PNG or JPEG).", show_default=False),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Artifact mask: white (255) = artifact, same size."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference photo of the object."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file [default: IMAGE.refined.png]."),
+    reference_mask: Optional[Path] = typer.Option(
+        None, "--reference-mask", help="Region of the reference to copy from (skips the alignment stage)."
+    ),
+    object_mask: Optional[Path] = typer.Option(
+        None, "--object-mask", help="Object mask on the reference: alignment searches inside it (a transparent "
+        "reference's alpha is used when not given)."
+    ),
+    no_align: bool = typer.Option(False, "--no-align", help="Condition on the whole reference (single-stage)."),
+    cases: Optional[Path] = typer.Option(None, "--cases", help="Refine every case folder under DIR instead."),
+    model: Optional[str] = ModelOption,
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps [default: the model's]."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Guidance scale [default: the model's]."),
+    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, help="1 = repaint fully; lower keeps more."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same device → same output)."),
+    device: Optional[str] = DeviceOption,
+    save_correspondence: Optional[Path] = typer.Option(
+        None, "--save-correspondence", help="Also save the matched reference region as a mask PNG."
+    ),
+    overwrite: bool = OverwriteOption,
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted."),
+) -> None:
+    """Repaint the masked artifact of IMAGE from a reference photo (align, then refine)."""
+    if strength <= 0.0:
+        raise InputError("--strength must be above 0")
+    if no_align and reference_mask is not None:
+        raise InputError("--no-align and --reference-mask exclude each other; give one")
+    call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, seed=seed, no_align=no_align)
+    if cases is not None:
+        _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,
+                      model, device, overwrite, max_pixels, call)
+        return
+    _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
+                overwrite, max_pixels, call)
+
+
+def _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
+                overwrite, max_pixels, call) -> None:
+    from refalign.cli._common import load_pipeline
+    from refalign.files import check_output, load_refine_inputs, save_image
+
+    missing = [name for name, v in (("IMAGE", image), ("--mask", mask), ("--reference", reference)) if v is None]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)}; give IMAGE --mask M --reference R (or --cases DIR)")
+    # 1. every input and output checked before the model loads
+    inputs = load_refine_inputs(image, mask, reference, reference_mask, max_pixels=max_pixels)
+    protected = tuple(p for p in (image, mask, reference, reference_mask, object_mask) if p is not None)
+    output = check_output(output or default_output(image), overwrite=overwrite, protected=protected)
+    if save_correspondence is not None:
+        if call["no_align"]:
+            raise InputError("--save-correspondence has nothing to save with --no-align; drop one of them")
+        save_correspondence = check_output(save_correspondence, overwrite=overwrite, protected=protected)
+        if save_correspondence.resolve() == output.resolve():
+            raise InputError(f"{output}: given both as --output and --save-correspondence; use two names")
+    # A user-given --reference-mask is the region to copy (alignment skipped); a transparent reference's alpha is
+    # the object mask the alignment stage searches within.
+    region = inputs.reference_mask if reference_mask is not None else None
+    if object_mask is not None:
+        from refalign.files import load_object_mask
+
+        obj = load_object_mask(object_mask, inputs.reference.shape[:2], image_name=str(reference))
+    else:
+        obj = None if reference_mask is not None else inputs.reference_mask
+
+    # 2. the model, then both stages
+    pipe = load_pipeline(model, device)
+    out = pipe(inputs.image, inputs.mask, inputs.reference, reference_mask=region, object_mask=obj, **call)
+    save_image(out.image, output)
+    typer.echo(f"wrote {output}")
+    if save_correspondence is not None and out.correspondence is not None:
+        save_image(out.correspondence, save_correspondence)
+        typer.echo(f"wrote {save_correspondence}")
+
+
+def _refine_batch(cases, image, mask, reference, output, reference_mask, save_correspondence, model, device,
+                  overwrite, max_pixels, call) -> None:
+    from accelerate import PartialState
+
+    from refalign.cli._common import load_pipeline
+    from refalign.pipelines.batch import ERROR, find_cases, refine_cases
+
+    extra = [n for n, v in (("IMAGE", image), ("--mask", mask), ("--reference", reference), ("--output", output),
+                            ("--reference-mask/--object-mask", reference_mask), ("--save-correspondence", save_correspondence))
+             if v is not None]
+    if extra:
+        raise InputError(f"--cases reads each case folder's own files; drop {', '.join(extra)}")
+    find_cases(cases)  # a bad folder fails before the model loads
+    state = PartialState(cpu=_wants_cpu(device))
+    pipe = load_pipeline(model, device or str(state.device))
+    pipe.set_progress_bar_config(disable=True)
+    report = refine_cases(pipe, cases, overwrite=overwrite, max_pixels=max_pixels, state=state, **call)
+    typer.echo(
+        f"{len(report.done)} refined, {len(report.skipped)} already finished, {len(report.failed)} failed"
+        + (f" (process {state.process_index + 1}/{state.num_processes})" if state.num_processes > 1 else "")
+    )
+    if report.failed:
+        typer.echo(f"failed cases have a {ERROR} in their folder: "
+                   + ", ".join(p.name for p, _ in report.failed), err=True)
+        raise typer.Exit(1)
+
+
+def _wants_cpu(device) -> bool:
+    """Run the processes on CPU when asked to or when there is no accelerator — so that several processes started
+    by torchrun (``accelerate launch --multi_gpu``, ``torchrun --nproc_per_node N``) on a CPU-only machine form a
+    gloo group and split the cases instead of each doing all of them."""
+    import os
+
+    import torch
+
+    if device is not None:
+        return str(device).startswith("cpu")
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())

@@ -32,6 +32,12 @@ class AlignmentDefaults:
             standard deviations.
         threshold: fraction of the cleaned map's maximum above which a token belongs to ``M*``.
         score: mIoU of these settings on the set they were searched on (``None`` if never searched).
+        context: the alignment window is a square of ``context ×`` the artifact's longest bbox side around it
+            (``refalign.windows.square_window``). Wide (4×, wider than refinement's 2×) because the model has to see
+            enough of the object to know *which part* of it the artifact is; a tight crop shows only the hole.
+        min_window: smallest side of that window in image pixels (before resizing to the model's resolution).
+        seed: seed of the noise added to the window's latent when no generator is passed (alignment is
+            deterministic by default).
     """
 
     step: int = 0
@@ -40,16 +46,38 @@ class AlignmentDefaults:
     noise_z: float = 4.0
     threshold: float = 0.5
     score: float | None = None
+    context: float = 4.0
+    min_window: int = 64
+    seed: int = 0
 
 
 @dataclass
 class RefinementDefaults:
-    """Sampling defaults of the refinement stage (paper §3.5)."""
+    """Sampling defaults of the refinement stage (paper §3.5).
+
+    Attributes:
+        num_inference_steps: DDIM steps.
+        guidance_scale: classifier-free guidance scale (``<= 1``: a single conditional pass per step).
+        context: zoom-in window side as a multiple of the artifact's longest bounding-box side.
+        min_window: smallest window side in image pixels.
+        dilation: radius of the dilated artifact mask in model pixels (scaled by ``window / resolution`` to image
+            pixels, at least 1). The model inpaints the dilated mask and the paste fades out across it; pixels
+            outside it are bit-identical to the input.
+        merge_growth: overlapping windows of two regions are merged when the merged window's side is at most this
+            multiple of the larger one.
+        reference_context: the reference crop is the square centred on ``M*``'s bounding box, this times its longer
+            side (1.0 = tight, as the training references are built).
+        reference_fill: grey level given to reference pixels outside ``M*`` (``I_r ⊗ M*``) and to the padding.
+    """
 
     num_inference_steps: int = 50
     guidance_scale: float = 2.5
     context: float = 2.0
     min_window: int = 64
+    dilation: float = 3.0
+    merge_growth: float = 2.5
+    reference_context: float = 1.0
+    reference_fill: int = 128
 
 
 @dataclass

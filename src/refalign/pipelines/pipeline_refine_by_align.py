@@ -11,18 +11,23 @@ float with 1 = artifact; the masked image has the artifact set to 0 (mid-grey), 
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
-from refalign.errors import CheckpointError
+from refalign.errors import CheckpointError, InputError
 from refalign.models import codecs
 from refalign.pipelines.checkpoint import check_checkpoint
 from refalign.pipelines.config import FILE_NAME, RefalignConfig
+
+logger = logging.getLogger(__name__)
 
 
 class RefineByAlignPipeline(DiffusionPipeline):
@@ -33,6 +38,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "reference_encoder->unet->codec"
+    _callback_tensor_inputs = ["latents", "noise_pred", "tokens"]
 
     def __init__(self, unet, codec, reference_encoder, scheduler, refalign_config: RefalignConfig | None = None):
         super().__init__()
@@ -59,6 +65,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             path = Path(snapshot_download(str(pretrained_model_name_or_path)))
         check_checkpoint(path)
         config = RefalignConfig.load(path / FILE_NAME)
+        # diffusers only loads components from modules already imported; make sure refalign's are (a fresh process)
+        import refalign.models.codecs  # noqa: F401
+        import refalign.models.reference_encoder  # noqa: F401
         try:
             pipe = super().from_pretrained(path, **kwargs)
         except CheckpointError:
@@ -143,3 +152,220 @@ class RefineByAlignPipeline(DiffusionPipeline):
         from refalign.pipelines.alignment import align
 
         return align(self, image, mask, reference, step=step, layer=layer, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ refinement
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` from a callback to stop sampling the current window early."""
+        return getattr(self, "_interrupt", False)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        mask,
+        reference,
+        reference_mask=None,
+        *,
+        object_mask=None,
+        no_align: bool = False,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        strength: float = 1.0,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        context: float | None = None,
+        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        output_type: str = "np",
+    ):
+        """Refine the masked artifacts of ``image`` from ``reference`` (paper §3.5: alignment, then refinement).
+
+        Args:
+            image: ``(H, W, 3)`` array, PIL image or path — the image with artifacts ``I_a``.
+            mask: ``(H, W)`` mask (array, PIL or path; true/255 = artifact) ``M_a``; may hold several regions.
+            reference: the reference photo ``I_r`` (array, PIL or path).
+            reference_mask: the region of the reference to copy from, given by the user; alignment is skipped.
+            object_mask: the object's mask on the reference (e.g. a transparent PNG's alpha), passed to alignment.
+            no_align: condition on the whole reference (the paper's single-stage ablation).
+            num_inference_steps, guidance_scale: DDIM steps and classifier-free guidance scale (defaults:
+                ``refalign_config.refinement``; ``guidance_scale <= 1`` runs the conditional pass only).
+            strength: how much of the window to re-noise (1 = start from pure noise; lower keeps more of the input).
+            generator, seed: randomness (give at most one); fixed → the same output on the same device.
+            context: window side as a multiple of the region's size (default from the config).
+            callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
+                every window (``step`` counts within the window), as in diffusers; returned ``latents`` replace
+                the current ones.
+            callback_on_step_end_tensor_inputs: which of ``latents``, ``noise_pred``, ``tokens`` the callback sees.
+            output_type: ``"np"`` (uint8 array) or ``"pil"``.
+
+        Returns:
+            :class:`~refalign.pipelines.outputs.RefineOutput`.
+        """
+        from refalign.pipelines.outputs import RefineOutput
+        from refalign.pipelines.zoom import crop_reference, paste, plan_windows, window_inputs
+        from refalign.windows import resize_image
+
+        cfg = self.refalign_config.refinement
+        steps = int(num_inference_steps or cfg.num_inference_steps)
+        self._guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
+        self._interrupt = False
+
+        # 1. Check inputs
+        image, mask, reference, reference_mask, object_mask = self._check_inputs(
+            image, mask, reference, reference_mask, object_mask, steps, strength, output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        if generator is not None and seed is not None:
+            raise InputError("pass either generator or seed, not both")
+        if generator is None and seed is not None:
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+
+        # 2. Split the mask into regions and plan one zoom-in window per region (close regions share one)
+        plans = plan_windows(
+            mask, context=float(context or cfg.context), min_size=cfg.min_window, merge_growth=cfg.merge_growth
+        )
+        logger.debug("refining %d window(s): %s", len(plans), [p.window for p in plans])
+
+        result = image.copy()
+        alignments: list | None = [] if reference_mask is None and not no_align else None
+        correspondence = reference_mask.copy() if reference_mask is not None else None
+        for plan in plans:
+            # 3. The reference region: the user's, the whole reference, or M* from the alignment stage
+            region = reference_mask
+            if region is None and not no_align:
+                aligned = self.align(image, plan.full_mask(mask.shape), reference, object_mask=object_mask,
+                                     generator=generator)
+                alignments.append(aligned)
+                region = np.asarray(aligned.mask, bool)
+                if not region.any():
+                    logger.warning("alignment found no matching region for window %s; using the whole reference",
+                                   plan.window)
+                    region = None
+                else:
+                    correspondence = region.copy() if correspondence is None else correspondence | region
+            ref_pixels = crop_reference(reference, region, self.reference_encoder.image_size,
+                                        context=cfg.reference_context, fill=cfg.reference_fill)
+            tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
+
+            # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
+            image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation)
+            refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
+                                           callback_on_step_end, callback_on_step_end_tensor_inputs)
+
+            # 5. Back to image scale and paste inside the dilated mask only
+            paste(result, resize_image(refined, plan.window.size), weights, plan.window)
+
+        self.maybe_free_model_hooks()
+        # 6. Output
+        if output_type == "pil":
+            from PIL import Image
+
+            result = Image.fromarray(result)
+        return RefineOutput(result, correspondence, alignments, [p.window for p in plans])
+
+    def _check_inputs(self, image, mask, reference, reference_mask, object_mask, steps, strength, output_type,
+                      tensor_inputs):
+        from refalign.files import as_mask, as_rgb, check_mask
+
+        image = as_rgb(image)
+        if mask is None:
+            raise InputError("mask: missing; paint the artifact white (255) on black")
+        mask = check_mask(as_mask(mask), image.shape[:2], name="mask")
+        reference = as_rgb(reference)
+        masks = []
+        for name, m in (("reference_mask", reference_mask), ("object_mask", object_mask)):
+            m = as_mask(m)
+            if m is not None:
+                if m.shape != reference.shape[:2]:
+                    raise InputError(f"{name}: mask is {m.shape[1]}x{m.shape[0]} but the reference is "
+                                     f"{reference.shape[1]}x{reference.shape[0]}; use a mask of the same size")
+                if not m.any():
+                    raise InputError(f"{name}: mask marks no pixels; paint the region white (255) on black")
+            masks.append(m)
+        if steps < 1:
+            raise InputError(f"num_inference_steps must be at least 1, got {steps}")
+        if not 0.0 < strength <= 1.0:
+            raise InputError(f"strength must be in (0, 1], got {strength}")
+        if int(steps * strength) < 1:
+            raise InputError(f"strength {strength} of {steps} steps leaves no step to run; raise either")
+        if output_type not in ("np", "pil"):
+            raise InputError(f"output_type must be 'np' or 'pil', got {output_type!r}")
+        bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise InputError(f"callback_on_step_end_tensor_inputs: {bad} not in {self._callback_tensor_inputs}")
+        return image, mask, reference, masks[0], masks[1]
+
+    def _timesteps(self, steps: int, strength: float) -> torch.Tensor:
+        """The schedule after ``strength`` (as diffusers' img2img: skip the first ``(1 - strength)`` of it)."""
+        self.scheduler.set_timesteps(steps, device=self.device)
+        t_start = max(steps - min(int(steps * strength), steps), 0)
+        order = getattr(self.scheduler, "order", 1)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * order)
+        return self.scheduler.timesteps[t_start * order :]
+
+    def _extra_step_kwargs(self, generator) -> dict[str, Any]:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        return {"generator": generator} if "generator" in params else {}
+
+    def _denoise_window(self, image_win, inpaint_win, cond_tokens, steps, strength, generator, callback,
+                        tensor_inputs) -> np.ndarray:
+        """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8``.
+
+        Masked-latent inpainting: the U-Net sees the masked-image latent and the mask; after each step the latent
+        outside the mask is reset to the input's latent noised to the next timestep (clean after the last), so the
+        window's known part stays the input's.
+        """
+        from diffusers.utils.torch_utils import randn_tensor
+
+        image_latents, masked_latents, latent_mask = self.prepare_inpainting_inputs(
+            self.image_to_tensor(image_win), self.mask_to_tensor(inpaint_win)
+        )
+        cfg_on = self.do_classifier_free_guidance
+        tokens = torch.cat([cond_tokens, self.unconditional_tokens(cond_tokens.shape[0])]) if cfg_on else cond_tokens
+        n = 2 if cfg_on else 1
+        masked_in, mask_in = masked_latents.repeat(n, 1, 1, 1), latent_mask.repeat(n, 1, 1, 1)
+
+        timesteps = self._timesteps(steps, strength)
+        self._num_timesteps = len(timesteps)
+        noise = randn_tensor(image_latents.shape, generator=generator, device=self.device, dtype=image_latents.dtype)
+        if strength >= 1.0:
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            latents = self.scheduler.add_noise(image_latents, noise, timesteps[:1])
+        extra = self._extra_step_kwargs(generator)
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                x = torch.cat([latents] * n) if cfg_on else latents
+                x = self.scheduler.scale_model_input(x, t)
+                noise_pred = self.unet_forward(x, t, masked_in, mask_in, tokens)
+                if cfg_on:
+                    cond, uncond = noise_pred.chunk(2)
+                    noise_pred = uncond + self._guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+                known = image_latents
+                if i < len(timesteps) - 1:
+                    known = self.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2])
+                latents = (1.0 - latent_mask) * known + latent_mask * latents
+                if callback is not None:
+                    available = {"latents": latents, "noise_pred": noise_pred, "tokens": tokens}
+                    out = callback(self, i, t, {k: available[k] for k in tensor_inputs}) or {}
+                    latents = out.pop("latents", latents)
+                bar.update()
+        pixels = codecs.decode(self.codec, latents.to(image_latents.dtype))
+        return self.tensor_to_image(pixels)

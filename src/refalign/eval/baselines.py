@@ -1,0 +1,169 @@
+"""Methods the benchmark runs on a case: baselines and the refalign pipeline.
+
+* ``identity`` — the input unchanged (the floor every method must beat).
+* ``telea`` / ``ns`` — OpenCV inpainting of the mask (Telea 2004; Navier–Stokes, Bertalmío et al. 2001), radius 3,
+  no reference.
+* ``paste`` — naive copy from the reference: take the correspondence region ``C`` on the reference (the case's
+  ground-truth ``correspondence.png`` when present; else the pipeline's alignment when a model is given; else a
+  masked template match of the artifact's surroundings, see :func:`template_correspondence`), resize the reference
+  crop of ``C``'s bounding box onto the artifact mask's bounding box (axis-aligned scale + shift, no colour
+  correction, no blending) and copy it inside the mask only. The source is recorded as ``correspondence_source``.
+* ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
+  no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
+  case's ``reference_mask.png`` as the pipeline's ``object_mask``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from refalign.errors import InputError
+from refalign.eval.cases import Case
+from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
+
+PIXEL_METHODS = ("identity", "telea", "ns", "paste")
+MODEL_METHODS = ("refalign", "refalign-single")
+METHODS = PIXEL_METHODS + MODEL_METHODS
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns: the refined image and, when it predicts one, the correspondence on the reference."""
+
+    image: np.ndarray
+    correspondence: np.ndarray | None = None
+    correspondence_source: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def identity(case: Case) -> MethodOutput:
+    return MethodOutput(case.image.copy())
+
+
+def opencv_inpaint(case: Case, flags: int, radius: int = 3) -> MethodOutput:
+    """OpenCV inpainting of the mask; outside the mask the result is the input (OpenCV keeps it already)."""
+    out = cv2.inpaint(case.image, case.mask.astype(np.uint8) * 255, radius, flags)
+    out[~case.mask] = case.image[~case.mask]
+    return MethodOutput(out)
+
+
+def template_correspondence(
+    image: np.ndarray, mask: np.ndarray, reference: np.ndarray, *, scales=(0.6, 0.75, 0.9, 1.0, 1.15, 1.35, 1.6),
+    context: float = 3.0, work_side: int = 256,
+) -> np.ndarray:
+    """Predict where the artifact lies on the reference without a model: match the square window around the
+    artifact (artifact pixels excluded through the template mask, normalised cross-correlation) over the reference
+    at several scales; the artifact mask, scaled and placed at the best match, is the predicted region."""
+    win = square_window(mask_bbox(mask), mask.shape, context=context, min_size=32)
+    tmpl, tmask = crop(image, win), ~crop(mask, win)
+    rh, rw = reference.shape[:2]
+    f = min(1.0, work_side / max(rh, rw))
+    ref_small = resize_image(reference, (max(8, round(rh * f)), max(8, round(rw * f))))
+    best = (-np.inf, 0, 0, 0)
+    for s in scales:
+        side = max(8, round(win.size * s * f))
+        if side >= min(ref_small.shape[:2]):
+            continue
+        t = resize_image(tmpl, side)
+        tm = resize_mask(tmask, side, conservative=False).astype(np.uint8)
+        if tm.sum() < 16:
+            continue
+        res = cv2.matchTemplate(ref_small, t, cv2.TM_CCOEFF_NORMED, mask=np.repeat(tm[..., None], 3, 2))
+        res = np.nan_to_num(res, nan=-1.0, posinf=-1.0, neginf=-1.0)
+        _, score, _, loc = cv2.minMaxLoc(res)
+        if score > best[0]:
+            best = (score, loc[1], loc[0], side)
+    if not np.isfinite(best[0]):
+        raise InputError("reference is too small to search for the artifact's region; give a larger reference")
+    _, top, left, side = best
+    full_side = max(1, round(side / f))
+    placed = resize_mask(crop(mask, win), full_side, conservative=False)
+    out = np.zeros((rh, rw), bool)
+    t0, l0 = round(top / f), round(left / f)
+    t1, l1 = min(rh, t0 + full_side), min(rw, l0 + full_side)
+    out[t0:t1, l0:l1] = placed[: t1 - t0, : l1 - l0]
+    if not out.any():  # the artifact fell outside after rounding: take the matched window itself
+        out[t0:t1, l0:l1] = True
+    return out
+
+
+def paste_region(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Resize the reference crop of ``region``'s bounding box onto ``mask``'s bounding box and copy it inside the
+    mask (every pixel outside the mask stays the input's)."""
+    t, l, b, r = mask_bbox(mask)
+    rt, rl, rb, rr = mask_bbox(region)
+    patch = resize_image(reference[rt:rb, rl:rr], (b - t, r - l))
+    out = image.copy()
+    m = mask[t:b, l:r]
+    out[t:b, l:r][m] = patch[m]
+    return out
+
+
+def _aligned_region(pipe, case: Case) -> np.ndarray | None:
+    """The correspondence mask ``M*`` of the pipeline's alignment stage (``AlignmentOutput.mask``)."""
+    # ``align``'s ``object_mask`` is the object's mask on the reference (M* is limited to it)
+    result = pipe.align(case.image, case.mask, case.reference, object_mask=case.reference_mask)
+    corr = getattr(result, "mask", getattr(result, "correspondence", None))
+    return None if corr is None else np.asarray(corr, bool)
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def paste(case: Case, pipe=None) -> MethodOutput:
+    """Naive paste of the matched reference region (see the module docstring for where the region comes from)."""
+    if case.correspondence is not None:
+        region, source = case.correspondence, "ground truth"
+    elif pipe is not None:
+        region, source = _aligned_region(pipe, case), "refalign alignment"
+    else:
+        region, source = template_correspondence(case.image, case.mask, case.reference), "template match"
+    if region is None or not region.any():
+        raise InputError(f"{case.path}: no correspondence region to paste from ({source} found none)")
+    return MethodOutput(paste_region(case.image, case.mask, case.reference, region),
+                        None if source == "ground truth" else region, source)
+
+
+def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: int) -> MethodOutput:
+    """One call of :class:`~refalign.pipelines.pipeline_refine_by_align.RefineByAlignPipeline` on a case."""
+    import torch
+
+    kwargs: dict[str, Any] = {"no_align": no_align, "generator": torch.Generator("cpu").manual_seed(seed)}
+    if case.reference_mask is not None and _accepts(pipe.__call__, "object_mask"):
+        # the case's reference_mask.png is the object's mask (alignment searches inside it); the pipeline's own
+        # ``reference_mask`` argument means "copy from exactly here" and would skip alignment, so it is not used
+        kwargs["object_mask"] = case.reference_mask
+    if steps is not None:
+        kwargs["num_inference_steps"] = steps
+    out = pipe(case.image, case.mask, case.reference, **kwargs)
+    corr = getattr(out, "correspondence", None)
+    return MethodOutput(np.asarray(out.image, np.uint8), None if corr is None else np.asarray(corr, bool),
+                        None if no_align else "refalign alignment")
+
+
+def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0) -> Callable[[Case], MethodOutput]:
+    """The function that runs method ``name`` on a case (``pipe`` is required by the refalign methods)."""
+    if name not in METHODS:
+        raise InputError(f"--method {name}: unknown method; choose from {', '.join(METHODS)}")
+    if name in MODEL_METHODS and pipe is None:
+        raise InputError(f"--method {name} needs a model; pass --model PATH to a checkpoint")
+    if name == "identity":
+        return identity
+    if name == "telea":
+        return lambda case: opencv_inpaint(case, cv2.INPAINT_TELEA)
+    if name == "ns":
+        return lambda case: opencv_inpaint(case, cv2.INPAINT_NS)
+    if name == "paste":
+        return lambda case: paste(case, pipe)
+    return lambda case: run_pipeline(case, pipe, no_align=name == "refalign-single", steps=steps, seed=seed)

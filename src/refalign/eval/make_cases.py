@@ -1,0 +1,292 @@
+"""Benchmark cases from real photos (the library behind ``refalign make-cases``).
+
+GenArtifactBench (paper §4.1, §A.6) pairs generated images that have artifacts with reference photos and annotated
+correspondences; it was never published. Here a case is made from a real photo ``P`` of an object:
+
+1. The object mask comes from ``<photo>.mask.png`` beside the photo, or else from GrabCut initialised with a centred
+   box (logged, since it can be wrong on busy backgrounds).
+2. A free-form artifact mask (irregular, mostly under 4 % of the image as in §A.2) is placed on a *detailed* part of
+   the object (high local gradient energy) and one synthetic artifact kind (:mod:`refalign.eval.synth`) changes
+   only the pixels inside it → ``image.png``; ``P`` itself is ``target.png``.
+3. The reference is either
+   * ``warp`` — ``P`` under a known random perspective transform and colour change; ``correspondence.png`` is the
+     artifact mask pushed through the same transform, so alignment can be scored exactly; or
+   * ``multiview`` — a different photo of the same object (a real view change); no correspondence is known.
+
+Everything is deterministic for a given ``seed`` and photo folder: case ``c`` draws from
+``numpy.random.default_rng([seed, c])`` and GrabCut's OpenCV RNG is seeded the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from refalign.errors import InputError, OutputError
+from refalign.eval import synth
+from refalign.eval.cases import is_case, write_case
+from refalign.files import load_image, load_object_mask, write_bytes_atomic
+from refalign.windows import resize_image, resize_mask
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+REFERENCE_KINDS = ("warp", "multiview")
+#: Photo pairs of the development set that are not real view changes (crops of one photo, mirror images,
+#: near-duplicates; see shared/data/README.md). Pairs are ``(object, stem, stem)``.
+KNOWN_DUPLICATES = frozenset({("cat", "01", "02"), ("dog", "03", "04"), ("dog5", "02", "03"), ("backpack", "00", "01")})
+
+
+@dataclass
+class MakeCasesConfig:
+    """Options of :func:`make_cases`. ``max_area`` bounds the artifact's share of the image (§A.2: mostly < 4 %)."""
+
+    seed: int = 0
+    per_photo: int = 1
+    kinds: tuple[str, ...] = synth.ARTIFACT_KINDS
+    reference_kinds: tuple[str, ...] = REFERENCE_KINDS
+    size: int = 512
+    min_area: float = 0.006
+    max_area: float = 0.045
+    overwrite: bool = False
+    avoid_pairs: frozenset = field(default_factory=lambda: KNOWN_DUPLICATES)
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    object: str
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def mask_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".mask.png")
+
+
+def discover_photos(root: Path) -> list[Photo]:
+    """Photos of a folder: ``root/<object>/<photo>`` (several views per object) or ``root/<photo>`` (each photo its
+    own object). ``*.mask.png`` files are object masks, not photos."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such photo folder; give a folder of images or of <object>/<photo>.jpg")
+
+    def images(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(".mask.png"))
+
+    photos = [Photo(p, p.stem) for p in images(root)]
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        photos += [Photo(p, sub.name) for p in images(sub)]
+    if not photos:
+        raise InputError(f"{root}: holds no photos ({', '.join(IMAGE_SUFFIXES)}); give a folder of object photos")
+    return photos
+
+
+def fit_size(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the longer side is ``size`` pixels, keeping the aspect ratio."""
+    h, w = image.shape[:2]
+    s = size / max(h, w)
+    return resize_image(image, (max(8, round(h * s)), max(8, round(w * s))))
+
+
+def grabcut_object_mask(image: np.ndarray, *, seed: int = 0, margin: float = 0.08, work_side: int = 256) -> np.ndarray:
+    """Object mask by GrabCut initialised with a centred box ``margin`` inside each border; the largest component,
+    holes filled. Run at ``work_side`` px for speed, upsampled back."""
+    h, w = image.shape[:2]
+    small = fit_size(image, work_side)
+    sh, sw = small.shape[:2]
+    rect = (int(margin * sw), int(margin * sh), int((1 - 2 * margin) * sw), int((1 - 2 * margin) * sh))
+    gc = np.zeros((sh, sw), np.uint8)
+    cv2.setRNGSeed(seed)
+    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), gc, rect, np.zeros((1, 65)), np.zeros((1, 65)), 5,
+                cv2.GC_INIT_WITH_RECT)
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n > 1:
+        fg = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    flood = fg.copy()
+    cv2.floodFill(flood, np.zeros((sh + 2, sw + 2), np.uint8), (0, 0), 1)  # corner is outside the box: background
+    fg = fg | (1 - flood)
+    return resize_mask(fg.astype(bool), (h, w), conservative=False)
+
+
+def object_mask_for(photo: Photo, image: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """The object mask of a (resized) photo and where it came from (``file`` or ``grabcut``)."""
+    if photo.mask_path.is_file():
+        full = load_object_mask(photo.mask_path, load_image(photo.path).shape[:2], image_name=str(photo.path))
+        return resize_mask(full, image.shape[:2], conservative=False), "file"
+    mask = grabcut_object_mask(image, seed=seed)
+    frac = float(mask.mean())
+    if not 0.005 <= frac <= 0.97:
+        logger.warning("%s: GrabCut found an object covering %.0f%% of the photo; using the centred box instead "
+                       "(add %s for a real mask)", photo.path, 100 * frac, photo.mask_path.name)
+        h, w = mask.shape
+        mask = np.zeros((h, w), bool)
+        mask[int(0.08 * h) : int(0.92 * h), int(0.08 * w) : int(0.92 * w)] = True
+    return mask, "grabcut"
+
+
+def is_near_duplicate(a: np.ndarray, b: np.ndarray, threshold: float = 0.9) -> bool:
+    """Whether two photos are the same picture (or its mirror image): correlation of 32×32 grey thumbnails."""
+    def thumb(x: np.ndarray) -> np.ndarray:
+        t = cv2.resize(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float64)
+        t -= t.mean()
+        return t / (np.linalg.norm(t) + 1e-9)
+
+    ta, tb = thumb(a), thumb(b)
+    return max(float((ta * tb).sum()), float((ta * tb[:, ::-1]).sum())) >= threshold
+
+
+def artifact_mask(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig) -> np.ndarray:
+    """A free-form mask on a detailed part of the object with an area in ``[min_area, max_area]`` of the image."""
+    h, w = obj.shape
+    for _ in range(20):
+        area = rng.uniform(cfg.min_area, cfg.max_area) * h * w
+        radius = max(4, int(np.sqrt(area) * 0.75))
+        score = synth.detail_map(image, obj, radius // 2)
+        if not (score > 0).any():
+            score = synth.detail_map(image, obj, 1)
+        if not (score > 0).any():
+            raise InputError("object mask is too small to hold an artifact; give a larger photo or a real mask")
+        centre = synth.pick_detailed_location(score, rng)
+        mask = synth.free_form_mask((h, w), centre, radius, rng) & obj
+        frac = mask.mean()
+        if mask.any() and cfg.min_area * 0.5 <= frac <= cfg.max_area:
+            return mask
+    return mask if mask.any() else synth.free_form_mask((h, w), centre, 6, rng)
+
+
+def random_homography(h: int, w: int, rng: np.random.Generator, *, jitter: float = 0.08) -> np.ndarray:
+    """A random perspective transform: rotation ±12°, scale 0.8–1.0, shift ±5 % and corner jitter ±``jitter``."""
+    angle, scale = rng.uniform(-12, 12), rng.uniform(0.8, 1.0)
+    a = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    a[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    moved = cv2.transform(corners[None], a)[0] + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32) * (w, h)
+    return cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
+
+
+def colour_change(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Per-channel gain, gamma and saturation change (the perturbation S of §3.4, mild)."""
+    gains = rng.uniform(0.85, 1.15, 3)
+    gamma = float(rng.uniform(0.8, 1.25))
+    sat = float(rng.uniform(0.7, 1.3))
+    x = np.clip((image.astype(np.float32) / 255.0) ** gamma * gains, 0, 1)
+    grey = x.mean(axis=2, keepdims=True)
+    x = np.clip(grey + (x - grey) * sat, 0, 1)
+    return (x * 255 + 0.5).astype(np.uint8), {"gains": gains.round(4).tolist(), "gamma": round(gamma, 4), "saturation": round(sat, 4)}
+
+
+def warp_reference(target: np.ndarray, obj: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+    """``(reference, reference_mask, correspondence, info)``: the clean photo under a known perspective + colour
+    change; the correspondence is the artifact mask pushed through the same transform (linear, ≥ 0.5)."""
+    h, w = target.shape[:2]
+    for _ in range(20):
+        hom = random_homography(h, w, rng)
+        corr = cv2.warpPerspective(mask.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
+        src_area = mask.sum() * abs(np.linalg.det(hom[:2, :2]))  # rough area the region should keep
+        if corr.any() and corr.sum() >= 0.7 * src_area:
+            break
+    ref = cv2.warpPerspective(target, hom, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(255, 255, 255))
+    ref_mask = cv2.warpPerspective(obj.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
+    ref, colour = colour_change(ref, rng)
+    return ref, ref_mask, corr, {"homography": hom.round(6).tolist(), "colour_change": colour}
+
+
+def _valid_partners(photo: Photo, photos: list[Photo], avoid: frozenset) -> list[Photo]:
+    def bad(a: str, b: str) -> bool:
+        return (photo.object, a, b) in avoid or (photo.object, b, a) in avoid
+
+    return [p for p in photos if p.object == photo.object and p.path != photo.path and not bad(photo.stem, p.stem)]
+
+
+def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | None = None) -> list[Path]:
+    """Build ``cfg.per_photo`` cases per photo of ``photos_dir`` into ``out`` (see the module docstring)."""
+    cfg = cfg or MakeCasesConfig()
+    bad = [k for k in cfg.kinds if k not in synth.ARTIFACT_KINDS]
+    if bad:
+        raise InputError(f"unknown artifact kind {bad[0]!r}; choose from {', '.join(synth.ARTIFACT_KINDS)}")
+    bad = [k for k in cfg.reference_kinds if k not in REFERENCE_KINDS]
+    if bad or not cfg.kinds or not cfg.reference_kinds:
+        raise InputError(f"reference kinds must be among {', '.join(REFERENCE_KINDS)} and artifact kinds non-empty")
+    if cfg.per_photo < 1 or cfg.size < 64:
+        raise InputError("--per-photo must be at least 1 and --size at least 64")
+    photos = discover_photos(Path(photos_dir))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and not cfg.overwrite and any(is_case(p) for p in out.iterdir()):
+        raise OutputError(f"{out}: already holds cases; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+
+    cache: dict[Path, tuple[np.ndarray, np.ndarray, str]] = {}
+
+    def load(photo: Photo) -> tuple[np.ndarray, np.ndarray, str]:
+        if photo.path not in cache:
+            img = fit_size(load_image(photo.path), cfg.size)
+            obj, source = object_mask_for(photo, img, cfg.seed)
+            cache[photo.path] = (img, obj, source)
+        return cache[photo.path]
+
+    grabcut = sum(not p.mask_path.is_file() for p in photos)
+    if grabcut:
+        logger.info("%d of %d photos have no <photo>.mask.png: their object masks come from GrabCut on a centred box",
+                    grabcut, len(photos))
+    written: list[Path] = []
+    total = len(photos) * cfg.per_photo
+    with tqdm(total=total, desc="make-cases", unit="case") as bar:
+        for i, photo in enumerate(photos):
+            for n in range(cfg.per_photo):
+                c = i * cfg.per_photo + n
+                written.append(_make_one(c, photo, photos, load, out, cfg))
+                bar.update(1)
+    write_bytes_atomic(out / "make-cases.json", (json.dumps(
+        {"photos": str(photos_dir), "config": {**asdict(cfg), "avoid_pairs": sorted(cfg.avoid_pairs)}, "cases": len(written)},
+        indent=2, default=list) + "\n").encode())
+    logger.info("wrote %d cases to %s", len(written), out)
+    return written
+
+
+def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: MakeCasesConfig) -> Path:
+    rng = np.random.default_rng([cfg.seed, c])
+    target, obj, source = load(photo)
+    ref_kind = cfg.reference_kinds[c % len(cfg.reference_kinds)]
+    kind = cfg.kinds[(c // len(cfg.reference_kinds)) % len(cfg.kinds)]
+    partners = []
+    if ref_kind == "multiview":
+        partners = [p for p in _valid_partners(photo, photos, cfg.avoid_pairs)
+                    if not is_near_duplicate(target, load(p)[0])]
+        if not partners:
+            logger.info("%s: no other photo of %r to use as a multiview reference; using a warp reference",
+                        photo.path, photo.object)
+            ref_kind = "warp"
+    for _ in range(8):
+        mask = artifact_mask(target, obj, rng, cfg)
+        image = synth.apply_artifact(kind, target, mask, rng)
+        if np.abs(image.astype(int) - target).sum(axis=2)[mask].mean() >= 12:  # a visible change
+            break
+    meta = {
+        "kind": "synthetic", "artifact_kind": kind, "reference_kind": ref_kind, "object": photo.object,
+        "source_photo": str(photo.path), "object_mask_source": source, "seed": cfg.seed, "case_index": c,
+        "area_fraction": round(float(mask.mean()), 5),
+    }
+    corr = None
+    if ref_kind == "warp":
+        reference, ref_mask, corr, info = warp_reference(target, obj, mask, rng)
+        meta.update(info, reference_photo=str(photo.path))
+    else:
+        partner = partners[int(rng.integers(len(partners)))]
+        reference, ref_mask, ref_source = load(partner)
+        meta.update(reference_photo=str(partner.path), reference_mask_source=ref_source)
+    name = f"{c:04d}-{photo.object}-{photo.stem}-{kind}-{ref_kind}"
+    return write_case(out / name, image=image, mask=mask, reference=reference, reference_mask=ref_mask,
+                      target=target, correspondence=corr, meta=meta)

@@ -1,0 +1,30 @@
+"""What :class:`~refalign.pipelines.pipeline_refine_by_align.RefineByAlignPipeline` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refalign.windows import Window
+
+
+@dataclass
+class RefineOutput:
+    """Result of both stages (paper §3.5).
+
+    Attributes:
+        image: the refined image, ``(H, W, 3) uint8`` (a ``PIL.Image`` with ``output_type="pil"``); outside the
+            dilated artifact mask it equals the input bit for bit.
+        correspondence: ``(H_ref, W_ref)`` bool — the region of the reference the refinement was conditioned on
+            (the union of ``M*`` over the windows, or the user's ``reference_mask``); ``None`` with ``no_align``
+            (the whole reference was used).
+        alignment: one ``AlignmentOutput`` per window when the alignment stage ran, else ``None``.
+        windows: the zoom-in windows that were refined, in image coordinates.
+    """
+
+    image: Any
+    correspondence: np.ndarray | None
+    alignment: list | None
+    windows: list[Window] = field(default_factory=list)

@@ -1,0 +1,242 @@
+"""Typed training configuration. YAML files (``configs/*.yaml``) are its serialised form; the resolved config is
+saved beside every checkpoint (``refalign.json`` → ``training``) and as ``<output_dir>/config.yaml``.
+
+Overrides use dotted keys, e.g. ``--set optim.lr_unet=1e-4 --set data.alignment_ratio=0.7``; values are parsed
+as YAML. Unknown keys and wrongly typed values are errors naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from refalign.data.masks import MaskSpec
+from refalign.data.perturb import ColorSpec, GeometrySpec
+from refalign.errors import InputError
+
+SOURCE_KINDS = ("procedural", "multiview", "coco")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build (:func:`refalign.models.presets.build_components`) or fine-tune (``init_from``)."""
+
+    preset: str = "tiny"
+    pretrained_model: str | None = None
+    pretrained_dinov2: str | None = None
+    init_from: str | None = None
+    unet: dict[str, Any] = field(default_factory=dict)
+    dinov2: dict[str, Any] = field(default_factory=dict)
+    codec: dict[str, Any] = field(default_factory=dict)
+    use_cls_token: bool = False
+
+
+@dataclass
+class SourceConfig:
+    """One data source. ``procedural``: ``count`` objects × ``views``; ``multiview``: folder ``path``;
+    ``coco``: annotation json ``path`` and image folder ``images``. ``repeat`` weights a source by repetition."""
+
+    kind: str = "procedural"
+    path: str | None = None
+    images: str | None = None
+    count: int = 200
+    views: int = 2
+    size: int = 192
+    seed: int = 0
+    min_area: float = 0.02
+    max_objects: int | None = None
+    repeat: int = 1
+
+
+@dataclass
+class DataConfig:
+    """Sources and synthesis settings (see :mod:`refalign.data.samples`)."""
+
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    max_side: int = 384
+    cache_dir: str | None = None
+    alignment_ratio: float = 0.5
+    multiview_ratio: float = 0.2
+    align_context: float = 4.0
+    refine_context: float = 2.0
+    min_window: int = 64
+    refine_dilate_max: float = 0.15
+    masks: MaskSpec = field(default_factory=MaskSpec)
+    color: ColorSpec = field(default_factory=ColorSpec)
+    geometry: GeometrySpec = field(default_factory=GeometrySpec)
+    num_workers: int = 0
+    val_holdout: float = 0.1
+    val_samples: int = 64
+    val_seed: int = 1_000_003
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with separate learning rates for the reference encoder (projector, unconditional tokens, and the
+    backbone when it is trainable) and the U-Net (paper §A.3)."""
+
+    lr_unet: float = 1e-4
+    lr_encoder: float = 1e-4
+    weight_decay: float = 1e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    lr_schedule: str = "constant_with_warmup"
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``refalign train`` needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    output_dir: str = "runs/tiny"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "auto"  # auto = bf16 on GPU, no on CPU
+    embedding_dropout: float = 0.1
+    ema: bool = True
+    ema_decay: float = 0.999
+    align_loss_weight: float = 0.0
+    align_loss: str = "ce"  # ce | soft_iou
+    align_layers: list[int] | None = None  # None = layers whose query grid equals the token grid
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int | None = 3
+    log_every: int = 10
+    validate_every: int = 200
+    time_limit_minutes: float | None = None  # stop (validate, save final) after this long; None = max_steps only
+    progress: bool = True
+
+    def validate(self, source: str = "config") -> None:
+        checks = [
+            (self.model.preset in ("tiny", "sd"), "model.preset must be tiny or sd"),
+            (all(s.kind in SOURCE_KINDS for s in self.data.sources), f"data.sources[].kind must be one of {SOURCE_KINDS}"),
+            (bool(self.data.sources), "data.sources is empty; add a procedural, multiview or coco source"),
+            (0.0 <= self.data.alignment_ratio <= 1.0, "data.alignment_ratio must be in [0, 1]"),
+            (self.batch_size >= 1 and self.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
+            (self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto, no, fp16 or bf16"),
+            (self.align_loss in ("ce", "soft_iou"), "align_loss must be ce or soft_iou"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"{source}: {message}")
+
+
+# ------------------------------------------------------------------------------------------ (de)serialisation
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict (lists for tuples) suitable for YAML and JSON."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def _build(cls, data: Any, where: str, source: str):
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: {where or 'top level'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"{source}: unknown key {where + '.' if where else ''}{unknown[0]}; valid keys: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k, source) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source}: {where or 'config'}: {exc}") from None
+
+
+def _convert(hint, value, where: str, source: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, source)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where, source) if len(inner) == 1 else value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{source}: {where} must be a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_convert(item, v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is float and not isinstance(value, bool):
+        try:  # PyYAML reads 1e-4 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: {where} must be a number, got {value!r}") from None
+    if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise InputError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{source}: {where} must be a mapping, got {value!r}")
+    return value
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    config = _build(TrainConfig, data, "", source)
+    config.validate(source)
+    return config
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a config dict, in place."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"{source} {item!r}: expected key=value, e.g. optim.lr_unet=1e-4")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError(f"{source} {item!r}: {p} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (``None``: the defaults), apply overrides, check it."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such config file; see configs/tiny.yaml for an example") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    apply_overrides(data, overrides or [])
+    return from_dict(data, source)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    import yaml
+
+    from refalign.files import write_bytes_atomic
+
+    write_bytes_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False).encode())

@@ -1,0 +1,161 @@
+"""bench: the runner over case folders, baselines, reruns, failures, reports, and the refalign methods."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import synthetic_scene
+from refalign.cli import app
+from refalign.errors import InputError, OutputError
+from refalign.eval.baselines import paste, template_correspondence
+from refalign.eval.cases import read_case, write_case
+from refalign.eval.runner import BenchConfig, load_results, run_bench
+
+
+def _scene_case(root, name, *, kind, size=96, seed=0):
+    s = synthetic_scene(size, seed)
+    image = s["image"].copy()
+    image[s["mask"]] = 0  # a dark blot
+    if kind == "warp":  # identity "warp": the correspondence is the mask itself
+        ref, corr = s["image"], s["mask"]
+    else:  # the scene shifted by (3, -2): a real displacement, no ground-truth correspondence
+        ref, corr = s["reference"], None
+    return write_case(root / name, image=image, mask=s["mask"], reference=ref, reference_mask=s["object_mask"],
+                      target=s["image"], correspondence=corr,
+                      meta={"reference_kind": kind, "artifact_kind": "blot"})
+
+
+@pytest.fixture
+def cases(tmp_path):
+    root = tmp_path / "cases"
+    _scene_case(root, "a-warp", kind="warp")
+    _scene_case(root, "b-multiview", kind="multiview", seed=1)
+    bad = _scene_case(root, "c-broken", kind="warp")
+    (bad / "mask.png").write_bytes(b"not a png")
+    return root
+
+
+def test_baselines_and_report(cases, tmp_path):
+    runs = {}
+    for method in ("identity", "telea", "ns", "paste"):
+        out = run_bench(BenchConfig(cases=cases, method=method, output=tmp_path / method, ocr=False))
+        runs[method] = load_results(out / "results.jsonl")
+        assert (out / "a-warp" / "refined.png").is_file() and (out / "summary.md").is_file()
+        assert "error" in runs[method]["c-broken"] and "mask.png" in runs[method]["c-broken"]["error"]
+        for name in ("a-warp", "b-multiview"):
+            rec = runs[method][name]
+            assert rec["background"] == 0 and rec["reference_kind"] in ("warp", "multiview") and rec["seconds"] >= 0
+    assert runs["telea"]["a-warp"]["psnr"] > runs["identity"]["a-warp"]["psnr"] + 5
+    assert runs["ns"]["b-multiview"]["psnr"] > runs["identity"]["b-multiview"]["psnr"] + 5
+    # paste from the exact correspondence of an unwarped reference restores the target exactly
+    assert runs["paste"]["a-warp"]["psnr"] == 100.0 and runs["paste"]["a-warp"]["correspondence_source"] == "ground truth"
+    assert runs["paste"]["b-multiview"]["correspondence_source"] == "template match"
+    summary = (tmp_path / "telea" / "summary.md").read_text()
+    assert "| all | telea |" in summary and "| multiview | telea |" in summary and "c-broken" in summary
+    assert "CLIP-T" not in summary  # not measured without weights
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "telea" / "per_kind.png").is_file()
+
+
+def test_template_correspondence_finds_a_shift():
+    s = synthetic_scene(128, 2)
+    pred = template_correspondence(s["image"], s["mask"], s["reference"])
+    truth = np.roll(s["mask"], (3, -2), axis=(0, 1))
+    from refalign.eval.metrics import iou
+
+    assert iou(pred, truth) > 0.6
+
+
+def test_rerun_skips_finished_cases_and_retries_failures(cases, tmp_path):
+    cfg = BenchConfig(cases=cases, method="identity", output=tmp_path / "out", ocr=False)
+    run_bench(cfg)
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    stamp = (tmp_path / "out" / "a-warp" / "refined.png").stat().st_mtime_ns
+    run_bench(cfg)
+    lines2 = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines2) == 4 and json.loads(lines2[-1])["case"] == "c-broken"  # only the failed case ran again
+    assert (tmp_path / "out" / "a-warp" / "refined.png").stat().st_mtime_ns == stamp
+    with pytest.raises(OutputError, match="holds results of method 'identity'"):
+        run_bench(BenchConfig(cases=cases, method="telea", output=tmp_path / "out"))
+
+
+class FakePipeline:
+    """Stands in for RefineByAlignPipeline: returns the target-free telea-like fill and the mask as correspondence."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, image, mask, reference, reference_mask=None, *, object_mask=None, no_align=False,
+                 num_inference_steps=None, generator=None):
+        assert reference_mask is None  # that argument would skip alignment
+        self.calls.append({"no_align": no_align, "steps": num_inference_steps, "object_mask": object_mask is not None})
+        out = image.copy()
+        out[mask] = 128
+        corr = None if no_align else np.roll(mask, (3, -2), axis=(0, 1))[: reference.shape[0], : reference.shape[1]]
+        return SimpleNamespace(image=out, correspondence=corr, alignment=None, windows=None)
+
+
+def test_refalign_methods_with_a_stand_in_pipeline(cases, tmp_path):
+    pipe = FakePipeline()
+    out = run_bench(BenchConfig(cases=cases, method="refalign", output=tmp_path / "r", steps=3, ocr=False), pipeline=pipe)
+    rec = load_results(out / "results.jsonl")
+    assert (out / "a-warp" / "correspondence_pred.png").is_file()
+    assert 0 < rec["a-warp"]["iou"] < 1 and "iou" not in rec["b-multiview"]  # no ground truth there
+    assert pipe.calls[0] == {"no_align": False, "steps": 3, "object_mask": True}
+    summary = (out / "summary.md").read_text()
+    assert "mIoU" in summary
+    single = FakePipeline()
+    out = run_bench(BenchConfig(cases=cases, method="refalign-single", output=tmp_path / "s", ocr=False), pipeline=single)
+    assert single.calls[0]["no_align"] is True and not (out / "a-warp" / "correspondence_pred.png").exists()
+
+
+def test_refalign_needs_a_model(cases, tmp_path):
+    with pytest.raises(InputError, match="needs a model"):
+        run_bench(BenchConfig(cases=cases, method="refalign", output=tmp_path / "x"))
+    with pytest.raises(InputError, match="unknown method"):
+        run_bench(BenchConfig(cases=cases, method="magic", output=tmp_path / "x"))
+
+
+def test_cli_bench(cases, tmp_path):
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--output", str(tmp_path / "o"), "--no-ocr"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "summary.md").is_file()
+    res = CliRunner().invoke(app, ["bench", str(tmp_path / "none"), "--method", "telea", "--output", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "no such cases folder" in res.output
+
+
+def test_cli_bench_semantic_scores_from_user_folders(cases, tmp_path):
+    from test_metrics import save_tiny_scoring_models
+
+    paths = save_tiny_scoring_models(tmp_path / "models")
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "identity", "--output", str(tmp_path / "o"),
+                                   "--no-ocr", "--clip", paths["clip"], "--dino", paths["dino"], "--blip", paths["blip"]])
+    assert res.exit_code == 0, res.output
+    rec = load_results(tmp_path / "o" / "results.jsonl")["a-warp"]
+    assert {"clip_i", "dino", "clip_t"} <= set(rec) and rec["reference_region"] == "ground truth"
+    assert "CLIP-I" in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
+    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
+
+    if "__call__" not in RefineByAlignPipeline.__dict__:
+        pytest.skip("RefineByAlignPipeline.__call__ is not built yet")
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "refalign", "--output", str(tmp_path / "o"),
+                                   "--model", str(dummy_checkpoint), "--steps", "2", "--no-ocr", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rec = load_results(tmp_path / "o" / "results.jsonl")
+    assert "error" not in rec["a-warp"], rec["a-warp"].get("error")
+    assert rec["a-warp"]["background"] == 0 and "iou" in rec["a-warp"]
+    assert (tmp_path / "o" / "a-warp" / "correspondence_pred.png").is_file()
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "paste", "--output", str(tmp_path / "p"),
+                                   "--model", str(dummy_checkpoint), "--no-ocr", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rec = load_results(tmp_path / "p" / "results.jsonl")["b-multiview"]
+    assert rec["correspondence_source"] == "refalign alignment" or "no correspondence region" in rec.get("error", "")

@@ -1,0 +1,146 @@
+"""make-cases: synthetic artifacts on real-looking photos, both reference kinds, determinism, input errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DREAMBOOTH, synthetic_scene
+from refalign.errors import InputError, OutputError
+from refalign.eval import synth
+from refalign.eval.cases import list_cases, read_case
+from refalign.eval.make_cases import MakeCasesConfig, is_near_duplicate, make_cases
+
+
+def _photo(seed: int, size: int = 160) -> np.ndarray:
+    s = synthetic_scene(size, seed)
+    img = s["image"].copy()
+    rng = np.random.default_rng(seed)
+    for _ in range(12):  # printed detail on the object
+        y, x = rng.integers(size // 3, 2 * size // 3, 2)
+        cv2.putText(img, "AB", (int(x) - 10, int(y)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (20, 20, 20), 1)
+    return img
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    for obj, seeds in {"toy": (1, 2), "mug": (3, 4)}.items():
+        (root / obj).mkdir(parents=True)
+        for i, s in enumerate(seeds):  # the second view is turned by 90°, so it is no near-duplicate
+            Image.fromarray(np.ascontiguousarray(np.rot90(_photo(s), i))).save(root / obj / f"{i:02d}.jpg", quality=95)
+    # the toy photos come with real object masks; the mug's come from GrabCut
+    obj = synthetic_scene(160, 0)["object_mask"]
+    for i in range(2):
+        Image.fromarray(np.rot90(obj, i).astype(np.uint8) * 255).save(root / "toy" / f"{i:02d}.mask.png")
+    return root
+
+
+@pytest.mark.parametrize("kind", synth.ARTIFACT_KINDS)
+def test_each_artifact_changes_only_the_mask(kind):
+    s = synthetic_scene(128, 0)
+    rng = np.random.default_rng(0)
+    mask = synth.free_form_mask((128, 128), (64, 64), 14, rng) & s["object_mask"]
+    out = synth.apply_artifact(kind, s["image"], mask, rng)
+    diff = np.abs(out.astype(int) - s["image"]).sum(axis=2)
+    assert (diff[~mask] == 0).all()
+    assert diff[mask].mean() > 5, kind
+
+
+def test_free_form_mask_is_irregular_and_small():
+    m = synth.free_form_mask((256, 256), (128, 128), 25, np.random.default_rng(3))
+    assert 0.002 < m.mean() < 0.04
+    area, hull = m.sum(), cv2.contourArea(cv2.convexHull(cv2.findNonZero(m.astype(np.uint8))))
+    assert area < 0.97 * hull  # not a convex blob
+
+
+def test_make_cases_layout_and_contents(photos, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="refalign.eval.make_cases"):
+        written = make_cases(photos, tmp_path / "cases", MakeCasesConfig(seed=0, per_photo=2, size=128))
+    assert len(written) == 8 and list_cases(tmp_path / "cases") == sorted(written)
+    assert any("GrabCut" in r.message and "2 of 4" in r.message for r in caplog.records)
+    kinds = set()
+    for path in written:
+        case = read_case(path)
+        meta = case.meta
+        kinds.add((meta["reference_kind"], meta["artifact_kind"]))
+        assert meta["seed"] == 0 and meta["source_photo"].endswith(".jpg")
+        assert meta["object_mask_source"] == ("file" if meta["object"] == "toy" else "grabcut")
+        assert max(case.image.shape[:2]) == 128 and case.target.shape == case.image.shape
+        changed = np.abs(case.image.astype(int) - case.target).sum(axis=2) > 0
+        assert not changed[~case.mask].any() and changed[case.mask].any()
+        assert case.mask.mean() < 0.06
+        if meta["reference_kind"] == "warp":
+            hom = np.array(meta["homography"])
+            pushed = cv2.warpPerspective(case.mask.astype(np.float32), hom, case.reference.shape[1::-1]) >= 0.5
+            assert (pushed == case.correspondence).all()
+            assert meta["reference_photo"] == meta["source_photo"]
+        else:
+            assert case.correspondence is None and meta["reference_photo"] != meta["source_photo"]
+            assert case.reference_mask is not None
+    assert {k for k, _ in kinds} == {"warp", "multiview"} and len({a for _, a in kinds}) >= 4
+
+
+def test_make_cases_is_deterministic(photos, tmp_path):
+    cfg = MakeCasesConfig(seed=5, per_photo=1, size=96)
+    a = make_cases(photos, tmp_path / "a", cfg)
+    b = make_cases(photos, tmp_path / "b", cfg)
+    c = make_cases(photos, tmp_path / "c", MakeCasesConfig(seed=6, per_photo=1, size=96))
+    for pa, pb in zip(a, b):
+        for f in ("image.png", "mask.png", "reference.png", "meta.json"):
+            assert (pa / f).read_bytes() == (pb / f).read_bytes()
+    assert any((pa / "mask.png").read_bytes() != (pc / "mask.png").read_bytes() for pa, pc in zip(a, c))
+
+
+def test_duplicate_pairs_are_not_multiview_references(photos, tmp_path):
+    cfg = MakeCasesConfig(seed=0, size=96, reference_kinds=("multiview",),
+                          avoid_pairs=frozenset({("toy", "00", "01")}))
+    for path in make_cases(photos, tmp_path / "cases", cfg):
+        meta = json.loads((path / "meta.json").read_text())
+        assert meta["reference_kind"] == ("warp" if meta["object"] == "toy" else "multiview")
+    img = _photo(1)
+    assert is_near_duplicate(img, img[:, ::-1].copy()) and not is_near_duplicate(img, np.rot90(_photo(3)).copy())
+
+
+def test_bad_inputs(photos, tmp_path):
+    with pytest.raises(InputError, match="no such photo folder"):
+        make_cases(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no photos"):
+        make_cases(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(InputError, match="unknown artifact kind 'blur'"):
+        make_cases(photos, tmp_path / "out", MakeCasesConfig(kinds=("blur",)))
+    make_cases(photos, tmp_path / "out", MakeCasesConfig(size=96))
+    with pytest.raises(OutputError, match="already holds cases"):
+        make_cases(photos, tmp_path / "out", MakeCasesConfig(size=96))
+
+
+def test_cli_make_cases(photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from refalign.cli import app
+
+    res = CliRunner().invoke(app, ["make-cases", str(photos), "--out", str(tmp_path / "c"), "--seed", "1",
+                                   "--size", "96", "--kinds", "shuffled,colour_drift"])
+    assert res.exit_code == 0, res.output
+    assert {read_case(p).artifact_kind for p in list_cases(tmp_path / "c")} == {"shuffled", "colour_drift"}
+    res = CliRunner().invoke(app, ["make-cases", str(tmp_path / "missing"), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "no such photo folder" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.skipif(not DREAMBOOTH.is_dir(), reason="shared dreambooth-dev photos not present")
+def test_real_photos(tmp_path):
+    root = tmp_path / "photos" / "backpack"
+    root.mkdir(parents=True)
+    for stem in ("00", "01", "02"):  # 00/01 are near-duplicates: 01 must not reference 00 and vice versa
+        (root / f"{stem}.jpg").symlink_to(DREAMBOOTH / "backpack" / f"{stem}.jpg")
+    cfg = MakeCasesConfig(seed=0, size=256, reference_kinds=("multiview",))
+    for path in make_cases(tmp_path / "photos", tmp_path / "cases", cfg):
+        case = read_case(path)
+        assert {case.meta["source_photo"][-6:-4], case.meta["reference_photo"][-6:-4]} != {"00", "01"}
+        assert case.mask.mean() < 0.05 and (case.image != case.target).any(axis=2)[case.mask].any()

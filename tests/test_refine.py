@@ -1,0 +1,228 @@
+"""The two-stage pipeline ``pipe(image, mask, reference)`` (paper §3.5) on the dummy model."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from refalign.errors import InputError
+from refalign.pipelines import zoom
+from refalign.pipelines.outputs import RefineOutput
+
+HAS_ALIGN = importlib.util.find_spec("refalign.pipelines.alignment") is not None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The dummy model is far faster on one thread on a shared 2-core machine (thread contention)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _fake_align(calls):
+    """Stand-in for the alignment stage: M* = the left half of the reference."""
+
+    def align(image, mask, reference, step=None, layer=None, object_mask=None, generator=None, **kw):
+        calls.append({"mask": mask.copy(), "object_mask": object_mask})
+        m = np.zeros(reference.shape[:2], bool)
+        m[:, : reference.shape[1] // 2] = True
+        return SimpleNamespace(mask=m, soft_map=np.zeros((8, 8), np.float32), step=0, layer=3, score=None)
+
+    return align
+
+
+def _outside_dilated(mask, windows, pipe):
+    """Pixels farther from the mask than the largest dilation radius used."""
+    r = max(zoom.dilation_radius(w, pipe.resolution, pipe.refalign_config.refinement.dilation) for w in windows)
+    return zoom.distance_to(mask) > r
+
+
+def test_end_to_end_no_align(dummy_pipeline, scene):
+    out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], no_align=True, seed=0)
+    assert isinstance(out, RefineOutput)
+    assert out.image.shape == scene["image"].shape and out.image.dtype == np.uint8
+    assert out.correspondence is None and out.alignment is None and len(out.windows) == 1
+    changed = (out.image != scene["image"]).any(-1)
+    assert changed[scene["mask"]].mean() > 0.5
+
+
+def test_background_bit_identical_outside_dilated_mask(dummy_pipeline, scene):
+    out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], no_align=True, seed=1)
+    outside = _outside_dilated(scene["mask"], out.windows, dummy_pipeline)
+    assert outside.sum() > 0.5 * outside.size
+    assert np.array_equal(out.image[outside], scene["image"][outside])
+
+
+def test_deterministic_per_seed(dummy_pipeline, scene):
+    args = (scene["image"], scene["mask"], scene["reference"])
+    a = dummy_pipeline(*args, no_align=True, seed=3).image
+    b = dummy_pipeline(*args, no_align=True, generator=torch.Generator().manual_seed(3)).image
+    c = dummy_pipeline(*args, no_align=True, seed=4).image
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_border_and_multi_region(dummy_pipeline, scene):
+    h, w = 160, 200
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[0:6, w - 9 : w] = True  # corner
+    mask[100:108, 20:30] = True  # far away
+    mask[150:160, 100:106] = True  # bottom edge
+    out = dummy_pipeline(image, mask, scene["reference"], no_align=True, seed=0)
+    assert len(out.windows) == 3
+    for win in out.windows:
+        assert win.top >= 0 and win.left >= 0 and win.bottom <= h and win.right <= w
+    changed = (out.image != image).any(-1)
+    for t, l, b, r in [(0, w - 9, 6, w), (100, 20, 108, 30), (150, 100, 160, 106)]:
+        assert changed[t:b, l:r].any()
+    outside = _outside_dilated(mask, out.windows, dummy_pipeline)
+    assert np.array_equal(out.image[outside], image[outside])
+
+
+def test_small_image_window_padded(dummy_pipeline, scene):
+    image = scene["image"][:20, :40]
+    mask = np.zeros((20, 40), bool)
+    mask[5:10, 30:38] = True
+    out = dummy_pipeline(image, mask, scene["reference"], no_align=True, seed=0)
+    assert out.windows[0].size == 40 and out.image.shape == image.shape
+    outside = _outside_dilated(mask, out.windows, dummy_pipeline)
+    assert np.array_equal(out.image[outside], image[outside])
+
+
+def test_large_image_cost_independent_of_size(dummy_pipeline, scene):
+    image = np.full((4096, 4096, 3), 120, np.uint8)
+    mask = np.zeros((4096, 4096), bool)
+    mask[2000:2012, 3000:3010] = True
+    calls = []
+    orig = dummy_pipeline.prepare_inpainting_inputs
+
+    def spy(img, m):
+        calls.append(tuple(img.shape))
+        return orig(img, m)
+
+    dummy_pipeline.prepare_inpainting_inputs = spy
+    start = time.perf_counter()
+    out = dummy_pipeline(image, mask, scene["reference"], no_align=True, seed=0)
+    elapsed = time.perf_counter() - start
+    assert calls == [(1, 3, dummy_pipeline.resolution, dummy_pipeline.resolution)]
+    assert out.windows[0].size == dummy_pipeline.refalign_config.refinement.min_window
+    assert elapsed < 20
+    outside = _outside_dilated(mask, out.windows, dummy_pipeline)
+    assert np.array_equal(out.image[outside], image[outside])
+
+
+def test_callback_called_per_step_and_can_replace_latents(dummy_pipeline, scene):
+    seen = []
+
+    def cb(pipe, step, timestep, kwargs):
+        seen.append((step, int(timestep), sorted(kwargs)))
+        return {"latents": torch.zeros_like(kwargs["latents"])} if step == 2 else {}
+
+    out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], no_align=True, seed=0,
+                         num_inference_steps=3, callback_on_step_end=cb,
+                         callback_on_step_end_tensor_inputs=("latents", "noise_pred"))
+    assert [s[0] for s in seen] == [0, 1, 2]
+    assert seen[0][1] > seen[1][1] > seen[2][1]
+    assert all(s[2] == ["latents", "noise_pred"] for s in seen)
+    # zero latents decode to mid-grey, which the paste then blends in on the artifact
+    assert (np.abs(out.image[scene["mask"]].astype(int) - 128) <= 1).all()
+
+
+def test_reference_mask_skips_alignment(dummy_pipeline, scene, monkeypatch):
+    monkeypatch.setattr(dummy_pipeline, "align", lambda *a, **k: pytest.fail("alignment must be skipped"))
+    region = np.zeros(scene["reference"].shape[:2], bool)
+    region[10:40, 20:60] = True
+    out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], reference_mask=region, seed=0)
+    assert out.alignment is None and np.array_equal(out.correspondence, region)
+    other = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], no_align=True, seed=0)
+    assert not np.array_equal(out.image, other.image)  # the conditioning differs
+
+
+def test_alignment_runs_per_window(dummy_pipeline, scene, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dummy_pipeline, "align", _fake_align(calls))
+    image = np.full((200, 200, 3), 90, np.uint8)
+    mask = np.zeros((200, 200), bool)
+    mask[5:10, 5:10] = True
+    mask[180:190, 180:190] = True
+    obj = np.ones(scene["reference"].shape[:2], bool)
+    out = dummy_pipeline(image, mask, scene["reference"], object_mask=obj, seed=0)
+    assert len(calls) == 2 and len(out.alignment) == 2
+    assert sum(int(c["mask"].sum()) for c in calls) == mask.sum()
+    assert calls[0]["object_mask"] is obj
+    assert out.correspondence[:, :48].all() and not out.correspondence[:, 48:].any()
+
+
+def test_guidance_one_is_single_pass_and_strength(dummy_pipeline, scene):
+    batches = []
+    orig = dummy_pipeline.unet_forward
+
+    def spy(latents, *a, **k):
+        batches.append(latents.shape[0])
+        return orig(latents, *a, **k)
+
+    dummy_pipeline.unet_forward = spy
+    args = (scene["image"], scene["mask"], scene["reference"])
+    dummy_pipeline(*args, no_align=True, guidance_scale=1.0, num_inference_steps=2, seed=0)
+    assert batches == [1, 1]
+    batches.clear()
+    dummy_pipeline(*args, no_align=True, guidance_scale=3.0, num_inference_steps=4, strength=0.5, seed=0)
+    assert batches == [2, 2]
+
+
+def test_scheduler_is_swappable(dummy_pipeline, scene):
+    from diffusers import DPMSolverMultistepScheduler
+
+    dummy_pipeline.scheduler = DPMSolverMultistepScheduler.from_config(dummy_pipeline.scheduler.config)
+    out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], no_align=True, seed=0,
+                         num_inference_steps=3, output_type="pil")
+    assert out.image.size == (96, 96)
+
+
+def test_paths_and_pil_inputs(dummy_pipeline, scene, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(scene["image"]).save(tmp_path / "i.png")
+    Image.fromarray(scene["mask"].astype(np.uint8) * 255).save(tmp_path / "m.png")
+    out = dummy_pipeline(tmp_path / "i.png", tmp_path / "m.png", Image.fromarray(scene["reference"]),
+                         no_align=True, seed=0)
+    ref = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], no_align=True, seed=0)
+    assert np.array_equal(out.image, ref.image)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"mask": np.zeros((50, 50), bool)}, "mask is 50x50"),
+        ({"mask": np.zeros((96, 96), bool)}, "marks no pixels"),
+        ({"strength": 0.0}, "strength"),
+        ({"reference_mask": np.zeros((5, 5), bool)}, "reference_mask"),
+        ({"output_type": "latent"}, "output_type"),
+        ({"callback_on_step_end_tensor_inputs": ("foo",)}, "foo"),
+    ],
+)
+def test_bad_arguments_raise_input_error(dummy_pipeline, scene, change, message):
+    kwargs = {"image": scene["image"], "mask": scene["mask"], "reference": scene["reference"], "no_align": True}
+    kwargs.update(change)
+    with pytest.raises(InputError, match=message):
+        dummy_pipeline(**kwargs)
+
+
+@pytest.mark.skipif(not HAS_ALIGN, reason="alignment stage not built yet")
+def test_with_real_alignment(dummy_pipeline, scene):
+    out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], seed=0)
+    assert len(out.alignment) == len(out.windows) == 1
+    assert out.correspondence is None or out.correspondence.shape == scene["reference"].shape[:2]
+    outside = _outside_dilated(scene["mask"], out.windows, dummy_pipeline)
+    assert np.array_equal(out.image[outside], scene["image"][outside])
+    again = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], seed=0)
+    assert np.array_equal(out.image, again.image)
