@@ -30,8 +30,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
+
+from _memory import PeakRSS  # benchmarks/ is the script's folder, first on sys.path
 
 SD15_UNET = {
     "sample_size": 64,
@@ -48,36 +49,6 @@ SD15_UNET = {
 
 
 # ----------------------------------------------------------------------------------------------- worker side
-class PeakRSS:
-    """Samples the resident set size in a thread; ``peak`` in bytes."""
-
-    def __init__(self, interval: float = 0.001):
-        self.interval = interval
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self.page
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.peak = self.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-
 class NaiveStoreProcessor:
     """Keeps every full probability map (the baseline)."""
 
@@ -124,7 +95,6 @@ def build(model: str, quick: bool):
 
 def run_pass(unet, x, enc, mask, mode: str, layers):
     """One U-Net pass in ``mode``; returns the bytes of captured data kept after it."""
-    import torch
 
     from refalign.attention import CrossAttentionStore, capture_cross_attention, resize_query_mask
     from refalign.attention.aggregate import query_grid_shape

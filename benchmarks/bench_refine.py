@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from _memory import PeakRSS  # benchmarks/ is the script's folder, first on sys.path
+
 
 def _scene(size: int, artifact: int, seed: int = 0):
     """A textured ``size²`` image (built without full-size temporaries), a round artifact at its centre, and a
@@ -64,37 +66,6 @@ def _load(model: str | None):
     return pipe
 
 
-class RssSampler:
-    """Peak resident memory of this process while a block runs, sampled from ``/proc/self/statm`` (Linux)."""
-
-    def __init__(self, interval: float = 0.002):
-        self.interval, self.peak, self._stop = interval, 0, None
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        import threading
-
-        self.start = self.peak = self.rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-
 def worker(cfg: dict) -> dict:
     """Time one configuration (runs in a fresh process)."""
     import cv2
@@ -108,7 +79,7 @@ def worker(cfg: dict) -> dict:
     kwargs = dict(num_inference_steps=cfg["steps"], seed=0, no_align=cfg["no_align"])
     pipe(image, mask, reference, **{**kwargs, "num_inference_steps": 2})  # warm-up
     times = []
-    with RssSampler() as rss:
+    with PeakRSS() as rss:
         for _ in range(cfg["repeats"]):
             t0 = time.perf_counter()
             out = pipe(image, mask, reference, **kwargs)

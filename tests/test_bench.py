@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from conftest import synthetic_scene
 from refalign.cli import app
 from refalign.errors import InputError, OutputError
-from refalign.eval.baselines import paste, template_correspondence
-from refalign.eval.cases import read_case, write_case
+from refalign.eval.baselines import template_correspondence
+from refalign.eval.cases import write_case
 from refalign.eval.runner import BenchConfig, load_results, run_bench
 
 

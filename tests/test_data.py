@@ -15,7 +15,7 @@ from refalign.data.masks import KINDS, MaskSpec, area_ratios, detail_map, sample
 from refalign.data.perturb import ColorSpec, GeometrySpec, apply_color, preserves_orientation, sample_color, sample_geometry, warp_mask
 from refalign.data.procedural import procedural_objects
 from refalign.data.readers import grabcut_mask, read_coco, read_multiview_folder, rle_decode
-from refalign.data.samples import GREY, MODES, ObjectPhoto, SampleSpec, alignment_sample, make_reference, multiview_sample, refinement_sample
+from refalign.data.samples import GREY, MODES, SampleSpec, alignment_sample, make_reference, multiview_sample, refinement_sample
 from refalign.errors import InputError
 
 

@@ -124,3 +124,31 @@ def connected_regions(mask: np.ndarray, *, merge_distance: int = 0) -> list[np.n
     regions = [(labels == i) & mask.astype(bool) for i in range(1, n)]
     regions = [r for r in regions if r.any()]
     return sorted(regions, key=lambda r: -int(r.sum()))
+
+
+def square_box(bbox: tuple[int, int, int, int], scale: float = 1.0) -> Window:
+    """The square centred on ``bbox`` with side ``scale ×`` its longer side (at least 2), *not* shifted into the
+    image: the geometry of every reference crop (training samples, alignment and refinement), which must agree."""
+    t, l, b, r = bbox
+    side = max(2, int(np.ceil(max(b - t, r - l) * scale)))
+    return Window(int(round((t + b - side) / 2.0)), int(round((l + r - side) / 2.0)), side)
+
+
+def crop_square(array: np.ndarray, box: Window, fill) -> np.ndarray:
+    """Cut ``box`` out of an ``(H, W[, C])`` array, filling the part outside the array with the constant ``fill``."""
+    h, w = array.shape[:2]
+    out = np.full((box.size, box.size) + array.shape[2:], fill, dtype=array.dtype)
+    t0, l0, t1, l1 = max(0, box.top), max(0, box.left), min(h, box.bottom), min(w, box.right)
+    if t1 > t0 and l1 > l0:
+        out[t0 - box.top : t1 - box.top, l0 - box.left : l1 - box.left] = array[t0:t1, l0:l1]
+    return out
+
+
+def paste_square(square: np.ndarray, box: Window, out_hw: tuple[int, int], fill) -> np.ndarray:
+    """Inverse of :func:`crop_square`: an ``out_hw`` array holding the part of ``square`` that lies inside it."""
+    h, w = out_hw
+    out = np.full((h, w) + square.shape[2:], fill, dtype=square.dtype)
+    t0, l0, t1, l1 = max(0, box.top), max(0, box.left), min(h, box.bottom), min(w, box.right)
+    if t1 > t0 and l1 > l0:
+        out[t0:t1, l0:l1] = square[t0 - box.top : t1 - box.top, l0 - box.left : l1 - box.left]
+    return out

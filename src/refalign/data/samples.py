@@ -38,7 +38,7 @@ from refalign.data.perturb import (
     warp_image,
     warp_mask,
 )
-from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
+from refalign.windows import Window, crop, crop_square, mask_bbox, resize_image, resize_mask, square_box, square_window
 
 MODES = {"alignment": 0, "refinement": 1, "multiview": 2}
 GREY = 128
@@ -89,22 +89,7 @@ def resize_mask_exact(mask: np.ndarray, size: int) -> np.ndarray:
 
 def square_crop_of_region(region: np.ndarray, pad_frac: float = 0.0) -> tuple[int, int, int]:
     """``(top, left, side)`` of the square around ``region``'s bbox (centred, may stick out of the image)."""
-    t, l, b, r = mask_bbox(region)
-    side = int(np.ceil(max(b - t, r - l) * (1.0 + pad_frac)))
-    side = max(side, 2)
-    top = int(round((t + b - side) / 2.0))
-    left = int(round((l + r - side) / 2.0))
-    return top, left, side
-
-
-def _crop_const(array: np.ndarray, top: int, left: int, side: int, fill) -> np.ndarray:
-    """Crop a square, padding with a constant where it sticks out."""
-    h, w = array.shape[:2]
-    out = np.full((side, side) + array.shape[2:], fill, dtype=array.dtype)
-    t0, l0, t1, l1 = max(0, top), max(0, left), min(h, top + side), min(w, left + side)
-    if t1 > t0 and l1 > l0:
-        out[t0 - top : t1 - top, l0 - left : l1 - left] = array[t0:t1, l0:l1]
-    return out
+    return square_box(mask_bbox(region), 1.0 + pad_frac).as_tuple()
 
 
 def make_reference(
@@ -122,9 +107,9 @@ def make_reference(
     T (and is limited to the region). ``rng=None`` applies no perturbation."""
     top, left, side = square_crop_of_region(region)
     seg = np.where(region[..., None], image, np.uint8(GREY)).astype(np.uint8)
-    ref = resize_image(_crop_const(seg, top, left, side, GREY), size)
-    keep = resize_mask_exact(_crop_const(region, top, left, side, False), size)
-    masks = [resize_mask_exact(_crop_const(m & region, top, left, side, False), size) for m in tracked]
+    ref = resize_image(crop_square(seg, Window(top, left, side), GREY), size)
+    keep = resize_mask_exact(crop_square(region, Window(top, left, side), False), size)
+    masks = [resize_mask_exact(crop_square(m & region, Window(top, left, side), False), size) for m in tracked]
     if rng is not None and geometric:
         h = sample_geometry(rng, spec.geometry, size)
         warped = [warp_mask(m, h, size) for m in masks]

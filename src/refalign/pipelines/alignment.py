@@ -38,7 +38,10 @@ from refalign.attention import (
 from refalign.attention.postprocess import PostprocessResult, upsample_soft
 from refalign.errors import InputError
 from refalign.files import as_mask, as_rgb, check_mask
-from refalign.windows import Window, crop, mask_bbox, resize_image, resize_mask, square_window, valid_region
+from refalign.windows import (
+    Window, crop, crop_square, mask_bbox, paste_square, resize_image, resize_mask, square_box, square_window,
+    valid_region,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class AlignmentOutput:
         """The soft map bilinearly upsampled onto the reference: ``(H_ref, W_ref)`` float32 in ``[0, 1]``."""
         h, w = self.mask.shape
         top, left, side = self.reference_box or (0, 0, max(h, w))
-        return _paste_square(upsample_soft(self.soft_map, (side, side)), (top, left, side), (h, w), 0.0)
+        return paste_square(upsample_soft(self.soft_map, (side, side)), Window(top, left, side), (h, w), 0.0)
 
 
 @dataclass
@@ -102,34 +105,6 @@ class PreparedAlignment:
 
 
 # ------------------------------------------------------------------------------------------------ geometry
-def square_box(bbox: tuple[int, int, int, int]) -> tuple[int, int, int]:
-    """``(top, left, side)`` of the square centred on ``bbox`` whose side is the bbox's longest side."""
-    t, l, b, r = bbox
-    side = max(b - t, r - l, 2)
-    return int(round((t + b - side) / 2.0)), int(round((l + r - side) / 2.0)), int(side)
-
-
-def _crop_const(array: np.ndarray, box: tuple[int, int, int], fill) -> np.ndarray:
-    top, left, side = box
-    h, w = array.shape[:2]
-    out = np.full((side, side) + array.shape[2:], fill, dtype=array.dtype)
-    t0, l0, t1, l1 = max(0, top), max(0, left), min(h, top + side), min(w, left + side)
-    if t1 > t0 and l1 > l0:
-        out[t0 - top : t1 - top, l0 - left : l1 - left] = array[t0:t1, l0:l1]
-    return out
-
-
-def _paste_square(square: np.ndarray, box: tuple[int, int, int], out_hw: tuple[int, int], fill) -> np.ndarray:
-    """Inverse of :func:`_crop_const`: the part of ``square`` that lies inside an ``out_hw`` image."""
-    top, left, side = box
-    h, w = out_hw
-    out = np.full((h, w) + square.shape[2:], fill, dtype=square.dtype)
-    t0, l0, t1, l1 = max(0, top), max(0, left), min(h, top + side), min(w, left + side)
-    if t1 > t0 and l1 > l0:
-        out[t0:t1, l0:l1] = square[t0 - top : t1 - top, l0 - left : l1 - left]
-    return out
-
-
 def reference_square(
     reference: np.ndarray, object_mask: np.ndarray | None
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -137,10 +112,10 @@ def reference_square(
     h, w = reference.shape[:2]
     if object_mask is None:
         box = square_box((0, 0, h, w))
-        return _crop_const(reference, box, REFERENCE_FILL), box
+        return crop_square(reference, box, REFERENCE_FILL), box.as_tuple()
     box = square_box(mask_bbox(object_mask))
     seg = np.where(object_mask[..., None], reference, np.uint8(REFERENCE_FILL)).astype(np.uint8)
-    return _crop_const(seg, box, REFERENCE_FILL), box
+    return crop_square(seg, box, REFERENCE_FILL), box.as_tuple()
 
 
 def _check_object_mask(object_mask, reference: np.ndarray) -> np.ndarray | None:
@@ -244,7 +219,7 @@ def correspondence_mask(
     post = postprocess_map(raw, noise_z=noise_z, threshold=threshold)
     top, left, side = prepared.reference_box
     square, _ = upsample_to_reference(post.soft_map, post.token_mask, (side, side), threshold)
-    m_star = _paste_square(square, prepared.reference_box, prepared.reference_hw, False)
+    m_star = paste_square(square, Window(*prepared.reference_box), prepared.reference_hw, False)
     if prepared.object_mask is not None:
         m_star &= prepared.object_mask
     return post, m_star

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from refalign.windows import Window, crop, mask_bbox, resize_image, resize_mask, square_window, valid_region
+from refalign.windows import (
+    Window, crop, mask_bbox, resize_image, resize_mask, square_box, square_window, valid_region,
+)
 
 BBox = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right exclusive
 
@@ -213,9 +215,7 @@ def reference_window(region: np.ndarray, *, context: float = 1.0) -> Window:
     """The square centred on ``M*``'s bounding box, side ``context ×`` its longer side (may stick out of the
     reference; the outside is padded with the fill). Centred and unshifted, like the training references
     (:func:`refalign.data.samples.make_reference`), so the refiner sees the layout it was trained on."""
-    t, l, b, r = mask_bbox(region)
-    side = max(2, int(math.ceil(max(b - t, r - l) * context)))
-    return Window(int(round((t + b - side) / 2.0)), int(round((l + r - side) / 2.0)), side)
+    return square_box(mask_bbox(region), context)
 
 
 def crop_reference(

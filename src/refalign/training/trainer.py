@@ -10,7 +10,6 @@ plus, when ``align_loss_weight > 0``, the auxiliary eq. 5 alignment loss on alig
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
