@@ -92,3 +92,29 @@ def scene() -> dict:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+def textured_image(size: int = 320, seed: int = 0) -> np.ndarray:
+    """A feature-rich random texture (smooth colour noise plus discs), ``(size, size, 3) uint8``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)
+    img = cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
+    for _ in range(40):  # corners and blobs for SIFT
+        c = tuple(int(v) for v in rng.integers(0, size, 2))
+        cv2.circle(img, c, int(rng.integers(3, 12)), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    return img
+
+
+def textured_warp_pair(seed: int = 0):
+    """``(image, reference, P)``: a texture and its perspective warp, ``P`` mapping image → reference pixels."""
+    import cv2
+
+    img = textured_image(seed=seed)
+    h, w = img.shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = src + np.float32([[10, -6], [-12, 8], [6, 14], [-8, -10]])
+    P = cv2.getPerspectiveTransform(src, dst)
+    ref = cv2.warpPerspective(img, P, (w, h), borderMode=cv2.BORDER_REFLECT)
+    return img, ref, P

@@ -9,25 +9,7 @@ import pytest
 from refalign.detect import DetectionError, detect_artifacts, fit_colour, shift_tolerant_distance
 from refalign.registration import register, transfer_mask, warp_reference
 
-
-def _texture(size=320, seed=0):
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)
-    img = cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
-    for _ in range(40):  # corners and blobs for SIFT
-        c = tuple(int(v) for v in rng.integers(0, size, 2))
-        cv2.circle(img, c, int(rng.integers(3, 12)), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
-    return img
-
-
-def _warp_pair(seed=0):
-    img = _texture(seed=seed)
-    h, w = img.shape[:2]
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = src + np.float32([[10, -6], [-12, 8], [6, 14], [-8, -10]])
-    P = cv2.getPerspectiveTransform(src, dst)  # image -> reference
-    ref = cv2.warpPerspective(img, P, (w, h), borderMode=cv2.BORDER_REFLECT)
-    return img, ref, P
+from conftest import textured_image as _texture, textured_warp_pair as _warp_pair
 
 
 def test_register_recovers_known_homography():

@@ -39,6 +39,10 @@ def align(
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also save a picture of M* on the reference."),
     step: Optional[int] = typer.Option(None, "--step", min=0, help="Schedule index to read [default: the model's]."),
     layer: Optional[int] = typer.Option(None, "--layer", min=0, help="Cross-attention layer [default: the model's]."),
+    subtoken: Optional[bool] = typer.Option(
+        None, "--subtoken/--no-subtoken", help="Refine M* beyond the token grid by feature matching (falls back "
+        "when unreliable) [default: the model's]."
+    ),
     model: Optional[str] = ModelOption,
     device: Optional[str] = DeviceOption,
     seed: Optional[int] = typer.Option(None, "--seed", help="Noise seed [default: the model's alignment seed]."),
@@ -64,9 +68,10 @@ def align(
     pipe = load_pipeline(model, device)
     generator = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
     out = pipe.align(inputs.image, inputs.mask, inputs.reference, step=step, layer=layer,
-                     object_mask=inputs.reference_mask, generator=generator)
+                     object_mask=inputs.reference_mask, generator=generator, subtoken=subtoken)
     save_image(out.mask, output)
-    typer.echo(f"wrote {output} (step {out.step}, layer {out.layer}, score {out.score:.3f})")
+    path = f", {out.path}: {out.path_reason}" if out.path_reason else ""
+    typer.echo(f"wrote {output} (step {out.step}, layer {out.layer}, score {out.score:.3f}{path})")
     if not out.mask.any():
         typer.echo("warning: the correspondence map was flat; the mask is empty", err=True)
     if overlay is not None:

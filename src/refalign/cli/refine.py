@@ -34,6 +34,10 @@ def refine(
         None, "--object-mask", help="Object mask on the reference: alignment searches inside it (a transparent "
         "reference's alpha is used when not given)."
     ),
+    subtoken: Optional[bool] = typer.Option(
+        None, "--subtoken/--no-subtoken", help="Refine the matched region beyond the 16x16 token grid by feature "
+        "matching (falls back when unreliable) [default: the model's]."
+    ),
     no_align: bool = typer.Option(False, "--no-align", help="Condition on the whole reference (single-stage)."),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Refine every case folder under DIR instead."),
     model: Optional[str] = ModelOption,
@@ -53,7 +57,8 @@ def refine(
         raise InputError("--strength must be above 0")
     if no_align and reference_mask is not None:
         raise InputError("--no-align and --reference-mask exclude each other; give one")
-    call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, seed=seed, no_align=no_align)
+    call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, seed=seed, no_align=no_align,
+                subtoken=subtoken)
     if cases is not None:
         _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,
                       model, device, overwrite, max_pixels, call)

@@ -67,6 +67,9 @@ class AlignmentOutput:
         reference_box: ``(top, left, side)`` of the reference square the token grid covers (reference pixels; may
             stick out of the reference).
         noise_peaks: ``(grid_h, grid_w)`` bool — tokens removed as ViT noise (§A.4).
+        path: ``"cross-attention"`` (``mask`` is the token-level ``M*``) or ``"warp"`` (sub-token alignment refined
+            it geometrically, :mod:`refalign.pipelines.subtoken`); ``path_reason`` says why.
+        homography: image → reference homography of the sub-token path, when one was fitted.
     """
 
     soft_map: np.ndarray
@@ -80,6 +83,9 @@ class AlignmentOutput:
     window: Window | None = None
     reference_box: tuple[int, int, int] | None = None
     noise_peaks: np.ndarray | None = None
+    path: str = "cross-attention"
+    path_reason: str = ""
+    homography: np.ndarray | None = None
 
     def soft_on_reference(self) -> np.ndarray:
         """The soft map bilinearly upsampled onto the reference: ``(H_ref, W_ref)`` float32 in ``[0, 1]``."""
@@ -226,7 +232,7 @@ def correspondence_mask(
 
 
 def align(pipe, image, mask, reference, step: int | None = None, layer: int | None = None, object_mask=None,
-          generator: torch.Generator | None = None) -> AlignmentOutput:
+          generator: torch.Generator | None = None, subtoken: bool | None = None) -> AlignmentOutput:
     """Alignment stage (paper Algorithm 1): the region ``M*`` of ``reference`` that matches the masked artifact.
 
     Args:
@@ -238,6 +244,8 @@ def align(pipe, image, mask, reference, step: int | None = None, layer: int | No
         layer: cross-attention layer index in U-Net order (default ``refalign_config.alignment.layer``).
         object_mask: the object's mask on the reference; ``M*`` is limited to it.
         generator: noise source (default: seeded with ``refalign_config.alignment.seed``).
+        subtoken: refine ``M*`` geometrically beyond the token grid (:mod:`refalign.pipelines.subtoken`; default
+            ``refalign_config.alignment.subtoken``); falls back to ``M*`` when feature matching is unreliable.
 
     Costs exactly one U-Net forward pass (plus one reference-encoder pass). Raises :class:`InputError` for bad inputs
     or an out-of-range ``step``/``layer``.
@@ -254,6 +262,14 @@ def align(pipe, image, mask, reference, step: int | None = None, layer: int | No
         logger.warning("alignment at step %d, layer %d found no region (flat correspondence map)", step, layer)
     logger.debug("aligned at step %d (t=%d), layer %d: score %.3f, %d noise token(s) removed",
                  step, timestep, layer, post.score, int(post.noise_peaks.sum()))
+    path, reason, homography = "cross-attention", "", None
+    if cfg.subtoken if subtoken is None else subtoken:
+        from refalign.pipelines.subtoken import refine_correspondence
+
+        geo = refine_correspondence(as_rgb(image), as_mask(mask), as_rgb(reference), m_star,
+                                    object_mask=prepared.object_mask)
+        m_star, path, reason, homography = geo.mask, geo.path, geo.reason, geo.homography
+        logger.info("sub-token alignment: %s (%s)", path, reason)
     return AlignmentOutput(
         soft_map=post.soft_map,
         raw_map=raw.astype(np.float32),
@@ -266,6 +282,9 @@ def align(pipe, image, mask, reference, step: int | None = None, layer: int | No
         window=prepared.window,
         reference_box=prepared.reference_box,
         noise_peaks=post.noise_peaks,
+        path=path,
+        path_reason=reason,
+        homography=homography,
     )
 
 

@@ -35,6 +35,7 @@ class AlignmentDefaults:
         context: the alignment window is a square of ``context ×`` the artifact's longest bbox side around it
             (``refalign.windows.square_window``). Wide (4×, wider than refinement's 2×) because the model has to see
             enough of the object to know *which part* of it the artifact is; a tight crop shows only the hole.
+        subtoken: refine ``M*`` beyond the token grid by feature matching (ours, :mod:`refalign.pipelines.subtoken`).
         min_window: smallest side of that window in image pixels (before resizing to the model's resolution).
         seed: seed of the noise added to the window's latent when no generator is passed (alignment is
             deterministic by default).
@@ -49,6 +50,7 @@ class AlignmentDefaults:
     context: float = 4.0
     min_window: int = 64
     seed: int = 0
+    subtoken: bool = False
 
 
 @dataclass

@@ -181,6 +181,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         *,
         object_mask=None,
         no_align: bool = False,
+        subtoken: bool | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         strength: float = 1.0,
@@ -200,6 +201,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             reference_mask: the region of the reference to copy from, given by the user; alignment is skipped.
             object_mask: the object's mask on the reference (e.g. a transparent PNG's alpha), passed to alignment.
             no_align: condition on the whole reference (the paper's single-stage ablation).
+            subtoken: refine ``M*`` beyond the token grid by feature matching (default: the checkpoint's
+                ``alignment.subtoken``); each window's :class:`AlignmentOutput` says which path was taken.
             num_inference_steps, guidance_scale: DDIM steps and classifier-free guidance scale (defaults:
                 ``refalign_config.refinement``; ``guidance_scale <= 1`` runs the conditional pass only).
             strength: how much of the window to re-noise (1 = start from pure noise; lower keeps more of the input).
@@ -247,7 +250,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             region = reference_mask
             if region is None and not no_align:
                 aligned = self.align(image, plan.full_mask(mask.shape), reference, object_mask=object_mask,
-                                     generator=generator)
+                                     generator=generator, subtoken=subtoken)
                 alignments.append(aligned)
                 region = np.asarray(aligned.mask, bool)
                 if not region.any():

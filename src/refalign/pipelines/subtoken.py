@@ -1,0 +1,98 @@
+"""Sub-token alignment (beyond the paper; its §5 names the 16×16 token grid as the cap on alignment precision).
+
+The cross-attention correspondence ``M*`` is only as fine as the reference-token grid: on a 16×16 grid one token
+spans 1/16 of the reference. :func:`refine_correspondence` sharpens it geometrically: local features are matched
+between the artifact's *surrounding context* in the image (a ring around the artifact — its own pixels are wrong by
+definition) and the *neighbourhood of* ``M*`` in the reference; a RANSAC homography fitted to those matches maps the
+artifact mask onto the reference pixel-accurately (and gives a warp of the reference onto the artifact window).
+When matching is unreliable (too few features or inliers, degenerate warp, or a result that lands away from
+``M*``), the token-level ``M*`` is kept; the result says which path was taken and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from refalign.registration import register, transfer_mask
+from refalign.windows import mask_bbox, square_box, square_window
+
+#: The feature ring around the artifact: a square window of ``CONTEXT ×`` its bbox (at least ``MIN_WINDOW`` px).
+CONTEXT = 4.0
+MIN_WINDOW = 96
+#: Search area on the reference: the square of ``NEIGHBOURHOOD ×`` M*'s bbox around it.
+NEIGHBOURHOOD = 3.0
+
+
+@dataclass
+class SubTokenResult:
+    """``mask``: the correspondence to use; ``path``: ``"warp"`` (pixel-accurate) or ``"cross-attention"``
+    (fallback to ``M*``); ``reason``: why; ``homography``: image → reference, when fitted."""
+
+    mask: np.ndarray
+    path: str
+    reason: str
+    homography: np.ndarray | None = None
+    num_inliers: int = 0
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0:
+        return mask
+    k = 2 * radius + 1
+    return cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+
+
+def _box_mask(shape: tuple[int, int], box) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    out[max(0, box.top) : max(0, box.bottom), max(0, box.left) : max(0, box.right)] = True
+    return out
+
+
+def refine_correspondence(
+    image: np.ndarray,
+    mask: np.ndarray,
+    reference: np.ndarray,
+    m_star: np.ndarray,
+    *,
+    object_mask: np.ndarray | None = None,
+    token_size: int | None = None,
+) -> SubTokenResult:
+    """Refine the token-level correspondence ``m_star`` into a pixel-accurate one, or keep it and say why.
+
+    Args:
+        image, mask: the image with artifacts and the artifact mask (``(H, W)`` bool).
+        reference: the reference photo; ``m_star``: its token-level correspondence (``(H_r, W_r)`` bool).
+        object_mask: the object on the reference; features are only taken on it.
+        token_size: side of one reference token in reference pixels (the warped result must land within one token
+            of ``M*``); default: 1/16 of the reference's longer side.
+    """
+    if not m_star.any():
+        return SubTokenResult(m_star, "cross-attention", "no token-level region to refine")
+    h, w = mask.shape
+    bbox = mask_bbox(mask)
+    win = square_window(bbox, (h, w), context=CONTEXT, min_size=MIN_WINDOW)
+    ring = _box_mask((h, w), win) & ~_dilate(mask, max(2, win.size // 40))
+    ref_hw = reference.shape[:2]
+    near = _box_mask(ref_hw, square_box(mask_bbox(m_star), NEIGHBOURHOOD))
+    if object_mask is not None:
+        near &= _dilate(object_mask, 4)
+    cy, cx = (bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0
+    reg = register(image, reference, image_mask=ring, reference_mask=near, roi_center=(cx, cy), min_inliers=10)
+    if not reg.ok:
+        return SubTokenResult(m_star, "cross-attention", f"matching unreliable: {reg.reason}", reg.homography,
+                              reg.num_inliers)
+    warped = transfer_mask(mask, reg.homography, ref_hw)
+    if object_mask is not None:
+        warped &= object_mask
+    if not warped.any():
+        return SubTokenResult(m_star, "cross-attention", "the warp maps the artifact outside the reference",
+                              reg.homography, reg.num_inliers)
+    tol = token_size or max(1, round(max(ref_hw) / 16))
+    if not (warped & _dilate(m_star, tol)).any():
+        return SubTokenResult(m_star, "cross-attention", "the warp lands more than a token away from M*",
+                              reg.homography, reg.num_inliers)
+    return SubTokenResult(warped, "warp", f"homography from {reg.num_inliers} inliers", reg.homography,
+                          reg.num_inliers)
