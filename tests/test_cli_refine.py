@@ -227,3 +227,14 @@ def test_batch_under_accelerate_launch(tmp_path, dummy_checkpoint, launch, world
         assert proc.stdout.count("2 refined") == 2
     else:
         assert "4 refined" in proc.stdout
+
+
+def test_several_references_on_the_command_line(tmp_path, dummy_checkpoint):
+    _write(tmp_path, names=("img.png", "m.png", "r.png"))
+    _write(tmp_path / "other", seed=1)
+    args = _single_args(tmp_path, dummy_checkpoint, "--reference", str(tmp_path / "other" / "reference.png"),
+                        "--save-correspondence", str(tmp_path / "corr.png"))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "reference chosen per artifact region" in result.output
+    assert list(tmp_path.glob("corr.ref*.png"))

@@ -226,3 +226,17 @@ def test_with_real_alignment(dummy_pipeline, scene):
     assert np.array_equal(out.image[outside], scene["image"][outside])
     again = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], seed=0)
     assert np.array_equal(out.image, again.image)
+
+
+def test_several_references_choose_the_best_aligned_per_window(dummy_pipeline, scene):
+    """Each window aligns with every reference and is refined from the one with the highest alignment score."""
+    flat = np.full_like(scene["reference"], 128)
+    out = dummy_pipeline(scene["image"], scene["mask"], [flat, scene["reference"]], seed=0)
+    scores = [dummy_pipeline.align(scene["image"], scene["mask"], r).score for r in (flat, scene["reference"])]
+    assert out.reference_indices == [int(np.argmax(scores))]
+    assert isinstance(out.correspondence, list) and len(out.correspondence) == 2
+    assert out.correspondence[1 - out.reference_indices[0]] is None
+    with pytest.raises(InputError, match="several references"):
+        dummy_pipeline(scene["image"], scene["mask"], [flat, flat], no_align=True)
+    with pytest.raises(InputError, match="one object mask per reference"):
+        dummy_pipeline(scene["image"], scene["mask"], [flat, flat], object_mask=[None])

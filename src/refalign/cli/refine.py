@@ -7,7 +7,7 @@ Every input and output path is checked before the model loads (DESIGN §5). Batc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -25,7 +25,10 @@ def default_output(image: Path) -> Path:
 def refine(
     image: Optional[Path] = typer.Argument(None, help="Image with artifacts (PNG or JPEG).", show_default=False),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Artifact mask: white (255) = artifact, same size."),
-    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference photo of the object."),
+    reference: Optional[List[Path]] = typer.Option(
+        None, "--reference", "-r", help="Reference photo of the object; repeat it to give several photos (each "
+        "artifact region is refined from the one it aligns with best)."
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file [default: IMAGE.refined.png]."),
     reference_mask: Optional[Path] = typer.Option(
         None, "--reference-mask", help="Region of the reference to copy from (skips the alignment stage)."
@@ -70,14 +73,18 @@ def refine(
 def _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
                 overwrite, max_pixels, call) -> None:
     from refalign.cli._common import load_pipeline
-    from refalign.files import check_output, load_refine_inputs, save_image
+    from refalign.files import check_output, load_reference, load_refine_inputs, save_image
 
     missing = [name for name, v in (("IMAGE", image), ("--mask", mask), ("--reference", reference)) if v is None]
     if missing:
         raise InputError(f"missing {', '.join(missing)}; give IMAGE --mask M --reference R (or --cases DIR)")
     # 1. every input and output checked before the model loads
-    inputs = load_refine_inputs(image, mask, reference, reference_mask, max_pixels=max_pixels)
-    protected = tuple(p for p in (image, mask, reference, reference_mask, object_mask) if p is not None)
+    if len(reference) > 1 and (reference_mask is not None or object_mask is not None or call["no_align"]):
+        raise InputError("--reference-mask, --object-mask and --no-align take one --reference; with several, give "
+                         "transparent PNGs for object masks")
+    inputs = load_refine_inputs(image, mask, reference[0], reference_mask, max_pixels=max_pixels)
+    extra = [load_reference(r, max_pixels=max_pixels) for r in reference[1:]]
+    protected = tuple(p for p in (image, mask, *reference, reference_mask, object_mask) if p is not None)
     output = check_output(output or default_output(image), overwrite=overwrite, protected=protected)
     if save_correspondence is not None:
         if call["no_align"]:
@@ -85,24 +92,42 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         save_correspondence = check_output(save_correspondence, overwrite=overwrite, protected=protected)
         if save_correspondence.resolve() == output.resolve():
             raise InputError(f"{output}: given both as --output and --save-correspondence; use two names")
+        if len(reference) > 1:  # one file per reference: NAME.ref0.png, NAME.ref1.png, ...
+            for i in range(len(reference)):
+                check_output(_per_reference(save_correspondence, i), overwrite=overwrite, protected=protected)
     # A user-given --reference-mask is the region to copy (alignment skipped); a transparent reference's alpha is
     # the object mask the alignment stage searches within.
     region = inputs.reference_mask if reference_mask is not None else None
     if object_mask is not None:
         from refalign.files import load_object_mask
 
-        obj = load_object_mask(object_mask, inputs.reference.shape[:2], image_name=str(reference))
+        obj = load_object_mask(object_mask, inputs.reference.shape[:2], image_name=str(reference[0]))
     else:
         obj = None if reference_mask is not None else inputs.reference_mask
 
     # 2. the model, then both stages
     pipe = load_pipeline(model, device)
-    out = pipe(inputs.image, inputs.mask, inputs.reference, reference_mask=region, object_mask=obj, **call)
+    if extra:
+        refs = [inputs.reference] + [r.image for r in extra]
+        objs = [inputs.reference_mask] + [r.object_mask for r in extra]
+        out = pipe(inputs.image, inputs.mask, refs, object_mask=objs, **call)
+        typer.echo("reference chosen per artifact region: " + ", ".join(str(reference[i]) for i in out.reference_indices))
+    else:
+        out = pipe(inputs.image, inputs.mask, inputs.reference, reference_mask=region, object_mask=obj, **call)
     save_image(out.image, output)
     typer.echo(f"wrote {output}")
     if save_correspondence is not None and out.correspondence is not None:
-        save_image(out.correspondence, save_correspondence)
-        typer.echo(f"wrote {save_correspondence}")
+        masks = out.correspondence if extra else [out.correspondence]
+        for i, m in enumerate(masks):
+            if m is None:
+                continue
+            path = _per_reference(save_correspondence, i) if extra else save_correspondence
+            save_image(m, path)
+            typer.echo(f"wrote {path}")
+
+
+def _per_reference(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.stem}.ref{index}{path.suffix}")
 
 
 def _refine_batch(cases, image, mask, reference, output, reference_mask, save_correspondence, model, device,

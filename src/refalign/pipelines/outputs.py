@@ -19,12 +19,16 @@ class RefineOutput:
             dilated artifact mask it equals the input bit for bit.
         correspondence: ``(H_ref, W_ref)`` bool — the region of the reference the refinement was conditioned on
             (the union of ``M*`` over the windows, or the user's ``reference_mask``); ``None`` with ``no_align``
-            (the whole reference was used).
-        alignment: one ``AlignmentOutput`` per window when the alignment stage ran, else ``None``.
+            (the whole reference was used). With several references: a list, one entry per reference
+            (``None`` for a reference no window chose).
+        alignment: one ``AlignmentOutput`` per window (of the chosen reference) when the alignment stage ran,
+            else ``None``.
         windows: the zoom-in windows that were refined, in image coordinates.
+        reference_indices: for each window, which reference it was refined from (always 0 with one reference).
     """
 
     image: Any
     correspondence: np.ndarray | None
     alignment: list | None
     windows: list[Window] = field(default_factory=list)
+    reference_indices: list[int] = field(default_factory=list)

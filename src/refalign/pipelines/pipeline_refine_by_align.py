@@ -197,7 +197,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         Args:
             image: ``(H, W, 3)`` array, PIL image or path — the image with artifacts ``I_a``.
             mask: ``(H, W)`` mask (array, PIL or path; true/255 = artifact) ``M_a``; may hold several regions.
-            reference: the reference photo ``I_r`` (array, PIL or path).
+            reference: the reference photo ``I_r`` (array, PIL or path), or a list of several photos of the object:
+                each window then aligns with every one and is refined from the reference with the strongest, most
+                compact correspondence (the highest alignment ``score``); ``RefineOutput.reference_indices`` reports
+                the choice. ``object_mask`` is then a list too (or ``None``).
             reference_mask: the region of the reference to copy from, given by the user; alignment is skipped.
             object_mask: the object's mask on the reference (e.g. a transparent PNG's alpha), passed to alignment.
             no_align: condition on the whole reference (the paper's single-stage ablation).
@@ -227,10 +230,22 @@ class RefineByAlignPipeline(DiffusionPipeline):
         self._interrupt = False
 
         # 1. Check inputs
-        image, mask, reference, reference_mask, object_mask = self._check_inputs(
-            image, mask, reference, reference_mask, object_mask, steps, strength, output_type,
-            callback_on_step_end_tensor_inputs,
-        )
+        several = isinstance(reference, (list, tuple))
+        references = list(reference) if several else [reference]
+        object_masks = list(object_mask) if isinstance(object_mask, (list, tuple)) else [object_mask]
+        if several and (reference_mask is not None or no_align):
+            raise InputError("several references need the alignment stage; drop reference_mask / no_align")
+        if not references or (object_mask is not None and len(object_masks) != len(references)):
+            raise InputError(f"give one object mask per reference ({len(references)}), or none")
+        object_masks = object_masks if object_mask is not None else [None] * len(references)
+        checked = [
+            self._check_inputs(image, mask, ref, reference_mask, obj, steps, strength, output_type,
+                               callback_on_step_end_tensor_inputs)
+            for ref, obj in zip(references, object_masks)
+        ]
+        image, mask, reference, reference_mask, object_mask = checked[0]
+        references = [c[2] for c in checked]
+        object_masks = [c[4] for c in checked]
         if generator is not None and seed is not None:
             raise InputError("pass either generator or seed, not both")
         if generator is None and seed is not None:
@@ -244,13 +259,23 @@ class RefineByAlignPipeline(DiffusionPipeline):
 
         result = image.copy()
         alignments: list | None = [] if reference_mask is None and not no_align else None
-        correspondence = reference_mask.copy() if reference_mask is not None else None
+        correspondences: list = [reference_mask.copy() if reference_mask is not None else None] * len(references)
+        chosen: list[int] = []
         for plan in plans:
-            # 3. The reference region: the user's, the whole reference, or M* from the alignment stage
-            region = reference_mask
+            # 3. The reference region: the user's, the whole reference, or M* from the alignment stage (with
+            #    several references, the one whose correspondence is strongest and most compact)
+            region, index = reference_mask, 0
             if region is None and not no_align:
-                aligned = self.align(image, plan.full_mask(mask.shape), reference, object_mask=object_mask,
-                                     generator=generator, subtoken=subtoken)
+                candidates = [
+                    self.align(image, plan.full_mask(mask.shape), ref, object_mask=obj, generator=generator,
+                               subtoken=subtoken)
+                    for ref, obj in zip(references, object_masks)
+                ]
+                index = max(range(len(candidates)), key=lambda i: (candidates[i].mask.any(), candidates[i].score))
+                aligned = candidates[index]
+                if several:
+                    logger.info("window %s: reference %d of %d (alignment scores %s)", plan.window, index,
+                                len(candidates), ", ".join(f"{c.score:.3f}" for c in candidates))
                 alignments.append(aligned)
                 region = np.asarray(aligned.mask, bool)
                 if not region.any():
@@ -258,8 +283,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                    plan.window)
                     region = None
                 else:
-                    correspondence = region.copy() if correspondence is None else correspondence | region
-            ref_pixels = crop_reference(reference, region, self.reference_encoder.image_size,
+                    prev = correspondences[index]
+                    correspondences[index] = region.copy() if prev is None else prev | region
+            chosen.append(index)
+            ref_pixels = crop_reference(references[index], region, self.reference_encoder.image_size,
                                         context=cfg.reference_context, fill=cfg.reference_fill)
             tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
 
@@ -277,7 +304,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             from PIL import Image
 
             result = Image.fromarray(result)
-        return RefineOutput(result, correspondence, alignments, [p.window for p in plans])
+        correspondence = correspondences if several else correspondences[0]
+        return RefineOutput(result, correspondence, alignments, [p.window for p in plans], chosen)
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, steps, strength, output_type,
                       tensor_inputs):
