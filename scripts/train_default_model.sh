@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # How the default model shipped in src/refalign/default_model was made (see its README.md, the model card).
-# Run from the repository root with ../shared/data/dreambooth-dev beside it; about 75 minutes on 2 CPU cores.
+# Run from the repository root with ../shared/data/dreambooth-dev beside it; about 60 minutes on 2 CPU cores.
 #   bash scripts/train_default_model.sh [RUN_DIR]
 set -euo pipefail
 run=${1:-runs/default}
-minutes=${MINUTES:-70}
+minutes=${MINUTES:-50}
 
 # 1. train the tiny preset, both modes of paper §3.4, with the auxiliary eq. 5 loss (weight 0.5)
 OMP_NUM_THREADS=2 refalign train --config configs/tiny.yaml --output-dir "$run" --max-steps 4000 \

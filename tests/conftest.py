@@ -88,8 +88,18 @@ def scene() -> dict:
     return synthetic_scene()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one torch thread: the dummy model is far faster so on a shared 2-core machine (thread
+    contention dominates its tiny kernels). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield
 

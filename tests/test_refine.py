@@ -17,13 +17,7 @@ from refalign.pipelines.outputs import RefineOutput
 HAS_ALIGN = importlib.util.find_spec("refalign.pipelines.alignment") is not None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The dummy model is far faster on one thread on a shared 2-core machine (thread contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fake_align(calls):
