@@ -99,4 +99,5 @@ def test_outputs(tmp_path):
         check_output(existing, overwrite=True, protected=(existing,))
     save_image(np.ones((4, 4), bool), tmp_path / "mask.png")
     assert np.asarray(Image.open(tmp_path / "mask.png")).max() == 255
+    assert (tmp_path / "mask.png").stat().st_mode & 0o044, "outputs get open()'s permissions, not mkstemp's 0600"
     assert not list(tmp_path.glob(".*.tmp"))
