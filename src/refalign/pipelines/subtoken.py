@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from refalign.pipelines.zoom import dilate
 from refalign.registration import register, transfer_mask
 from refalign.windows import mask_bbox, square_box, square_window
 
@@ -36,13 +36,6 @@ class SubTokenResult:
     reason: str
     homography: np.ndarray | None = None
     num_inliers: int = 0
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0:
-        return mask
-    k = 2 * radius + 1
-    return cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
 
 
 def _box_mask(shape: tuple[int, int], box) -> np.ndarray:
@@ -74,11 +67,11 @@ def refine_correspondence(
     h, w = mask.shape
     bbox = mask_bbox(mask)
     win = square_window(bbox, (h, w), context=CONTEXT, min_size=MIN_WINDOW)
-    ring = _box_mask((h, w), win) & ~_dilate(mask, max(2, win.size // 40))
+    ring = _box_mask((h, w), win) & ~dilate(mask, max(2, win.size // 40))
     ref_hw = reference.shape[:2]
     near = _box_mask(ref_hw, square_box(mask_bbox(m_star), NEIGHBOURHOOD))
     if object_mask is not None:
-        near &= _dilate(object_mask, 4)
+        near &= dilate(object_mask, 4)
     cy, cx = (bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0
     reg = register(image, reference, image_mask=ring, reference_mask=near, roi_center=(cx, cy), min_inliers=10)
     if not reg.ok:
@@ -91,7 +84,7 @@ def refine_correspondence(
         return SubTokenResult(m_star, "cross-attention", "the warp maps the artifact outside the reference",
                               reg.homography, reg.num_inliers)
     tol = token_size or max(1, round(max(ref_hw) / 16))
-    if not (warped & _dilate(m_star, tol)).any():
+    if not (warped & dilate(m_star, tol)).any():
         return SubTokenResult(m_star, "cross-attention", "the warp lands more than a token away from M*",
                               reg.homography, reg.num_inliers)
     return SubTokenResult(warped, "warp", f"homography from {reg.num_inliers} inliers", reg.homography,
