@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # How the default model shipped in src/refalign/default_model was made (see its README.md, the model card).
-# Run from the repository root with ../shared/data/dreambooth-dev beside it; about 60 minutes on 2 CPU cores.
+# Run from the repository root with ../shared/data/dreambooth-dev beside it; about 2.5 hours on 2 CPU cores.
 #   bash scripts/train_default_model.sh [RUN_DIR]
+# GUIDED=0 trains the paper-faithful variant (no warped-reference input) in stage 2 instead.
 set -euo pipefail
 run=${1:-runs/default}
-minutes=${MINUTES:-50}
+guided=${GUIDED:-1}
+common=(--set batch_size=8 --set align_loss_weight=0.5 --set ema_decay=0.995 --set data.cache_dir="$run/cache")
 
-# 1. train the tiny preset, both modes of paper §3.4, with the auxiliary eq. 5 loss (weight 0.5)
-OMP_NUM_THREADS=2 refalign train --config configs/tiny.yaml --output-dir "$run" --max-steps 4000 \
-  --checkpoint-every 500 --set batch_size=8 --set align_loss_weight=0.5 --set ema_decay=0.995 \
-  --set validate_every=500 --set time_limit_minutes="$minutes" --set data.cache_dir="$run/cache"
+# 1. the tiny preset from scratch, both modes of paper §3.4, eps-prediction, auxiliary eq. 5 loss (weight 0.5):
+#    this is where the cross-attention correspondence is learned (50 min)
+OMP_NUM_THREADS=2 refalign train --config configs/tiny.yaml --output-dir "$run/stage1" --max-steps 4000 \
+  --checkpoint-every 500 "${common[@]}" --set validate_every=500 --set time_limit_minutes="${MINUTES1:-50}"
 
-# 2. benchmark cases from the development photos (fixed seed)
+# 2. continue as a refiner: v-prediction (no 1/sqrt(alpha) blow-up of errors in pixel space), loss weighted 5x
+#    onto the artifact, and (GUIDED=1) the reference warped onto the window as extra U-Net input (110 min)
+extra=()
+[ "$guided" = 1 ] && extra=(--set model.warped_guidance=true)
+OMP_NUM_THREADS=2 refalign train --config configs/tiny.yaml --output-dir "$run/stage2" --max-steps 6000 \
+  --checkpoint-every 250 "${common[@]}" --set model.init_from="$run/stage1/final" \
+  --set model.prediction_type=v_prediction --set mask_loss_weight=5 "${extra[@]}" \
+  --set validate_every=250 --set time_limit_minutes="${MINUTES2:-110}"
+
+# 3. benchmark cases from the development photos (fixed seed)
 refalign make-cases ../shared/data/dreambooth-dev --out "$run/devcases" --per-photo 1 --seed 0
 
-# 3. step x layer search on the warp cases (they carry correspondence.png); store the best in refalign.json
-refalign align-search "$run/devcases" --model "$run/final" --steps 10 --output "$run/search" --write-defaults
+# 4. step x layer search on the warp cases (they carry correspondence.png); store the best in refalign.json
+refalign align-search "$run/devcases" --model "$run/stage2/final" --steps 10 --output "$run/search" --write-defaults
 
-# 4. copy into the package
+# 5. copy into the package (fp16 where lossless enough: see benchmarks/bench_default_model.py)
 rm -rf src/refalign/default_model && mkdir -p src/refalign/default_model
-cp -r "$run/final/." src/refalign/default_model/
+cp -r "$run/stage2/final/." src/refalign/default_model/

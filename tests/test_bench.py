@@ -153,7 +153,11 @@ def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
     rec = load_results(tmp_path / "o" / "results.jsonl")
     assert "error" not in rec["a-warp"], rec["a-warp"].get("error")
     assert rec["a-warp"]["background"] == 0 and "iou" in rec["a-warp"]
+    assert rec["a-warp"]["paste_radius"] >= 1 and "guidance" not in rec["a-warp"]  # not a guided model
     assert (tmp_path / "o" / "a-warp" / "correspondence_pred.png").is_file()
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "refalign-noguide", "--output", str(tmp_path / "n"),
+                                   "--model", str(dummy_checkpoint), "--no-ocr", "--device", "cpu"])
+    assert res.exit_code == 2 and "warped-reference guidance" in res.output
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "paste", "--output", str(tmp_path / "p"),
                                    "--model", str(dummy_checkpoint), "--no-ocr", "--device", "cpu"])
     assert res.exit_code == 0, res.output

@@ -98,7 +98,7 @@ def test_reference_correspondence_tracks_pixels_under_crop_resize_and_T():
     spec = SampleSpec(color=ColorSpec(0, 0, 0, 0, 0))
     rng = np.random.default_rng(6)
     for _ in range(10):
-        ref, (corr,) = make_reference(image, obj, [artifact], 64, rng, spec)
+        ref, (corr,), _ = make_reference(image, obj, [artifact], 64, rng, spec)
         assert corr.any()
         flat = ref.reshape(-1, 3).astype(int)
         dist = np.abs(flat[:, None, :] - palette[None].astype(int)).sum(-1)

@@ -181,3 +181,42 @@ def test_two_process_cpu_run_writes_a_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint-2" / "model_index.json").is_file()
     assert (tmp_path / "checkpoint-2" / "accelerate" / "random_states_1.pkl").is_file()
     assert (tmp_path / "final" / "refalign.json").is_file()
+
+
+def test_diffusion_targets_and_mask_weighting():
+    from diffusers import DDIMScheduler
+
+    from refalign.models.presets import SCHEDULER
+    from refalign.training.losses import diffusion_loss, diffusion_target
+
+    x0, eps, t = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.tensor([10, 900])
+    for kind, want in (("epsilon", eps), ("sample", x0)):
+        sched = DDIMScheduler(**{**SCHEDULER, "prediction_type": kind})
+        assert torch.equal(diffusion_target(sched, x0, eps, t), want)
+    v_sched = DDIMScheduler(**{**SCHEDULER, "prediction_type": "v_prediction"})
+    v = diffusion_target(v_sched, x0, eps, t)
+    a = v_sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(v, a * eps - (1 - a**2).sqrt() * x0, atol=1e-6)
+    # the mask weight moves the loss towards the error under the mask, and w = 1 is eq. 2 exactly
+    pred, target = torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 2)
+    pred[..., 0, 0] = 1.0  # error only in the masked cell
+    mask = torch.zeros(1, 1, 2, 2)
+    mask[..., 0, 0] = 1.0
+    assert diffusion_loss(pred, target, mask, 1.0) == diffusion_loss(pred, target) == 0.25
+    assert abs(float(diffusion_loss(pred, target, mask, 7.0)) - 7.0 / 10.0) < 1e-6
+
+
+def test_prediction_type_and_guidance_options_train_and_save(tmp_path):
+    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
+    from refalign.training.trainer import train
+
+    cfg = dummy_config(tmp_path, "max_steps=2", "model.prediction_type=v_prediction", "mask_loss_weight=4",
+                       "model.masked_fill=telea",
+                       "model.warped_guidance=true", "data.val_holdout=0", "align_loss_weight=0.5")
+    final = train(cfg)
+    pipe = RefineByAlignPipeline.from_pretrained(final)
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.refalign_config.masked_fill == "telea"
+    assert pipe.uses_warped_guidance and pipe.unet.config.in_channels == 3 * 12 + 2
+    # fine-tuning a guided model needs the option on, said in one line
+    with pytest.raises(ValueError, match="warped_guidance"):
+        train(dummy_config(tmp_path / "again", "max_steps=1", f"model.init_from={final}"))

@@ -258,23 +258,24 @@ class RefineInputs:
     the reference (the object, or the user's own choice of region)."""
 
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None  # None only when the caller passed ``mask=None`` (it will detect the mask itself)
     reference: np.ndarray
     reference_mask: np.ndarray | None
 
 
 def load_refine_inputs(
     image: PathLike,
-    mask: PathLike,
+    mask: PathLike | None,
     reference: PathLike,
     reference_mask: PathLike | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> RefineInputs:
     """Read and check every input of ``refine``/``align`` before any model loads (DESIGN §5). A transparent
-    reference PNG gives its alpha as ``reference_mask`` unless one is passed explicitly."""
+    reference PNG gives its alpha as ``reference_mask`` unless one is passed explicitly. ``mask=None`` skips the
+    mask (``RefineInputs.mask`` is then ``None``), for callers that detect it."""
     img = load_image(image, max_pixels=max_pixels)
-    m = load_mask(mask, img.shape[:2], image_name=str(image), max_pixels=max_pixels)
+    m = load_mask(mask, img.shape[:2], image_name=str(image), max_pixels=max_pixels) if mask is not None else None
     ref = load_reference(reference, max_pixels=max_pixels)
     ref_mask = (
         load_object_mask(reference_mask, ref.image.shape[:2], image_name=str(reference))

@@ -13,7 +13,7 @@ from refalign.cli._common import DeviceOption, handle_errors
 @handle_errors
 def bench(
     cases: Path = typer.Argument(..., help="Folder of case folders (see `refalign make-cases`)."),
-    method: str = typer.Option(..., "--method", help="identity, telea, ns, paste, refalign, refalign-single."),
+    method: str = typer.Option(..., "--method", help="identity, telea, ns, paste, refalign, refalign-single, refalign-noguide (a guided model with its warped-reference input off)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for refined images, results.jsonl, summary.md."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint for the refalign methods (and for "
                                         "paste's alignment when a case has no correspondence.png)."),

@@ -1,6 +1,8 @@
 """``refalign refine``: both stages (paper §3.5) on one image, or on a folder of cases with ``--cases``.
 
-Every input and output path is checked before the model loads (DESIGN §5). Batch mode runs unchanged under
+Every input and output path is checked before the model loads (DESIGN §5). Without ``--mask`` the artifact mask is
+proposed by :func:`refalign.detect.detect_artifacts` (registration with the first reference) and saved beside the
+output; when nothing is found the command refuses and asks for ``--mask``. Batch mode runs unchanged under
 ``accelerate launch --num_processes N -m refalign.cli refine --cases DIR``, each process taking its share.
 """
 
@@ -21,10 +23,19 @@ def default_output(image: Path) -> Path:
     return image.with_name(f"{image.stem}.refined.png")
 
 
+def detected_mask_path(output: Path) -> Path:
+    """Where a detected mask goes: ``<output stem>.mask.png`` beside the output."""
+    return output.with_name(f"{output.stem}.mask.png")
+
+
 @handle_errors
 def refine(
     image: Optional[Path] = typer.Argument(None, help="Image with artifacts (PNG or JPEG).", show_default=False),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Artifact mask: white (255) = artifact, same size."),
+    mask: Optional[Path] = typer.Option(
+        None, "--mask", help="Artifact mask: white (255) = artifact, same size. Without it the mask is detected by "
+        "registering IMAGE with the (first) --reference and saved as OUTPUT-STEM.mask.png; when nothing is found "
+        "the command stops and asks for --mask."
+    ),
     reference: Optional[List[Path]] = typer.Option(
         None, "--reference", "-r", help="Reference photo of the object; repeat it to give several photos (each "
         "artifact region is refined from the one it aligns with best)."
@@ -42,11 +53,24 @@ def refine(
         "matching (falls back when unreliable) [default: the model's]."
     ),
     no_align: bool = typer.Option(False, "--no-align", help="Condition on the whole reference (single-stage)."),
+    warped_guidance: bool = typer.Option(
+        True, "--warped-guidance/--no-warped-guidance", help="Feed the registered, warped reference to a model "
+        "trained with it (no effect on other models; off for ablations)."
+    ),
+    detect_z: float = typer.Option(
+        4.0, "--detect-z", min=0.0, help="Detector threshold (robust z-score; lower finds more); only without --mask."
+    ),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Refine every case folder under DIR instead."),
     model: Optional[str] = ModelOption,
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps [default: the model's]."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Guidance scale [default: the model's]."),
-    strength: float = typer.Option(1.0, "--strength", min=0.0, max=1.0, help="1 = repaint fully; lower keeps more."),
+    strength: Optional[float] = typer.Option(
+        None, "--strength", min=0.0, max=1.0, help="1 = repaint fully; lower keeps more [default: the model's]."
+    ),
+    masked_content: Optional[str] = typer.Option(
+        None, "--masked-content", help="With --strength < 1, start from the artifact ('original') or from a "
+        "classical fill of it ('fill') [default: the model's]."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
     save_correspondence: Optional[Path] = typer.Option(
@@ -55,29 +79,35 @@ def refine(
     overwrite: bool = OverwriteOption,
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted."),
 ) -> None:
-    """Repaint the masked artifact of IMAGE from a reference photo (align, then refine)."""
-    if strength <= 0.0:
+    """Repaint the masked artifact of IMAGE from a reference photo (align, then refine). Without --mask, the
+    artifact is detected from IMAGE's disagreement with the registered reference (as `refalign detect` does)."""
+    if strength is not None and strength <= 0.0:
         raise InputError("--strength must be above 0")
+    if masked_content not in (None, "original", "fill"):
+        raise InputError(f"--masked-content {masked_content}: use original or fill")
     if no_align and reference_mask is not None:
         raise InputError("--no-align and --reference-mask exclude each other; give one")
-    call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, seed=seed, no_align=no_align,
-                subtoken=subtoken)
+    call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, masked_content=masked_content,
+                seed=seed, no_align=no_align,
+                subtoken=subtoken, warped_guidance=warped_guidance)
     if cases is not None:
         _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,
                       model, device, overwrite, max_pixels, call)
         return
     _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
-                overwrite, max_pixels, call)
+                overwrite, max_pixels, call, detect_z=detect_z)
 
 
 def _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
-                overwrite, max_pixels, call) -> None:
+                overwrite, max_pixels, call, detect_z=4.0) -> None:
+    import dataclasses
+
     from refalign.cli._common import load_pipeline
     from refalign.files import check_output, load_reference, load_refine_inputs, save_image
 
-    missing = [name for name, v in (("IMAGE", image), ("--mask", mask), ("--reference", reference)) if v is None]
+    missing = [name for name, v in (("IMAGE", image), ("--reference", reference)) if v is None]
     if missing:
-        raise InputError(f"missing {', '.join(missing)}; give IMAGE --mask M --reference R (or --cases DIR)")
+        raise InputError(f"missing {', '.join(missing)}; give IMAGE --reference R [--mask M] (or --cases DIR)")
     # 1. every input and output checked before the model loads
     if len(reference) > 1 and (reference_mask is not None or object_mask is not None or call["no_align"]):
         raise InputError("--reference-mask, --object-mask and --no-align take one --reference; with several, give "
@@ -86,12 +116,16 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
     extra = [load_reference(r, max_pixels=max_pixels) for r in reference[1:]]
     protected = tuple(p for p in (image, mask, *reference, reference_mask, object_mask) if p is not None)
     output = check_output(output or default_output(image), overwrite=overwrite, protected=protected)
+    mask_out = None if mask is not None else check_output(detected_mask_path(output), overwrite=overwrite,
+                                                           protected=protected)
     if save_correspondence is not None:
         if call["no_align"]:
             raise InputError("--save-correspondence has nothing to save with --no-align; drop one of them")
         save_correspondence = check_output(save_correspondence, overwrite=overwrite, protected=protected)
         if save_correspondence.resolve() == output.resolve():
             raise InputError(f"{output}: given both as --output and --save-correspondence; use two names")
+        if mask_out is not None and save_correspondence.resolve() == mask_out.resolve():
+            raise InputError(f"{mask_out}: is where the detected mask goes; give --save-correspondence another name")
         if len(reference) > 1:  # one file per reference: NAME.ref0.png, NAME.ref1.png, ...
             for i in range(len(reference)):
                 check_output(_per_reference(save_correspondence, i), overwrite=overwrite, protected=protected)
@@ -104,6 +138,9 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         obj = load_object_mask(object_mask, inputs.reference.shape[:2], image_name=str(reference[0]))
     else:
         obj = None if reference_mask is not None else inputs.reference_mask
+    if mask_out is not None:  # detection is cheap and can refuse: it runs before the model loads
+        detected = _detect_mask(image, reference, inputs.image, inputs.reference, obj, detect_z, mask_out)
+        inputs = dataclasses.replace(inputs, mask=detected)
 
     # 2. the model, then both stages
     pipe = load_pipeline(model, device)
@@ -114,6 +151,9 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         typer.echo("reference chosen per artifact region: " + ", ".join(str(reference[i]) for i in out.reference_indices))
     else:
         out = pipe(inputs.image, inputs.mask, inputs.reference, reference_mask=region, object_mask=obj, **call)
+    if mask_out is not None:
+        save_image(inputs.mask, mask_out)
+        typer.echo(f"wrote {mask_out}")
     save_image(out.image, output)
     typer.echo(f"wrote {output}")
     if save_correspondence is not None and out.correspondence is not None:
@@ -124,6 +164,32 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
             path = _per_reference(save_correspondence, i) if extra else save_correspondence
             save_image(m, path)
             typer.echo(f"wrote {path}")
+
+
+def _detect_mask(image_path, references, image, reference, object_mask, z, mask_out):
+    """Propose the artifact mask by registering the image with the first reference; refuse (one line asking for
+    --mask) when registration fails or nothing disagrees."""
+    from refalign.detect import DetectionError, detect_artifacts
+
+    which = str(references[0])
+    first = f"the first of {len(references)} references; " if len(references) > 1 else ""
+    fix = "paint the artifact white (255) on black and pass it as --mask"
+    try:
+        det = detect_artifacts(image, reference, reference_mask=object_mask, z=z)
+    except DetectionError as exc:
+        why = str(exc).split("; paint")[0]  # the detector's own advice is replaced by the CLI's
+        raise InputError(
+            f"{image_path}: no --mask given and detection with {which} failed ({first}{why}); {fix}"
+        ) from None
+    reg = det.registration
+    if not det.mask.any():
+        raise InputError(f"{image_path}: no --mask given and detection with {which} found no artifact ({first}"
+                         f"registration {reg.reason}, {reg.num_inliers} inliers); lower --detect-z, or {fix}")
+    share = 100.0 * det.mask.mean()
+    typer.echo(f"no --mask given: detected {det.num_regions} artifact region(s) covering {share:.2f}% of the image by "
+               f"registering with {which} ({first}{reg.num_inliers} inliers); refining with it, mask saved with the "
+               f"result as {mask_out}")
+    return det.mask
 
 
 def _per_reference(path: Path, index: int) -> Path:

@@ -16,7 +16,8 @@ from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, alignment_samp
 
 def to_tensors(sample: dict) -> dict[str, torch.Tensor]:
     """numpy sample → ``image`` (3, R, R) and ``reference`` (3, Rr, Rr) in ``[-1, 1]``, ``mask`` (1, R, R) and
-    ``correspondence`` (1, Rr, Rr) float in {0, 1}, ``mode`` long."""
+    ``correspondence`` (1, Rr, Rr) float in {0, 1}, ``mode`` long, ``warped`` (3, R, R) in ``[-1, 1]`` and
+    ``warp_valid`` (1, R, R) in {0, 1}."""
 
     def img(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 127.5 - 1.0
@@ -30,6 +31,8 @@ def to_tensors(sample: dict) -> dict[str, torch.Tensor]:
         "reference": img(sample["reference"]),
         "correspondence": msk(sample["correspondence"]),
         "mode": torch.tensor(sample["mode"], dtype=torch.long),
+        "warped": img(sample["warped"]),
+        "warp_valid": msk(sample["warp_valid"]),
     }
 
 

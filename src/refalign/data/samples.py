@@ -7,6 +7,10 @@ Every builder returns numpy arrays (uint8 images, bool masks):
 ``reference`` (Rr, Rr, 3) the reference the encoder reads;
 ``correspondence`` (Rr, Rr) the region of ``reference`` that matches the artifact: ``M_a`` pushed through the same
                           crop, resize and ``T`` as the reference pixels (exact bookkeeping, §3.4);
+``warped`` (R, R, 3), ``warp_valid`` (R, R)  warped-reference guidance (:mod:`refalign.guidance`, ours): the
+                          reference pulled onto the window through the exact T (jittered by a pixel or so, as
+                          registration would be), grey and invalid outside the reference region; dropped (all grey,
+                          invalid) at rate ``warp_drop`` and always for multiview pairs, whose geometry is unknown;
 ``mode``                 :data:`MODES` id.
 
 Geometry (shared with inference through :func:`refalign.windows.square_window`):
@@ -29,6 +33,7 @@ import cv2
 import numpy as np
 
 from refalign.data.masks import MaskSpec, sample_artifact_mask
+from refalign.guidance import empty_guidance, jitter, warp_to_window, window_to_source
 from refalign.data.perturb import (
     ColorSpec,
     GeometrySpec,
@@ -75,6 +80,8 @@ class SampleSpec:
     masks: MaskSpec = field(default_factory=MaskSpec)
     color: ColorSpec = field(default_factory=ColorSpec)
     geometry: GeometrySpec = field(default_factory=GeometrySpec)
+    warp_drop: float = 0.3  # share of samples whose warped-reference guidance is dropped
+    warp_jitter: float = 1.0  # registration error simulated on the guidance warp, window pixels
 
 
 def resize_mask_exact(mask: np.ndarray, size: int) -> np.ndarray:
@@ -101,11 +108,15 @@ def make_reference(
     spec: SampleSpec,
     *,
     geometric: bool = True,
-) -> tuple[np.ndarray, list[np.ndarray]]:
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """``S(T(image ⊗ region))``: grey outside ``region``, cropped to its bbox, padded square, resized to ``size``,
     warped by a random T and colour-perturbed by S. Each mask in ``tracked`` goes through the same crop, resize and
-    T (and is limited to the region). ``rng=None`` applies no perturbation."""
+    T (and is limited to the region). ``rng=None`` applies no perturbation.
+
+    Returns ``(reference, tracked masks, matrix)`` with ``matrix`` the 3×3 map from ``image`` pixel coordinates to
+    reference pixel coordinates (crop, resize and T composed)."""
     top, left, side = square_crop_of_region(region)
+    matrix = np.linalg.inv(window_to_source(Window(top, left, side), size))
     seg = np.where(region[..., None], image, np.uint8(GREY)).astype(np.uint8)
     ref = resize_image(crop_square(seg, Window(top, left, side), GREY), size)
     keep = resize_mask_exact(crop_square(region, Window(top, left, side), False), size)
@@ -117,38 +128,56 @@ def make_reference(
             ref = warp_image(ref, h, size, GREY)
             keep = warp_mask(keep, h, size)
             masks = warped
+            matrix = h @ matrix
     if rng is not None:
         ref = apply_color(ref, sample_color(rng, spec.color), keep=keep)
-    return ref, masks
+    return ref, masks, matrix
 
 
-def _window_sample(photo: ObjectPhoto, artifact: np.ndarray, context: float, spec: SampleSpec) -> tuple[np.ndarray, np.ndarray]:
+def _window_sample(
+    photo: ObjectPhoto, artifact: np.ndarray, context: float, spec: SampleSpec
+) -> tuple[np.ndarray, np.ndarray, Window]:
     win = square_window(mask_bbox(artifact), artifact.shape, context=context, min_size=spec.min_window)
     image = resize_image(crop(photo.image, win), spec.resolution)
     mask = resize_mask(crop(artifact, win), spec.resolution, conservative=True)
-    return image, mask
+    return image, mask, win
+
+
+def _guidance(ref: np.ndarray, region: np.ndarray, matrix: np.ndarray, win: Window, rng: np.random.Generator,
+              spec: SampleSpec) -> dict:
+    """``warped``/``warp_valid`` of a sample: ``region`` of ``ref`` pulled onto the window (photo → reference
+    ``matrix``), jittered, or dropped at rate ``spec.warp_drop``."""
+    if rng.random() < spec.warp_drop:
+        warped, valid = empty_guidance(spec.resolution)
+    else:
+        to_ref = jitter(matrix @ window_to_source(win, spec.resolution), rng, spec.warp_jitter, spec.resolution)
+        warped, valid = warp_to_window(ref, region, to_ref, spec.resolution)
+    return {"warped": warped, "warp_valid": valid}
 
 
 def alignment_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: SampleSpec) -> dict:
     """Alignment mode (§3.4): the whole perturbed object references an artifact inside it."""
     artifact = sample_artifact_mask(photo.mask, rng, spec.masks, photo.detail)
-    image, mask = _window_sample(photo, artifact, spec.align_context, spec)
-    ref, (corr,) = make_reference(photo.image, photo.mask, [artifact], spec.reference_size, rng, spec)
-    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["alignment"]}
+    image, mask, win = _window_sample(photo, artifact, spec.align_context, spec)
+    ref, (corr, obj), matrix = make_reference(photo.image, photo.mask, [artifact, photo.mask], spec.reference_size,
+                                              rng, spec)
+    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["alignment"],
+            **_guidance(ref, obj, matrix, win, rng, spec)}
 
 
 def refinement_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: SampleSpec) -> dict:
     """Refinement mode (§3.4): only the perturbed local region references the artifact (zoom-in window)."""
     artifact = sample_artifact_mask(photo.mask, rng, spec.masks, photo.detail)
-    image, mask = _window_sample(photo, artifact, spec.refine_context, spec)
+    image, mask, win = _window_sample(photo, artifact, spec.refine_context, spec)
     t, l, b, r = mask_bbox(artifact)
     radius = int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l)))
     region = artifact
     if radius > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         region = cv2.dilate(artifact.astype(np.uint8), kernel).astype(bool)
-    ref, (corr,) = make_reference(photo.image, region, [artifact], spec.reference_size, rng, spec)
-    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["refinement"]}
+    ref, (corr, keep), matrix = make_reference(photo.image, region, [artifact, region], spec.reference_size, rng, spec)
+    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["refinement"],
+            **_guidance(ref, keep, matrix, win, rng, spec)}
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -164,6 +193,8 @@ def multiview_sample(ref_photo: ObjectPhoto, photo: ObjectPhoto, rng: np.random.
     the reference."""
     t, l, b, r = mask_bbox(photo.mask)
     artifact = erode(photo.mask, int(rng.uniform(*spec.multiview_erode) * max(b - t, r - l)))
-    image, mask = _window_sample(photo, artifact, spec.refine_context, spec)
-    ref, (corr,) = make_reference(ref_photo.image, ref_photo.mask, [ref_photo.mask], spec.reference_size, rng, spec)
-    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["multiview"]}
+    image, mask, _ = _window_sample(photo, artifact, spec.refine_context, spec)
+    ref, (corr,), _ = make_reference(ref_photo.image, ref_photo.mask, [ref_photo.mask], spec.reference_size, rng, spec)
+    warped, valid = empty_guidance(spec.resolution)  # the views' geometry is unknown
+    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["multiview"],
+            "warped": warped, "warp_valid": valid}

@@ -10,7 +10,10 @@
   correction, no blending) and copy it inside the mask only. The source is recorded as ``correspondence_source``.
 * ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
   no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
-  case's ``reference_mask.png`` as the pipeline's ``object_mask``.
+  case's ``reference_mask.png`` as the pipeline's ``object_mask``. ``refalign-noguide`` — a model trained with
+  warped-reference guidance (:mod:`refalign.guidance`, ours) run with the guidance input off (the ablation of it).
+  The pipeline methods record the guidance each window got and the paste radius, so the background check allows
+  exactly the band the pipeline may repaint.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from refalign.eval.cases import Case
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
 PIXEL_METHODS = ("identity", "telea", "ns", "paste")
-MODEL_METHODS = ("refalign", "refalign-single")
+MODEL_METHODS = ("refalign", "refalign-single", "refalign-noguide")
 METHODS = PIXEL_METHODS + MODEL_METHODS
 
 
@@ -135,11 +138,16 @@ def paste(case: Case, pipe=None) -> MethodOutput:
                         None if source == "ground truth" else region, source)
 
 
-def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: int) -> MethodOutput:
+def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: int,
+                 warped_guidance: bool = True) -> MethodOutput:
     """One call of :class:`~refalign.pipelines.pipeline_refine_by_align.RefineByAlignPipeline` on a case."""
     import torch
 
+    from refalign.pipelines.zoom import dilation_radius
+
     kwargs: dict[str, Any] = {"no_align": no_align, "generator": torch.Generator("cpu").manual_seed(seed)}
+    if not warped_guidance:
+        kwargs["warped_guidance"] = False
     if case.reference_mask is not None and _accepts(pipe.__call__, "object_mask"):
         # the case's reference_mask.png is the object's mask (alignment searches inside it); the pipeline's own
         # ``reference_mask`` argument means "copy from exactly here" and would skip alignment, so it is not used
@@ -148,8 +156,14 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
         kwargs["num_inference_steps"] = steps
     out = pipe(case.image, case.mask, case.reference, **kwargs)
     corr = getattr(out, "correspondence", None)
+    info: dict[str, Any] = {}
+    if getattr(out, "windows", None) and hasattr(pipe, "refalign_config"):
+        dilation = pipe.refalign_config.refinement.dilation
+        info["paste_radius"] = max(dilation_radius(w, pipe.resolution, dilation) for w in out.windows)
+    if getattr(out, "guidance", None):
+        info["guidance"] = list(out.guidance)
     return MethodOutput(np.asarray(out.image, np.uint8), None if corr is None else np.asarray(corr, bool),
-                        None if no_align else "refalign alignment")
+                        None if no_align else "refalign alignment", info)
 
 
 def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0) -> Callable[[Case], MethodOutput]:
@@ -166,4 +180,8 @@ def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0
         return lambda case: opencv_inpaint(case, cv2.INPAINT_NS)
     if name == "paste":
         return lambda case: paste(case, pipe)
-    return lambda case: run_pipeline(case, pipe, no_align=name == "refalign-single", steps=steps, seed=seed)
+    if name == "refalign-noguide" and not getattr(pipe, "uses_warped_guidance", False):
+        raise InputError("--method refalign-noguide needs a model trained with warped-reference guidance "
+                         "(model.warped_guidance); use --method refalign for this one")
+    return lambda case: run_pipeline(case, pipe, no_align=name == "refalign-single", steps=steps, seed=seed,
+                                     warped_guidance=name != "refalign-noguide")

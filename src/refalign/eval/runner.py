@@ -96,6 +96,8 @@ def reference_region(case: Case, out: MethodOutput) -> tuple[np.ndarray, str]:
 def case_metrics(case: Case, out: MethodOutput, *, scorer=None, ocr: bool = False, dilation: int = 8) -> dict[str, Any]:
     """Every metric that applies to one case and a method's output."""
     refined = out.image
+    # a method that repaints a wider band than ``dilation`` (the pipeline: its paste radius) says so in ``info``
+    dilation = max(dilation, int(out.info.get("paste_radius", 0)) + 1)
     m: dict[str, Any] = {"background": metrics.background_max_diff(refined, case.image, case.mask, dilation=dilation)}
     if case.target is not None:
         p, s = metrics.window_psnr_ssim(refined, case.target, case.mask)
@@ -206,6 +208,7 @@ def _run_case(path: Path, method, cfg: BenchConfig, scorer, ocr: bool) -> dict[s
             save_image(out.correspondence, folder / CORRESPONDENCE_PRED)
         if out.correspondence_source:
             record["correspondence_source"] = out.correspondence_source
+        record.update(out.info)
         record.update(case_metrics(case, out, scorer=scorer, ocr=ocr, dilation=cfg.background_dilation))
     except (RefalignError, Exception) as exc:  # recorded, never aborts the run
         record["error"] = f"{type(exc).__name__}: {exc}"

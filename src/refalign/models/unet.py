@@ -13,6 +13,12 @@ def inpainting_in_channels(latent_channels: int) -> int:
     return 2 * latent_channels + 1
 
 
+def guided_in_channels(latent_channels: int) -> int:
+    """The inpainting layout plus warped-reference guidance (:mod:`refalign.guidance`): its latent + 1 validity
+    channel."""
+    return 3 * latent_channels + 2
+
+
 def build_inpainting_unet(latent_channels: int, **config) -> UNet2DConditionModel:
     """A randomly initialised inpainting U-Net for a codec with ``latent_channels`` channels."""
     config = dict(config)
@@ -31,6 +37,22 @@ def expand_unet_inputs(unet: UNet2DConditionModel, latent_channels: int) -> UNet
         return unet
     if have != latent_channels:
         raise ValueError(f"U-Net has {have} input channels; expected {latent_channels} or {want}")
+    return _widen_conv_in(unet, want)
+
+
+def add_guidance_inputs(unet: UNet2DConditionModel, latent_channels: int) -> UNet2DConditionModel:
+    """Append zero-initialised warped-reference guidance channels to an inpainting U-Net (outputs unchanged until
+    fine-tuning teaches it to read them). A U-Net that already has them is returned as is."""
+    want, have = guided_in_channels(latent_channels), unet.config.in_channels
+    if have == want:
+        return unet
+    if have != inpainting_in_channels(latent_channels):
+        raise ValueError(f"U-Net has {have} input channels; expected {inpainting_in_channels(latent_channels)} or {want}")
+    return _widen_conv_in(unet, want)
+
+
+def _widen_conv_in(unet: UNet2DConditionModel, want: int) -> UNet2DConditionModel:
+    have = unet.config.in_channels
     old = unet.conv_in
     new = torch.nn.Conv2d(want, old.out_channels, old.kernel_size, old.stride, old.padding)
     with torch.no_grad():

@@ -212,7 +212,8 @@ def capture_maps(
     store = CrossAttentionStore(prepared.query_mask, layers=layers)
     with capture_cross_attention(pipe.unet, store):
         store.set_step(step)
-        pipe.unet_forward(latents, t, prepared.masked_latents, prepared.latent_mask, prepared.tokens)
+        pipe.unet_forward(latents, t, prepared.masked_latents, prepared.latent_mask, prepared.tokens,
+                          pipe.guidance_latents(None, None, latents.shape[0]))
     grid = pipe.token_grid
     maps = {layer: token_map(m, grid)[0].float().cpu().numpy() for (s, layer), m in store.maps.items()}
     return maps, int(t)

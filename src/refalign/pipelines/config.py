@@ -70,6 +70,11 @@ class RefinementDefaults:
         reference_context: the reference crop is the square centred on ``M*``'s bounding box, this times its longer
             side (1.0 = tight, as the training references are built).
         reference_fill: grey level given to reference pixels outside ``M*`` (``I_r ⊗ M*``) and to the padding.
+        strength: share of the schedule run on the window (1 = from pure noise, as the paper; lower starts from the
+            window's content noised to that level, as diffusers' img2img).
+        masked_content: what is under the mask at the start when ``strength < 1``: ``"original"`` (the artifact
+            itself) or ``"fill"`` (a classical Telea inpainting of the mask: the model then only has to add the
+            detail, the low frequencies come from the surroundings).
     """
 
     num_inference_steps: int = 50
@@ -80,6 +85,8 @@ class RefinementDefaults:
     merge_growth: float = 2.5
     reference_context: float = 1.0
     reference_fill: int = 128
+    strength: float = 1.0
+    masked_content: str = "original"
 
 
 @dataclass
@@ -88,6 +95,9 @@ class RefalignConfig:
 
     preset: str = "tiny"
     resolution: int = 64
+    #: what the U-Net sees under the mask in its masked-image input: ``"zero"`` (SD inpainting, the paper) or
+    #: ``"telea"`` (a classical fill, :mod:`refalign.fill`; ours). A property of the trained model.
+    masked_fill: str = "zero"
     alignment: AlignmentDefaults = field(default_factory=AlignmentDefaults)
     refinement: RefinementDefaults = field(default_factory=RefinementDefaults)
     training: dict[str, Any] | None = None
@@ -106,9 +116,12 @@ class RefalignConfig:
         try:
             alignment = AlignmentDefaults(**data.pop("alignment", {}))
             refinement = RefinementDefaults(**data.pop("refinement", {}))
-            return cls(alignment=alignment, refinement=refinement, **data)
+            config = cls(alignment=alignment, refinement=refinement, **data)
         except TypeError as exc:
             raise CheckpointError(f"{source}: unexpected content ({exc}); re-save the checkpoint") from None
+        if config.masked_fill not in ("zero", "telea"):
+            raise CheckpointError(f"{source}: masked_fill {config.masked_fill!r} is not zero or telea; fix the file")
+        return config
 
     def save(self, path: str | Path) -> None:
         from refalign.files import write_bytes_atomic

@@ -25,6 +25,8 @@ class RefineOutput:
             else ``None``.
         windows: the zoom-in windows that were refined, in image coordinates.
         reference_indices: for each window, which reference it was refined from (always 0 with one reference).
+        guidance: for a model with warped-reference guidance, what each window got: ``"warp (…)"`` with how the
+            homography was found, ``"none (…)"`` with why not, or ``"off"``; empty for other models.
     """
 
     image: Any
@@ -32,3 +34,4 @@ class RefineOutput:
     alignment: list | None
     windows: list[Window] = field(default_factory=list)
     reference_indices: list[int] = field(default_factory=list)
+    guidance: list[str] = field(default_factory=list)

@@ -122,11 +122,18 @@ class RefineByAlignPipeline(DiffusionPipeline):
         """Encode an image window and its mask into the U-Net's conditioning.
 
         Returns ``(image_latents, masked_image_latents, latent_mask)``; ``latent_mask`` marks a latent cell as
-        artifact when any pixel of it is (max-pooling), so no artifact pixel leaks into the conditioning.
+        artifact when any pixel of it is (max-pooling), so no artifact pixel leaks into the conditioning. The masked
+        image has the artifact zeroed (SD inpainting) or, for a model with ``masked_fill="telea"``, filled
+        classically from its surroundings (:mod:`refalign.fill`).
         """
         image = image.to(self.device)
         mask = mask.to(self.device)
-        masked = image * (mask < 0.5)
+        if self.refalign_config.masked_fill == "telea":
+            from refalign.fill import telea_fill_tensor
+
+            masked = telea_fill_tensor(image, mask)
+        else:
+            masked = image * (mask < 0.5)
         image_latents = codecs.encode(self.codec, image)
         masked_latents = codecs.encode(self.codec, masked)
         latent_mask = F.adaptive_max_pool2d(mask, image_latents.shape[-2:])
@@ -140,11 +147,41 @@ class RefineByAlignPipeline(DiffusionPipeline):
         masked_image_latents: torch.Tensor,
         latent_mask: torch.Tensor,
         tokens: torch.Tensor,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One pass of R: ε-prediction for noisy ``latents`` at ``timestep``, conditioned on the masked image, the
-        mask and reference ``tokens`` (SD-inpainting channel layout: latent, mask, masked-image latent)."""
-        x = torch.cat([latents, latent_mask, masked_image_latents], dim=1)
-        return self.unet(x, timestep, encoder_hidden_states=tokens, return_dict=False)[0]
+        """One pass of R: the scheduler's prediction (ε, v or x₀) for noisy ``latents`` at ``timestep``, conditioned
+        on the masked image, the mask and reference ``tokens`` (SD-inpainting channel layout: latent, mask,
+        masked-image latent), plus the warped-reference ``guidance`` channels of a guided model
+        (:meth:`guidance_latents`)."""
+        parts = [latents, latent_mask, masked_image_latents] + ([guidance] if guidance is not None else [])
+        return self.unet(torch.cat(parts, dim=1), timestep, encoder_hidden_states=tokens, return_dict=False)[0]
+
+    @property
+    def uses_warped_guidance(self) -> bool:
+        """Whether R reads warped-reference guidance channels (:mod:`refalign.guidance`; decided by the U-Net's
+        input width)."""
+        from refalign.models.unet import guided_in_channels
+
+        return self.unet.config.in_channels == guided_in_channels(codecs.latent_channels(self.codec))
+
+    @torch.no_grad()
+    def guidance_latents(
+        self, warped: torch.Tensor | None, valid: torch.Tensor | None, batch_size: int = 1
+    ) -> torch.Tensor | None:
+        """Guidance channels ``(B, C + 1, h, w)`` from warped reference pixels ``(B, 3, R, R)`` and their validity
+        ``(B, 1, R, R)`` (codec latent + the validity's share per latent cell); ``warped=None`` gives the
+        no-guidance input the model was trained with (grey, validity 0). ``None`` for a model without guidance."""
+        if not self.uses_warped_guidance:
+            return None
+        if warped is None:
+            from refalign.guidance import GREY
+
+            r = self.resolution
+            warped = torch.full((batch_size, 3, r, r), GREY / 127.5 - 1.0)
+            valid = torch.zeros((batch_size, 1, r, r))
+        lat = codecs.encode(self.codec, warped.to(self.device))
+        share = F.adaptive_avg_pool2d(valid.to(self.device).float(), lat.shape[-2:])
+        return torch.cat([lat, share.to(lat.dtype)], dim=1).to(self.unet.dtype)
 
     # ------------------------------------------------------------------------------------------ stages
     def align(self, image, mask, reference, step: int | None = None, layer: int | None = None, **kwargs):
@@ -182,9 +219,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         object_mask=None,
         no_align: bool = False,
         subtoken: bool | None = None,
+        warped_guidance: bool = True,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        strength: float = 1.0,
+        strength: float | None = None,
+        masked_content: str | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         context: float | None = None,
@@ -206,9 +245,15 @@ class RefineByAlignPipeline(DiffusionPipeline):
             no_align: condition on the whole reference (the paper's single-stage ablation).
             subtoken: refine ``M*`` beyond the token grid by feature matching (default: the checkpoint's
                 ``alignment.subtoken``); each window's :class:`AlignmentOutput` says which path was taken.
+            warped_guidance: for a model trained with warped-reference guidance (:attr:`uses_warped_guidance`),
+                register each window with its reference and feed the warped reference (``False``: feed the
+                no-guidance input, for ablations); ``RefineOutput.guidance`` says what each window got.
             num_inference_steps, guidance_scale: DDIM steps and classifier-free guidance scale (defaults:
                 ``refalign_config.refinement``; ``guidance_scale <= 1`` runs the conditional pass only).
-            strength: how much of the window to re-noise (1 = start from pure noise; lower keeps more of the input).
+            strength: how much of the window to re-noise (1 = start from pure noise; lower keeps more of the input;
+                default ``refalign_config.refinement.strength``).
+            masked_content: with ``strength < 1``, start the mask from the artifact (``"original"``) or from a
+                classical Telea fill of it (``"fill"``); default ``refalign_config.refinement.masked_content``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -227,6 +272,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         cfg = self.refalign_config.refinement
         steps = int(num_inference_steps or cfg.num_inference_steps)
         self._guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
+        strength = float(cfg.strength if strength is None else strength)
+        masked_content = str(cfg.masked_content if masked_content is None else masked_content)
+        if masked_content not in ("original", "fill"):
+            raise InputError(f"masked_content must be 'original' or 'fill', got {masked_content!r}")
         self._interrupt = False
 
         # 1. Check inputs
@@ -261,6 +310,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         alignments: list | None = [] if reference_mask is None and not no_align else None
         correspondences: list = [reference_mask.copy() if reference_mask is not None else None] * len(references)
         chosen: list[int] = []
+        guidance_paths: list[str] = []
         for plan in plans:
             # 3. The reference region: the user's, the whole reference, or M* from the alignment stage (with
             #    several references, the one whose correspondence is strongest and most compact)
@@ -290,10 +340,23 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                         context=cfg.reference_context, fill=cfg.reference_fill)
             tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
 
+            warp = None
+            if self.uses_warped_guidance:
+                warp, how = (None, "off") if not warped_guidance else self._window_guidance(
+                    image, mask, plan, references[index], region, object_masks[index],
+                    alignments[-1] if region is not None and alignments else None, cfg.dilation)
+                guidance_paths.append(how)
+                logger.info("window %s: warped-reference guidance %s", plan.window, how)
+
             # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
             image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation)
+            init_win = image_win
+            if strength < 1.0 and masked_content == "fill":
+                from refalign.fill import telea_fill
+
+                init_win = telea_fill(image_win, inpaint_win)
             refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
-                                           callback_on_step_end, callback_on_step_end_tensor_inputs)
+                                           callback_on_step_end, callback_on_step_end_tensor_inputs, warp, init_win)
 
             # 5. Back to image scale and paste inside the dilated mask only
             paste(result, resize_image(refined, plan.window.size), weights, plan.window)
@@ -305,7 +368,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
 
             result = Image.fromarray(result)
         correspondence = correspondences if several else correspondences[0]
-        return RefineOutput(result, correspondence, alignments, [p.window for p in plans], chosen)
+        return RefineOutput(result, correspondence, alignments, [p.window for p in plans], chosen, guidance_paths)
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, steps, strength, output_type,
                       tensor_inputs):
@@ -352,8 +415,39 @@ class RefineByAlignPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
+    def _window_guidance(self, image, mask, plan, reference, region, object_mask, aligned, dilation):
+        """Warped-reference guidance of one window: ``((pixels, valid), how)`` or ``(None, why not)``.
+
+        The image → reference homography comes from the sub-token path of the alignment when it fitted one,
+        otherwise from :func:`~refalign.pipelines.subtoken.refine_correspondence` run now (features in a ring
+        around the artifact). The valid part of the warp is the matched region ``M*`` (the whole reference when
+        there is none) dilated by the inpainting dilation plus two model pixels, so it covers what is repainted.
+        """
+        from refalign.guidance import warp_to_window, window_to_source
+        from refalign.pipelines.subtoken import refine_correspondence
+        from refalign.pipelines.zoom import dilate
+        from refalign.registration import local_area_scale
+
+        homography, target = None, None
+        if aligned is not None and aligned.path == "warp" and aligned.homography is not None:
+            homography, reason, target = aligned.homography, aligned.path_reason, aligned.mask
+        else:
+            m_star = region if region is not None else np.ones(reference.shape[:2], bool)
+            geo = refine_correspondence(image, plan.full_mask(mask.shape), reference, m_star, object_mask=object_mask)
+            if geo.path != "warp":
+                return None, f"none ({geo.reason})"
+            homography, reason, target = geo.homography, geo.reason, geo.mask
+        to_source = window_to_source(plan.window, self.resolution)
+        centre = tuple(to_source[:2] @ [self.resolution / 2.0, self.resolution / 2.0, 1.0])
+        ref_px = plan.window.size / self.resolution * np.sqrt(max(local_area_scale(homography, centre), 1e-6))
+        valid_region = dilate(target, int(np.ceil((dilation + 2.0) * ref_px)))
+        pixels, valid = warp_to_window(reference, valid_region, homography @ to_source, self.resolution)
+        if not valid.any():
+            return None, "none (the warped reference misses the window)"
+        return (pixels, valid), f"warp ({reason})"
+
     def _denoise_window(self, image_win, inpaint_win, cond_tokens, steps, strength, generator, callback,
-                        tensor_inputs) -> np.ndarray:
+                        tensor_inputs, warp=None, init_win=None) -> np.ndarray:
         """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8``.
 
         Masked-latent inpainting: the U-Net sees the masked-image latent and the mask; after each step the latent
@@ -369,6 +463,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         tokens = torch.cat([cond_tokens, self.unconditional_tokens(cond_tokens.shape[0])]) if cfg_on else cond_tokens
         n = 2 if cfg_on else 1
         masked_in, mask_in = masked_latents.repeat(n, 1, 1, 1), latent_mask.repeat(n, 1, 1, 1)
+        guidance = self.guidance_latents(
+            *((self.image_to_tensor(warp[0]), self.mask_to_tensor(warp[1])) if warp is not None else (None, None))
+        )
+        guidance = guidance.repeat(n, 1, 1, 1) if guidance is not None else None
 
         timesteps = self._timesteps(steps, strength)
         self._num_timesteps = len(timesteps)
@@ -376,7 +474,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if strength >= 1.0:
             latents = noise * self.scheduler.init_noise_sigma
         else:
-            latents = self.scheduler.add_noise(image_latents, noise, timesteps[:1])
+            start = image_latents
+            if init_win is not None and init_win is not image_win:
+                start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype)
+            latents = self.scheduler.add_noise(start, noise, timesteps[:1])
         extra = self._extra_step_kwargs(generator)
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
@@ -384,7 +485,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     continue
                 x = torch.cat([latents] * n) if cfg_on else latents
                 x = self.scheduler.scale_model_input(x, t)
-                noise_pred = self.unet_forward(x, t, masked_in, mask_in, tokens)
+                noise_pred = self.unet_forward(x, t, masked_in, mask_in, tokens, guidance)
                 if cfg_on:
                     cond, uncond = noise_pred.chunk(2)
                     noise_pred = uncond + self._guidance_scale * (cond - uncond)

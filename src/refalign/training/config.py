@@ -20,6 +20,9 @@ from refalign.errors import InputError
 SOURCE_KINDS = ("procedural", "multiview", "coco")
 
 
+PREDICTION_TYPES = (None, "epsilon", "v_prediction", "sample")
+
+
 @dataclass
 class ModelConfig:
     """Which model to build (:func:`refalign.models.presets.build_components`) or fine-tune (``init_from``)."""
@@ -32,6 +35,14 @@ class ModelConfig:
     dinov2: dict[str, Any] = field(default_factory=dict)
     codec: dict[str, Any] = field(default_factory=dict)
     use_cls_token: bool = False
+    #: the U-Net's output (scheduler ``prediction_type``): ``epsilon`` (the paper's, eq. 2), ``v_prediction`` or
+    #: ``sample``; ``None`` keeps the preset's / ``init_from``'s. Saved with the scheduler, so inference follows.
+    prediction_type: str | None = None
+    #: extra U-Net inputs: the reference warped onto the window and its validity (refalign.guidance; ours)
+    warped_guidance: bool = False
+    #: the U-Net's masked-image input under the mask: zero (SD inpainting, the paper) or telea (refalign.fill; ours);
+    #: None keeps the preset's / init_from's
+    masked_fill: str | None = None
 
 
 @dataclass
@@ -67,6 +78,8 @@ class DataConfig:
     masks: MaskSpec = field(default_factory=MaskSpec)
     color: ColorSpec = field(default_factory=ColorSpec)
     geometry: GeometrySpec = field(default_factory=GeometrySpec)
+    warp_drop: float = 0.3  # warped-reference guidance dropped for this share of samples (model.warped_guidance)
+    warp_jitter: float = 1.0  # registration error simulated on the guidance warp, window pixels
     num_workers: int = 0
     val_holdout: float = 0.1
     val_samples: int = 64
@@ -105,6 +118,9 @@ class TrainConfig:
     embedding_dropout: float = 0.1
     ema: bool = True
     ema_decay: float = 0.999
+    #: weight of latent cells under the artifact mask in the diffusion loss, relative to 1 for the rest (1 = the
+    #: paper's uniform eq. 2). Outside the mask the target is nearly given by the masked-image channels.
+    mask_loss_weight: float = 1.0
     align_loss_weight: float = 0.0
     align_loss: str = "ce"  # ce | soft_iou
     align_layers: list[int] | None = None  # None = layers whose query grid equals the token grid
@@ -125,6 +141,9 @@ class TrainConfig:
             (self.max_steps >= 1, "max_steps must be >= 1"),
             (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto, no, fp16 or bf16"),
             (self.align_loss in ("ce", "soft_iou"), "align_loss must be ce or soft_iou"),
+            (self.model.prediction_type in PREDICTION_TYPES, f"model.prediction_type must be one of {PREDICTION_TYPES}"),
+            (self.model.masked_fill in (None, "zero", "telea"), "model.masked_fill must be zero or telea"),
+            (self.mask_loss_weight > 0, "mask_loss_weight must be > 0 (1 = uniform loss)"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]
         for ok, message in checks:

@@ -53,6 +53,8 @@ def sample_spec(data: DataConfig, resolution: int, reference_size: int) -> Sampl
         masks=data.masks,
         color=data.color,
         geometry=data.geometry,
+        warp_drop=data.warp_drop,
+        warp_jitter=data.warp_jitter,
     )
 
 

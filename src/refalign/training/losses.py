@@ -13,9 +13,34 @@ import torch
 import torch.nn.functional as F
 
 
-def diffusion_loss(noise_pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Paper eq. 2: ``E ||ε − ε_θ(z_t, t, c)||²`` (mean over all elements, computed in fp32)."""
-    return F.mse_loss(noise_pred.float(), noise.float())
+def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the U-Net should output for ``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε``: ``ε`` (paper eq. 2), the velocity
+    ``v = √ᾱ_t ε − √(1−ᾱ_t) z_0`` (Salimans & Ho 2022) or ``z_0``, following ``scheduler.config.prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"unsupported prediction_type {kind!r}; use epsilon, v_prediction or sample")
+
+
+def diffusion_loss(
+    pred: torch.Tensor, target: torch.Tensor, latent_mask: torch.Tensor | None = None, mask_weight: float = 1.0
+) -> torch.Tensor:
+    """Paper eq. 2, ``E ||target − R_θ(z_t, t, c)||²`` in fp32, optionally weighted towards the artifact.
+
+    With ``mask_weight = w ≠ 1`` each latent cell under ``latent_mask`` ``(B, 1, h, w)`` counts ``w`` times a cell
+    outside it (a weighted mean, so the loss scale stays comparable). At small scale this matters: outside the
+    mask the answer is almost copied from the masked-image channels, and a uniform mean spends most of the
+    gradient on that (ours, not the paper's; ``w = 1`` is eq. 2 exactly).
+    """
+    err = (pred.float() - target.float()) ** 2
+    if latent_mask is None or mask_weight == 1.0:
+        return err.mean()
+    weight = 1.0 + (mask_weight - 1.0) * latent_mask.float()
+    return (err * weight).sum() / (weight.sum() * err.shape[1]).clamp_min(1e-8)
 
 
 def correspondence_targets(correspondence: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

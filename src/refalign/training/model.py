@@ -21,13 +21,15 @@ class RefinerModel(nn.Module):
         self.unet = unet
         self.reference_encoder = reference_encoder
 
-    def forward(self, noisy_latents, timesteps, masked_image_latents, latent_mask, reference, drop):
+    def forward(self, noisy_latents, timesteps, masked_image_latents, latent_mask, reference, drop, guidance=None):
         from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 
         tokens = self.reference_encoder(reference)
         tokens = self.reference_encoder.drop(tokens, drop).to(noisy_latents.dtype)
         # unet_forward only reads ``self.unet``: reuse it rather than restate the SD-inpainting channel order.
-        return RefineByAlignPipeline.unet_forward(self, noisy_latents, timesteps, masked_image_latents, latent_mask, tokens)
+        return RefineByAlignPipeline.unet_forward(
+            self, noisy_latents, timesteps, masked_image_latents, latent_mask, tokens, guidance
+        )
 
 
 def build_pipeline(config: TrainConfig):
@@ -58,6 +60,19 @@ def build_pipeline(config: TrainConfig):
             # the paper's l = 9 of 16 is an up-path layer on the 16×16 query grid; take the last such layer here
             grid_layers = query_grid_layers(pipe.unet, pipe.reference_encoder.token_grid)
             pipe.refalign_config.alignment.layer = grid_layers[-1] if grid_layers else n_layers - 1
+    if m.warped_guidance and not pipe.uses_warped_guidance:
+        from refalign.models.codecs import latent_channels
+        from refalign.models.unet import add_guidance_inputs
+
+        add_guidance_inputs(pipe.unet, latent_channels(pipe.codec))
+        logger.info("U-Net widened to %d input channels for warped-reference guidance", pipe.unet.config.in_channels)
+    elif pipe.uses_warped_guidance and not m.warped_guidance:
+        raise ValueError(f"{m.init_from} reads warped-reference guidance; set model.warped_guidance=true to fine-tune it")
+    if m.masked_fill:
+        pipe.refalign_config.masked_fill = m.masked_fill
+    if m.prediction_type and m.prediction_type != pipe.scheduler.config.prediction_type:
+        logger.info("prediction type %s -> %s", pipe.scheduler.config.prediction_type, m.prediction_type)
+        pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type=m.prediction_type)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

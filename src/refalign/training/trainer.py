@@ -1,7 +1,7 @@
 """The training loop of paper §3.4 on accelerate: one loop for 2 CPU processes or many GPUs.
 
 Per optimizer step and process: ``batch_size × gradient_accumulation_steps`` synthesised samples (both modes mixed
-by ``data.alignment_ratio``), ε-prediction MSE (eq. 2) with the reference embedding dropped at rate 0.1 (§A.3),
+by ``data.alignment_ratio``), the diffusion MSE (eq. 2; ε, v or x₀ target, optionally weighted onto the artifact) with the reference embedding dropped at rate 0.1 (§A.3),
 plus, when ``align_loss_weight > 0``, the auxiliary eq. 5 alignment loss on alignment-mode samples
 (:mod:`refalign.training.losses`). Noise, timesteps and dropout come from generators seeded by
 ``(seed, step, micro-step, process)`` and samples from ``(data seed, index)``, so ``--resume`` continues exactly.
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from refalign.data.dataset import ShardedBatchSampler, alignment_only
 from refalign.training import checkpointing as ckpt
 from refalign.training.config import TrainConfig, save_config, to_dict
-from refalign.training.losses import alignment_loss, correspondence_targets, diffusion_loss
+from refalign.training.losses import alignment_loss, correspondence_targets, diffusion_loss, diffusion_target
 from refalign.training.model import RefinerModel, build_pipeline, capture_layers, seeded_generator, trainable_parameter_groups
 
 logger = get_logger(__name__)
@@ -166,7 +166,7 @@ def _collate(items: list[dict], device) -> dict:
 
 
 def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step, micro, rank):
-    """ε-prediction loss (eq. 2) and the auxiliary eq. 5 alignment loss (0 when off) of one micro-batch."""
+    """Diffusion loss (eq. 2, target per ``prediction_type``, optionally mask-weighted) and the auxiliary eq. 5 alignment loss (0 when off) of one micro-batch."""
     image, mask = batch["image"], batch["mask"]
     latents, masked_latents, latent_mask = pipe.prepare_inpainting_inputs(image, mask)
     b = latents.shape[0]
@@ -175,6 +175,7 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
     t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (b,), generator=gen).to(latents.device)
     drop = (torch.rand(b, generator=gen) < config.embedding_dropout).to(latents.device)
     noisy = pipe.scheduler.add_noise(latents, noise, t)
+    guidance = pipe.guidance_latents(batch["warped"], batch["warp_valid"])
     aux = torch.zeros((), device=latents.device)
     if align_layers:
         from refalign.attention import CrossAttentionStore, capture_cross_attention
@@ -182,7 +183,7 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
         store = CrossAttentionStore(mask.float(), layers=align_layers, keep_grad=True)
         with capture_cross_attention(raw.unet, store):
             store.set_step(0)
-            pred = model(noisy, t, masked_latents, latent_mask, batch["reference"], drop)
+            pred = model(noisy, t, masked_latents, latent_mask, batch["reference"], drop, guidance)
         enc = raw.reference_encoder
         targets = correspondence_targets(batch["correspondence"], enc.token_grid)
         weights = alignment_only(batch) * (~drop).float()
@@ -190,8 +191,9 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
             [alignment_loss(store.maps[(0, l)][:, : enc.num_patch_tokens], targets, weights, config.align_loss) for l in align_layers]
         ).mean()
     else:
-        pred = model(noisy, t, masked_latents, latent_mask, batch["reference"], drop)
-    return diffusion_loss(pred, noise), aux
+        pred = model(noisy, t, masked_latents, latent_mask, batch["reference"], drop, guidance)
+    target = diffusion_target(pipe.scheduler, latents, noise, t)
+    return diffusion_loss(pred, target, latent_mask, config.mask_loss_weight), aux
 
 
 def _log(path: Path, step: int, window: dict, lr_scheduler, bar, align_layers) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from refalign.attention import CrossAttentionStore, capture_cross_attention
-from refalign.training.losses import correspondence_targets, token_iou
+from refalign.training.losses import correspondence_targets, diffusion_loss, diffusion_target, token_iou
 from refalign.training.model import seeded_generator
 
 
@@ -39,12 +39,18 @@ def correspondence_metrics(model, pipe, batch: dict, seed: int = 0) -> dict[str,
     store = CrossAttentionStore(mask.float(), layers=None)
     with capture_cross_attention(model.unet, store):
         store.set_step(0)
-        pred = model(noisy, t, masked_latents, latent_mask, batch["reference"], torch.zeros(b, dtype=torch.bool, device=latents.device))
+        pred = model(noisy, t, masked_latents, latent_mask, batch["reference"],
+                     torch.zeros(b, dtype=torch.bool, device=latents.device),
+                     pipe.guidance_latents(batch["warped"], batch["warp_valid"]))
     enc = model.reference_encoder
     grid = enc.token_grid
     targets = correspondence_targets(batch["correspondence"], grid).to(latents.device)
     n_patch = enc.num_patch_tokens
-    out: dict[str, float] = {"val/loss": float(torch.mean((pred.float() - noise) ** 2))}
+    target = diffusion_target(pipe.scheduler, latents, noise, t)
+    out: dict[str, float] = {
+        "val/loss": float(diffusion_loss(pred, target)),
+        "val/loss_mask": float(diffusion_loss(pred * latent_mask, target * latent_mask) / latent_mask.mean().clamp_min(1e-8)),
+    }
     grid_layers = set(query_grid_layers(model.unet, grid))
     per_grid = []
     shuffled = torch.roll(targets, 1, dims=0)
@@ -74,7 +80,7 @@ def alignment_cases(dataset, count: int, reference_size: int = 128) -> list[dict
         rng = np.random.default_rng((dataset.seed, 7, i))
         photo = dataset.photos[int(rng.integers(len(dataset.photos)))]
         artifact = sample_artifact_mask(photo.mask, rng, dataset.spec.masks, photo.detail)
-        ref, (corr, obj) = make_reference(photo.image, photo.mask, [artifact, photo.mask], reference_size, rng, dataset.spec)
+        ref, (corr, obj), _ = make_reference(photo.image, photo.mask, [artifact, photo.mask], reference_size, rng, dataset.spec)
         cases.append({"image": photo.image, "mask": artifact, "reference": ref, "object_mask": obj, "correspondence": corr})
     return cases
 
@@ -103,8 +109,9 @@ def sample_grid(model, pipe, batch: dict, steps: int = 20, seed: int = 0, rows: 
     sched.set_timesteps(steps)
     x = torch.randn(latents0.shape, generator=seeded_generator(seed), dtype=torch.float32).to(latents0)
     keep = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    guidance = pipe.guidance_latents(batch["warped"][:rows], batch["warp_valid"][:rows])
     for t in sched.timesteps:
-        eps = model(x, t.to(x.device).expand(x.shape[0]), masked_latents, latent_mask, ref, keep)
+        eps = model(x, t.to(x.device).expand(x.shape[0]), masked_latents, latent_mask, ref, keep, guidance)
         x = sched.step(eps, t, x).prev_sample
     from refalign.models import codecs
 
