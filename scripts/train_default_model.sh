@@ -14,13 +14,16 @@ OMP_NUM_THREADS=2 refalign train --config configs/tiny.yaml --output-dir "$run/s
   --checkpoint-every 500 "${common[@]}" --set validate_every=500 --set time_limit_minutes="${MINUTES1:-50}"
 
 # 2. continue as a refiner: v-prediction (no 1/sqrt(alpha) blow-up of errors in pixel space), loss weighted 5x
-#    onto the artifact, and (GUIDED=1) the reference warped onto the window as extra U-Net input (110 min)
+#    onto the artifact, the masked-image input filled by Telea instead of zeros, 10x the real photos, and
+#    (GUIDED=1) the reference warped onto the window as extra U-Net input (100 min; the shipped run shared the
+#    2 cores with the GUIDED=0 ablation run, one thread each)
 extra=()
 [ "$guided" = 1 ] && extra=(--set model.warped_guidance=true)
+sources='[{kind: procedural, count: 400, views: 2, size: 192, seed: 0}, {kind: multiview, path: ../shared/data/dreambooth-dev, repeat: 10}]'
 OMP_NUM_THREADS=2 refalign train --config configs/tiny.yaml --output-dir "$run/stage2" --max-steps 6000 \
   --checkpoint-every 250 "${common[@]}" --set model.init_from="$run/stage1/final" \
-  --set model.prediction_type=v_prediction --set mask_loss_weight=5 "${extra[@]}" \
-  --set validate_every=250 --set time_limit_minutes="${MINUTES2:-110}"
+  --set model.prediction_type=v_prediction --set model.masked_fill=telea --set mask_loss_weight=5 \
+  --set "data.sources=$sources" "${extra[@]}" --set validate_every=250 --set time_limit_minutes="${MINUTES2:-100}"
 
 # 3. benchmark cases from the development photos (fixed seed)
 refalign make-cases ../shared/data/dreambooth-dev --out "$run/devcases" --per-photo 1 --seed 0

@@ -234,3 +234,32 @@ def test_several_references_choose_the_best_aligned_per_window(dummy_pipeline, s
         dummy_pipeline(scene["image"], scene["mask"], [flat, flat], no_align=True)
     with pytest.raises(InputError, match="one object mask per reference"):
         dummy_pipeline(scene["image"], scene["mask"], [flat, flat], object_mask=[None])
+
+
+def test_residual_paste_keeps_full_resolution_surroundings(scene):
+    """A model that returns its own low-resolution fill changes nothing but the hole, which gets the
+    full-resolution Telea fill; the model's change over the fill is added on top, upsampled."""
+    from refalign.fill import telea_fill
+
+    image, mask = scene["image"], scene["mask"]
+    plan = zoom.plan_windows(mask, context=2.0, min_size=32)[0]
+    image_win, inpaint_win, _ = zoom.window_inputs(image, mask, plan, 32, 3.0)
+    same = zoom.residual_patch(image, mask, plan, telea_fill(image_win, inpaint_win), image_win, inpaint_win)
+    win_img = zoom.crop(image, plan.window)
+    hole = zoom.dilate(zoom.crop(mask, plan.window) | plan.region_mask(), 1)
+    assert (same[~hole] == win_img[~hole]).all()
+    assert (same[hole] == telea_fill(win_img, hole)[hole]).all()
+    brighter = np.clip(telea_fill(image_win, inpaint_win).astype(int) + 20, 0, 255).astype(np.uint8)
+    lifted = zoom.residual_patch(image, mask, plan, brighter, image_win, inpaint_win)
+    assert lifted[hole].astype(int).mean() > same[hole].astype(int).mean() + 10
+
+
+def test_residual_mode_and_feather_from_refalign_json(dummy_pipeline, scene):
+    cfg = dummy_pipeline.refalign_config.refinement
+    wide = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], seed=0, no_align=True).image
+    cfg.paste_mode, cfg.feather = "residual", 0.5
+    narrow = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], seed=0, no_align=True).image
+    changed_wide = (wide != scene["image"]).any(-1)
+    changed_narrow = (narrow != scene["image"]).any(-1)
+    assert changed_narrow.sum() < changed_wide.sum()
+    assert not (changed_narrow & ~zoom.dilate(scene["mask"], 3)).any()

@@ -158,8 +158,9 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
     corr = getattr(out, "correspondence", None)
     info: dict[str, Any] = {}
     if getattr(out, "windows", None) and hasattr(pipe, "refalign_config"):
-        dilation = pipe.refalign_config.refinement.dilation
-        info["paste_radius"] = max(dilation_radius(w, pipe.resolution, dilation) for w in out.windows)
+        r = pipe.refalign_config.refinement
+        band = r.dilation if r.feather is None else r.feather
+        info["paste_radius"] = max(dilation_radius(w, pipe.resolution, band) for w in out.windows)
     if getattr(out, "guidance", None):
         info["guidance"] = list(out.guidance)
     return MethodOutput(np.asarray(out.image, np.uint8), None if corr is None else np.asarray(corr, bool),

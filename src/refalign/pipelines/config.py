@@ -75,6 +75,10 @@ class RefinementDefaults:
         masked_content: what is under the mask at the start when ``strength < 1``: ``"original"`` (the artifact
             itself) or ``"fill"`` (a classical Telea inpainting of the mask: the model then only has to add the
             detail, the low frequencies come from the surroundings).
+        feather: width of the paste's fade-out around the artifact in model pixels (``None``: ``dilation``).
+        paste_mode: ``"window"`` — paste the refined window upsampled (the paper's zoom-in); ``"residual"`` — add
+            the model's change over a classical fill to the same fill at full resolution
+            (:func:`refalign.pipelines.zoom.residual_patch`; keeps the sharp surroundings; ours).
     """
 
     num_inference_steps: int = 50
@@ -87,6 +91,8 @@ class RefinementDefaults:
     reference_fill: int = 128
     strength: float = 1.0
     masked_content: str = "original"
+    feather: float | None = None
+    paste_mode: str = "window"
 
 
 @dataclass
@@ -119,6 +125,9 @@ class RefalignConfig:
             config = cls(alignment=alignment, refinement=refinement, **data)
         except TypeError as exc:
             raise CheckpointError(f"{source}: unexpected content ({exc}); re-save the checkpoint") from None
+        if config.refinement.paste_mode not in ("window", "residual"):
+            raise CheckpointError(f"{source}: paste_mode {config.refinement.paste_mode!r} is not window or residual; "
+                                  "fix the file")
         if config.masked_fill not in ("zero", "telea"):
             raise CheckpointError(f"{source}: masked_fill {config.masked_fill!r} is not zero or telea; fix the file")
         return config

@@ -266,7 +266,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             :class:`~refalign.pipelines.outputs.RefineOutput`.
         """
         from refalign.pipelines.outputs import RefineOutput
-        from refalign.pipelines.zoom import crop_reference, paste, plan_windows, window_inputs
+        from refalign.pipelines.zoom import crop_reference, paste, plan_windows, residual_patch, window_inputs
         from refalign.windows import resize_image
 
         cfg = self.refalign_config.refinement
@@ -349,7 +349,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 logger.info("window %s: warped-reference guidance %s", plan.window, how)
 
             # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
-            image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation)
+            image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation,
+                                                            cfg.feather)
             init_win = image_win
             if strength < 1.0 and masked_content == "fill":
                 from refalign.fill import telea_fill
@@ -359,7 +360,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                            callback_on_step_end, callback_on_step_end_tensor_inputs, warp, init_win)
 
             # 5. Back to image scale and paste inside the dilated mask only
-            paste(result, resize_image(refined, plan.window.size), weights, plan.window)
+            if cfg.paste_mode == "residual":
+                patch = residual_patch(result, mask, plan, refined, image_win, inpaint_win)
+            else:
+                patch = resize_image(refined, plan.window.size)
+            paste(result, patch, weights, plan.window)
 
         self.maybe_free_model_hooks()
         # 6. Output

@@ -179,8 +179,31 @@ def paste(image: np.ndarray, patch: np.ndarray, weights: np.ndarray, window: Win
     old[sel] = blended
 
 
+def residual_patch(
+    image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", refined: np.ndarray, image_win: np.ndarray,
+    inpaint_win: np.ndarray,
+) -> np.ndarray:
+    """The refined window at image scale by *residual upsampling* (ours): a full-resolution classical fill of the
+    artifact plus the model's change over the same fill at model resolution, upsampled.
+
+    Pasting the upsampled window itself (the paper's zoom-in) replaces sharp, correct pixels around the artifact
+    by their low-resolution copies and blurs the mask border; adding only what the model changed keeps the
+    full-resolution surroundings and border continuity, while the model still decides the content inside.
+    Returns ``(size, size, 3) uint8`` in the window's frame (paste it with :func:`paste`).
+    """
+    from refalign.fill import telea_fill
+
+    win = plan.window
+    delta = refined.astype(np.float32) - telea_fill(image_win, inpaint_win).astype(np.float32)
+    delta = cv2.resize(delta, (win.size, win.size), interpolation=cv2.INTER_LINEAR)
+    hole = dilate(crop(mask, win) | plan.region_mask(), 1)
+    base = telea_fill(crop(image, win), hole).astype(np.float32)
+    return np.clip(np.round(base + delta), 0, 255).astype(np.uint8)
+
+
 def window_inputs(
-    image: np.ndarray, mask: np.ndarray, plan: ZoomWindow, resolution: int, dilation: float
+    image: np.ndarray, mask: np.ndarray, plan: ZoomWindow, resolution: int, dilation: float,
+    feather: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the model sees for one window, and how to paste its answer.
 
@@ -196,7 +219,8 @@ def window_inputs(
     inpaint = dilate(everything, r)
     image_win = resize_image(crop(image, win), resolution)
     inpaint_win = resize_mask(inpaint, resolution, conservative=True)
-    weights = paste_weights(own, r, valid_region(image.shape[:2], win))
+    rf = r if feather is None else dilation_radius(win, resolution, feather)
+    weights = paste_weights(own, rf, valid_region(image.shape[:2], win))
     return image_win, inpaint_win, weights
 
 
