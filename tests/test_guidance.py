@@ -78,7 +78,7 @@ def test_guidance_is_dropped_at_the_requested_rate_and_for_multiview():
 def _guided_pipeline():
     from refalign.models.codecs import latent_channels
     from refalign.models.unet import add_guidance_inputs
-    from tests.conftest import make_dummy_pipeline
+    from conftest import make_dummy_pipeline
 
     pipe = make_dummy_pipeline()
     add_guidance_inputs(pipe.unet, latent_channels(pipe.codec))
@@ -88,7 +88,7 @@ def _guided_pipeline():
 def test_added_guidance_channels_start_inert():
     import torch
 
-    from tests.conftest import make_dummy_pipeline
+    from conftest import make_dummy_pipeline
 
     plain, guided = make_dummy_pipeline(), _guided_pipeline()
     assert not plain.uses_warped_guidance and guided.uses_warped_guidance
@@ -106,7 +106,7 @@ def test_added_guidance_channels_start_inert():
 
 
 def test_pipeline_registers_each_window_and_feeds_the_warp(one_thread):
-    from tests.conftest import textured_warp_pair
+    from conftest import textured_warp_pair
 
     image, reference, _ = textured_warp_pair()
     mask = np.zeros(image.shape[:2], bool)
@@ -137,7 +137,7 @@ def test_telea_fill_conditioning_changes_only_the_hole():
     import torch
 
     from refalign.fill import telea_fill, telea_fill_tensor
-    from tests.conftest import make_dummy_pipeline
+    from conftest import make_dummy_pipeline
 
     rng = np.random.default_rng(0)
     img = np.full((32, 32, 3), 90, np.uint8)
@@ -163,7 +163,7 @@ def test_fill_start_and_config_defaults(one_thread):
     import torch
 
     from refalign.errors import InputError
-    from tests.conftest import make_dummy_pipeline, synthetic_scene
+    from conftest import make_dummy_pipeline, synthetic_scene
 
     s = synthetic_scene()
     pipe = make_dummy_pipeline()
