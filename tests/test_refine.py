@@ -244,13 +244,14 @@ def test_residual_paste_keeps_full_resolution_surroundings(scene):
     image, mask = scene["image"], scene["mask"]
     plan = zoom.plan_windows(mask, context=2.0, min_size=32)[0]
     image_win, inpaint_win, _ = zoom.window_inputs(image, mask, plan, 32, 3.0)
-    same = zoom.residual_patch(image, mask, plan, telea_fill(image_win, inpaint_win), image_win, inpaint_win)
+    fill_win = telea_fill(image_win, inpaint_win)
+    same = zoom.residual_patch(image, mask, plan, fill_win, fill_win)
     win_img = zoom.crop(image, plan.window)
     hole = zoom.dilate(zoom.crop(mask, plan.window) | plan.region_mask(), 1)
     assert (same[~hole] == win_img[~hole]).all()
     assert (same[hole] == telea_fill(win_img, hole)[hole]).all()
-    brighter = np.clip(telea_fill(image_win, inpaint_win).astype(int) + 20, 0, 255).astype(np.uint8)
-    lifted = zoom.residual_patch(image, mask, plan, brighter, image_win, inpaint_win)
+    brighter = np.clip(fill_win.astype(int) + 20, 0, 255).astype(np.uint8)
+    lifted = zoom.residual_patch(image, mask, plan, brighter, fill_win)
     assert lifted[hole].astype(int).mean() > same[hole].astype(int).mean() + 10
 
 

@@ -33,7 +33,6 @@ import cv2
 import numpy as np
 
 from refalign.data.masks import MaskSpec, sample_artifact_mask
-from refalign.guidance import empty_guidance, jitter, warp_to_window, window_to_source
 from refalign.data.perturb import (
     ColorSpec,
     GeometrySpec,
@@ -43,10 +42,10 @@ from refalign.data.perturb import (
     warp_image,
     warp_mask,
 )
+from refalign.guidance import GREY, empty_guidance, jitter, warp_to_window, window_to_source
 from refalign.windows import Window, crop, crop_square, mask_bbox, resize_image, resize_mask, square_box, square_window
 
 MODES = {"alignment": 0, "refinement": 1, "multiview": 2}
-GREY = 128
 
 
 @dataclass

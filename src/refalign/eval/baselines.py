@@ -143,7 +143,7 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
     """One call of :class:`~refalign.pipelines.pipeline_refine_by_align.RefineByAlignPipeline` on a case."""
     import torch
 
-    from refalign.pipelines.zoom import dilation_radius
+    from refalign.pipelines.zoom import paste_radius
 
     kwargs: dict[str, Any] = {"no_align": no_align, "generator": torch.Generator("cpu").manual_seed(seed)}
     if not warped_guidance:
@@ -159,8 +159,7 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
     info: dict[str, Any] = {}
     if getattr(out, "windows", None) and hasattr(pipe, "refalign_config"):
         r = pipe.refalign_config.refinement
-        band = r.dilation if r.feather is None else r.feather
-        info["paste_radius"] = max(dilation_radius(w, pipe.resolution, band) for w in out.windows)
+        info["paste_radius"] = max(paste_radius(w, pipe.resolution, r.dilation, r.feather) for w in out.windows)
     if getattr(out, "guidance", None):
         info["guidance"] = list(out.guidance)
     return MethodOutput(np.asarray(out.image, np.uint8), None if corr is None else np.asarray(corr, bool),

@@ -174,11 +174,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not self.uses_warped_guidance:
             return None
         if warped is None:
-            from refalign.guidance import GREY
+            from refalign.guidance import empty_guidance
 
-            r = self.resolution
-            warped = torch.full((batch_size, 3, r, r), GREY / 127.5 - 1.0)
-            valid = torch.zeros((batch_size, 1, r, r))
+            pixels, none = empty_guidance(self.resolution)
+            warped = self.image_to_tensor(pixels).repeat(batch_size, 1, 1, 1)
+            valid = self.mask_to_tensor(none).repeat(batch_size, 1, 1, 1)
         lat = codecs.encode(self.codec, warped.to(self.device))
         share = F.adaptive_avg_pool2d(valid.to(self.device).float(), lat.shape[-2:])
         return torch.cat([lat, share.to(lat.dtype)], dim=1).to(self.unet.dtype)
@@ -351,17 +351,19 @@ class RefineByAlignPipeline(DiffusionPipeline):
             # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
             image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation,
                                                             cfg.feather)
-            init_win = image_win
-            if strength < 1.0 and masked_content == "fill":
+            fill_start = strength < 1.0 and masked_content == "fill"
+            fill_win = None
+            if fill_start or cfg.paste_mode == "residual":  # one classical fill serves both
                 from refalign.fill import telea_fill
 
-                init_win = telea_fill(image_win, inpaint_win)
+                fill_win = telea_fill(image_win, inpaint_win)
             refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
-                                           callback_on_step_end, callback_on_step_end_tensor_inputs, warp, init_win)
+                                           callback_on_step_end, callback_on_step_end_tensor_inputs, warp,
+                                           fill_win if fill_start else None)
 
             # 5. Back to image scale and paste inside the dilated mask only
             if cfg.paste_mode == "residual":
-                patch = residual_patch(result, mask, plan, refined, image_win, inpaint_win)
+                patch = residual_patch(result, mask, plan, refined, fill_win)
             else:
                 patch = resize_image(refined, plan.window.size)
             paste(result, patch, weights, plan.window)
@@ -455,6 +457,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
                         tensor_inputs, warp=None, init_win=None) -> np.ndarray:
         """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8``.
 
+        ``init_win`` (strength < 1 only) replaces the window as the content that is noised to start from.
         Masked-latent inpainting: the U-Net sees the masked-image latent and the mask; after each step the latent
         outside the mask is reset to the input's latent noised to the next timestep (clean after the last), so the
         window's known part stays the input's.
@@ -480,7 +483,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             latents = noise * self.scheduler.init_noise_sigma
         else:
             start = image_latents
-            if init_win is not None and init_win is not image_win:
+            if init_win is not None:
                 start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype)
             latents = self.scheduler.add_noise(start, noise, timesteps[:1])
         extra = self._extra_step_kwargs(generator)

@@ -139,6 +139,12 @@ def dilation_radius(window: Window, resolution: int, dilation: float) -> int:
     return max(1, int(math.ceil(dilation * window.size / resolution)))
 
 
+def paste_radius(window: Window, resolution: int, dilation: float, feather: float | None = None) -> int:
+    """How far beyond the artifact the paste of a window reaches, in image pixels: the ``feather`` band (model
+    pixels), or the inpainting ``dilation`` when no feather is set."""
+    return dilation_radius(window, resolution, dilation if feather is None else feather)
+
+
 def distance_to(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance of every pixel to the nearest true pixel of ``mask`` (0 on the mask)."""
     if not mask.any():
@@ -180,8 +186,7 @@ def paste(image: np.ndarray, patch: np.ndarray, weights: np.ndarray, window: Win
 
 
 def residual_patch(
-    image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", refined: np.ndarray, image_win: np.ndarray,
-    inpaint_win: np.ndarray,
+    image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", refined: np.ndarray, fill_win: np.ndarray
 ) -> np.ndarray:
     """The refined window at image scale by *residual upsampling* (ours): a full-resolution classical fill of the
     artifact plus the model's change over the same fill at model resolution, upsampled.
@@ -189,12 +194,13 @@ def residual_patch(
     Pasting the upsampled window itself (the paper's zoom-in) replaces sharp, correct pixels around the artifact
     by their low-resolution copies and blurs the mask border; adding only what the model changed keeps the
     full-resolution surroundings and border continuity, while the model still decides the content inside.
+    ``fill_win`` is the classical fill of the model's input window (``telea_fill(image_win, inpaint_win)``).
     Returns ``(size, size, 3) uint8`` in the window's frame (paste it with :func:`paste`).
     """
     from refalign.fill import telea_fill
 
     win = plan.window
-    delta = refined.astype(np.float32) - telea_fill(image_win, inpaint_win).astype(np.float32)
+    delta = refined.astype(np.float32) - fill_win.astype(np.float32)
     delta = cv2.resize(delta, (win.size, win.size), interpolation=cv2.INTER_LINEAR)
     hole = dilate(crop(mask, win) | plan.region_mask(), 1)
     base = telea_fill(crop(image, win), hole).astype(np.float32)
@@ -219,8 +225,7 @@ def window_inputs(
     inpaint = dilate(everything, r)
     image_win = resize_image(crop(image, win), resolution)
     inpaint_win = resize_mask(inpaint, resolution, conservative=True)
-    rf = r if feather is None else dilation_radius(win, resolution, feather)
-    weights = paste_weights(own, rf, valid_region(image.shape[:2], win))
+    weights = paste_weights(own, paste_radius(win, resolution, dilation, feather), valid_region(image.shape[:2], win))
     return image_win, inpaint_win, weights
 
 
