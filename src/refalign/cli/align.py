@@ -30,22 +30,22 @@ def align(
     mask: Path = typer.Option(..., "--mask", help="Artifact mask: white (255) = artifact, same size as IMAGE."),
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference photo of the object."),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Correspondence mask M* (255 = region) [default: IMAGE.correspondence.png]."
+        None, "--output", "-o", help="Correspondence mask M* (255 = region) (default: IMAGE.correspondence.png)."
     ),
     object_mask: Optional[Path] = typer.Option(
         None, "--object-mask", help="Object mask on the reference; M* stays inside it (a transparent PNG's alpha "
         "is used when not given)."
     ),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also save a picture of M* on the reference."),
-    step: Optional[int] = typer.Option(None, "--step", min=0, help="Schedule index to read [default: the model's]."),
-    layer: Optional[int] = typer.Option(None, "--layer", min=0, help="Cross-attention layer [default: the model's]."),
+    step: Optional[int] = typer.Option(None, "--step", min=0, help="Schedule index to read (default: the model's)."),
+    layer: Optional[int] = typer.Option(None, "--layer", min=0, help="Cross-attention layer (default: the model's)."),
     subtoken: Optional[bool] = typer.Option(
         None, "--subtoken/--no-subtoken", help="Refine M* beyond the token grid by feature matching (falls back "
-        "when unreliable) [default: the model's]."
+        "when unreliable) (default: the model's)."
     ),
     model: Optional[str] = ModelOption,
     device: Optional[str] = DeviceOption,
-    seed: Optional[int] = typer.Option(None, "--seed", help="Noise seed [default: the model's alignment seed]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Noise seed (default: the model's alignment seed)."),
     overwrite: bool = OverwriteOption,
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted."),
 ) -> None:
@@ -87,16 +87,16 @@ def align_search(
                                  show_default=False),
     model: Optional[str] = ModelOption,
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Folder for gamma.csv, gamma.png, best.json [default: CASES.align-search]."
+        None, "--output", "-o", help="Folder for gamma.csv, gamma.png, best.json (default: CASES.align-search)."
     ),
     steps: Optional[int] = typer.Option(
-        None, "--steps", min=1, help="Schedule length T to search [default: the model's alignment schedule]."
+        None, "--steps", min=1, help="Schedule length T to search (default: the model's alignment schedule)."
     ),
     write_defaults: bool = typer.Option(
         False, "--write-defaults", help="Store the best step and layer in the model's refalign.json."
     ),
     device: Optional[str] = DeviceOption,
-    seed: Optional[int] = typer.Option(None, "--seed", help="Noise seed [default: the model's alignment seed]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Noise seed (default: the model's alignment seed)."),
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Grid-search the diffusion step and layer whose cross-attention aligns best (mIoU) on a set of cases."""

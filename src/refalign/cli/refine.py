@@ -40,7 +40,7 @@ def refine(
         None, "--reference", "-r", help="Reference photo of the object; repeat it to give several photos (each "
         "artifact region is refined from the one it aligns with best)."
     ),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file [default: IMAGE.refined.png]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: IMAGE.refined.png)."),
     reference_mask: Optional[Path] = typer.Option(
         None, "--reference-mask", help="Region of the reference to copy from (skips the alignment stage)."
     ),
@@ -50,7 +50,7 @@ def refine(
     ),
     subtoken: Optional[bool] = typer.Option(
         None, "--subtoken/--no-subtoken", help="Refine the matched region beyond the 16x16 token grid by feature "
-        "matching (falls back when unreliable) [default: the model's]."
+        "matching (falls back when unreliable) (default: the model's)."
     ),
     no_align: bool = typer.Option(False, "--no-align", help="Condition on the whole reference (single-stage)."),
     warped_guidance: bool = typer.Option(
@@ -62,14 +62,14 @@ def refine(
     ),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Refine every case folder under DIR instead."),
     model: Optional[str] = ModelOption,
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps [default: the model's]."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Guidance scale [default: the model's]."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Guidance scale (default: the model's)."),
     strength: Optional[float] = typer.Option(
-        None, "--strength", min=0.0, max=1.0, help="1 = repaint fully; lower keeps more [default: the model's]."
+        None, "--strength", min=0.0, max=1.0, help="1 = repaint fully; lower keeps more (default: the model's)."
     ),
     masked_content: Optional[str] = typer.Option(
         None, "--masked-content", help="With --strength < 1, start from the artifact ('original') or from a "
-        "classical fill of it ('fill') [default: the model's]."
+        "classical fill of it ('fill') (default: the model's)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
