@@ -185,3 +185,49 @@ def test_fill_start_and_config_defaults(one_thread):
     assert any(not torch.equal(x, y) for x, y in zip(starts, originals))
     with pytest.raises(InputError, match="masked_content"):
         pipe(s["image"], s["mask"], s["reference"], masked_content="blur")
+
+
+def test_detail_transfer_restores_the_fine_band_from_the_registered_reference(one_thread):
+    """``refinement.detail_transfer``: with the reference registered, the residual paste adds the band of the
+    warped reference finer than the model's resolution — inside the hole only, and closer to the truth than the
+    smooth fill; without a registration (or with the option off) nothing is added."""
+    from conftest import textured_warp_pair
+    from refalign.pipelines import zoom
+
+    truth, reference, P = textured_warp_pair()
+    mask = np.zeros(truth.shape[:2], bool)
+    mask[140:170, 150:185] = True
+    image = truth.copy()
+    image[mask] = (255, 0, 255)  # the artifact
+    plan = zoom.plan_windows(mask, context=2.0, min_size=32)[0]
+    size, res = plan.window.size, 32
+    pixels, valid = warp_to_window(reference, np.ones(reference.shape[:2], bool),
+                                   P @ window_to_source(plan.window, size), size)
+    detail = zoom.reference_detail(pixels, valid, res)
+    assert detail.shape == (size, size, 3) and np.abs(detail).max() > 10
+    assert not detail[~valid].any()
+    base, fill_win, hole = zoom.classical_fill(image, mask, plan, res)
+    # the model's part: the truth at model resolution (what a perfect refiner returns)
+    perfect = zoom.resize_image(zoom.crop(truth, plan.window), res)
+    plain = zoom.residual_patch(base, perfect, fill_win)
+    sharp = zoom.residual_patch(base, perfect, fill_win, detail * hole[..., None])
+    want = zoom.crop(truth, plan.window).astype(float)
+    err = lambda x: np.abs(x.astype(float) - want)[hole].mean()  # noqa: E731
+    assert err(sharp) < 0.7 * err(plain), (err(sharp), err(plain))
+    outside = ~hole
+    assert (sharp[outside] == plain[outside]).all()
+
+    # through the pipeline: the option changes the hole only when the reference registers
+    pipe = _guided_pipeline()
+    cfg = pipe.refalign_config.refinement
+    cfg.paste_mode = "residual"
+    whole = np.ones(reference.shape[:2], bool)
+    off = pipe(image, mask, reference, reference_mask=whole, seed=0).image
+    cfg.detail_transfer = True
+    on = pipe(image, mask, reference, reference_mask=whole, seed=0)
+    assert on.guidance[0].startswith("warp (")
+    changed = (on.image != off).any(-1)
+    assert changed.any() and not (changed & ~zoom.dilate(mask, 8)).any()
+    flat = np.full_like(reference, 120)
+    assert (pipe(image, mask, flat, reference_mask=whole, seed=0).image
+            == pipe(image, mask, flat, reference_mask=whole, seed=0, warped_guidance=False).image).all()

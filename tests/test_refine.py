@@ -99,9 +99,9 @@ def test_large_image_cost_independent_of_size(dummy_pipeline, scene):
     calls = []
     orig = dummy_pipeline.prepare_inpainting_inputs
 
-    def spy(img, m):
+    def spy(img, m, **kwargs):
         calls.append(tuple(img.shape))
-        return orig(img, m)
+        return orig(img, m, **kwargs)
 
     dummy_pipeline.prepare_inpainting_inputs = spy
     start = time.perf_counter()
@@ -237,21 +237,21 @@ def test_several_references_choose_the_best_aligned_per_window(dummy_pipeline, s
 
 
 def test_residual_paste_keeps_full_resolution_surroundings(scene):
-    """A model that returns its own low-resolution fill changes nothing but the hole, which gets the
-    full-resolution Telea fill; the model's change over the fill is added on top, upsampled."""
+    """A model that returns its input fill changes nothing but the hole, which gets the full-resolution Telea
+    fill; the model's change over the fill is added on top, upsampled (low band model, high band fill)."""
     from refalign.fill import telea_fill
 
     image, mask = scene["image"], scene["mask"]
     plan = zoom.plan_windows(mask, context=2.0, min_size=32)[0]
-    image_win, inpaint_win, _ = zoom.window_inputs(image, mask, plan, 32, 3.0)
-    fill_win = telea_fill(image_win, inpaint_win)
-    same = zoom.residual_patch(image, mask, plan, fill_win, fill_win)
+    base, fill_win, hole = zoom.classical_fill(image, mask, plan, 32)
+    assert fill_win.shape == (32, 32, 3) and (fill_win == zoom.resize_image(base, 32)).all()
+    same = zoom.residual_patch(base, fill_win, fill_win)
     win_img = zoom.crop(image, plan.window)
-    hole = zoom.dilate(zoom.crop(mask, plan.window) | plan.region_mask(), 1)
+    assert (hole == zoom.dilate(zoom.crop(mask, plan.window) | plan.region_mask(), 1)).all()
     assert (same[~hole] == win_img[~hole]).all()
     assert (same[hole] == telea_fill(win_img, hole)[hole]).all()
     brighter = np.clip(fill_win.astype(int) + 20, 0, 255).astype(np.uint8)
-    lifted = zoom.residual_patch(image, mask, plan, brighter, fill_win)
+    lifted = zoom.residual_patch(base, brighter, fill_win)
     assert lifted[hole].astype(int).mean() > same[hole].astype(int).mean() + 10
 
 

@@ -220,3 +220,43 @@ def test_prediction_type_and_guidance_options_train_and_save(tmp_path):
     # fine-tuning a guided model needs the option on, said in one line
     with pytest.raises(ValueError, match="warped_guidance"):
         train(dummy_config(tmp_path / "again", "max_steps=1", f"model.init_from={final}"))
+
+
+def test_residual_prediction_starts_from_the_fill_and_round_trips(tmp_path):
+    """``model.residual_prediction``: x₀ = masked-image input + U-Net output, output layer zeroed when switched on,
+    so a 1-step sample reproduces the classical fill; saved in refalign.json, refused beside a non-x₀ scheduler."""
+    from refalign.errors import CheckpointError
+    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
+    from refalign.training.model import build_pipeline
+    from refalign.training.trainer import train
+
+    with pytest.raises(InputError, match="residual_prediction needs"):
+        dummy_config(tmp_path, "model.residual_prediction=true", "model.prediction_type=v_prediction")
+    with pytest.raises(InputError, match="timestep_spacing"):
+        dummy_config(tmp_path, "model.timestep_spacing=sideways")
+    options = ("model.prediction_type=sample", "model.residual_prediction=true", "model.masked_fill=telea",
+               "model.timestep_spacing=trailing")
+    pipe = build_pipeline(dummy_config(tmp_path / "fresh", *options))
+    assert pipe.residual_prediction and pipe.scheduler.config.timestep_spacing == "trailing"
+    g = torch.Generator().manual_seed(0)
+    res = pipe.resolution
+    image = torch.rand(1, 3, res, res, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, res, res)
+    mask[..., 8:20, 10:22] = 1
+    _, masked, latent_mask = pipe.prepare_inpainting_inputs(image, mask)
+    tokens = pipe.encode_reference(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)
+    noisy = torch.randn(masked.shape, generator=g)
+    out = pipe.unet_forward(noisy, torch.tensor([999]), masked, latent_mask, tokens)
+    assert torch.equal(out, masked)  # zero output: x₀ is the fill itself
+    pipe.scheduler.set_timesteps(1)
+    assert int(pipe.scheduler.timesteps[0]) == 999  # trailing: one step starts from pure noise
+
+    final = train(dummy_config(tmp_path / "run", "max_steps=2", "data.val_holdout=0", *options))
+    loaded = RefineByAlignPipeline.from_pretrained(final)
+    assert loaded.residual_prediction and loaded.scheduler.config.prediction_type == "sample"
+    assert loaded.unet.conv_out.weight.abs().sum() > 0  # it trained away from zero
+    # a hand-edited checkpoint whose scheduler no longer predicts x₀ is refused in one line naming the file
+    sched = Path(final) / "scheduler" / "scheduler_config.json"
+    sched.write_text(sched.read_text().replace('"sample"', '"epsilon"'))
+    with pytest.raises(CheckpointError, match="residual_prediction needs a scheduler"):
+        RefineByAlignPipeline.from_pretrained(final)

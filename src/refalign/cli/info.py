@@ -34,8 +34,9 @@ def info(
                f"{summary['num_cross_attention_layers']} cross-attention layers{score}")
     typer.echo(f"token grid   {summary['token_grid'][0]}x{summary['token_grid'][1]} reference tokens")
     r = summary["refinement"]
-    typer.echo(f"refinement   {r['num_inference_steps']} steps, guidance {r['guidance_scale']}, strength {r['strength']}"
-               f" ({r['masked_content']} start), predicts {summary['prediction_type']}, masked input "
+    typer.echo(f"refinement   {r['num_inference_steps']} steps ({summary['timestep_spacing']} spacing), guidance "
+               f"{r['guidance_scale']}, strength {r['strength']} ({r['masked_content']} start), {r['paste_mode']} paste"
+               f"{' with reference detail' if r['detail_transfer'] else ''}, predicts {summary['prediction_type']}, masked input "
                f"{summary['masked_fill']}, warped-reference guidance {'on' if summary['warped_guidance'] else 'off'}")
     if summary.get("training"):
         typer.echo(f"trained with {json.dumps(summary['training'])[:200]}")

@@ -53,6 +53,8 @@ SCHEDULER: dict[str, Any] = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
     "prediction_type": "epsilon",
+    # every schedule starts at the last training timestep (t = 999), also with 1–4 steps (Lin et al., 2024)
+    "timestep_spacing": "trailing",
 }
 
 

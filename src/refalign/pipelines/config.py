@@ -79,6 +79,9 @@ class RefinementDefaults:
         paste_mode: ``"window"`` — paste the refined window upsampled (the paper's zoom-in); ``"residual"`` — add
             the model's change over a classical fill to the same fill at full resolution
             (:func:`refalign.pipelines.zoom.residual_patch`; keeps the sharp surroundings; ours).
+        detail_transfer: with ``paste_mode="residual"`` and a registered reference (warped guidance), add the
+            reference's band finer than the model's resolution inside the artifact
+            (:func:`refalign.pipelines.zoom.reference_detail`; ours).
     """
 
     num_inference_steps: int = 50
@@ -93,6 +96,7 @@ class RefinementDefaults:
     masked_content: str = "original"
     feather: float | None = None
     paste_mode: str = "window"
+    detail_transfer: bool = False
 
 
 @dataclass
@@ -104,6 +108,10 @@ class RefalignConfig:
     #: what the U-Net sees under the mask in its masked-image input: ``"zero"`` (SD inpainting, the paper) or
     #: ``"telea"`` (a classical fill, :mod:`refalign.fill`; ours). A property of the trained model.
     masked_fill: str = "zero"
+    #: the U-Net's output is x₀ *minus the masked-image input* (scheduler ``prediction_type="sample"``): the
+    #: network predicts a correction over the (classical) fill, and a zero output reproduces the fill. A property
+    #: of the trained model (ours; see :meth:`RefineByAlignPipeline.unet_forward`).
+    residual_prediction: bool = False
     alignment: AlignmentDefaults = field(default_factory=AlignmentDefaults)
     refinement: RefinementDefaults = field(default_factory=RefinementDefaults)
     training: dict[str, Any] | None = None

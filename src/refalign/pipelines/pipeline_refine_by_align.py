@@ -75,6 +75,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         except Exception as exc:  # diffusers raises many kinds; name the folder and keep the cause
             raise CheckpointError(f"{path}: could not load the checkpoint ({type(exc).__name__}: {exc})") from exc
         pipe.refalign_config = config
+        if config.residual_prediction and pipe.scheduler.config.get("prediction_type") != "sample":
+            raise CheckpointError(
+                f"{path / FILE_NAME}: residual_prediction needs a scheduler with prediction_type 'sample', "
+                f"not {pipe.scheduler.config.get('prediction_type')!r}; fix scheduler/scheduler_config.json"
+            )
         return pipe
 
     # ------------------------------------------------------------------------------------------ geometry
@@ -118,20 +123,26 @@ class RefineByAlignPipeline(DiffusionPipeline):
         return self.reference_encoder.unconditional(batch_size).to(device=self.device, dtype=self.unet.dtype)
 
     @torch.no_grad()
-    def prepare_inpainting_inputs(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def prepare_inpainting_inputs(
+        self, image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode an image window and its mask into the U-Net's conditioning.
 
         Returns ``(image_latents, masked_image_latents, latent_mask)``; ``latent_mask`` marks a latent cell as
         artifact when any pixel of it is (max-pooling), so no artifact pixel leaks into the conditioning. The masked
         image has the artifact zeroed (SD inpainting) or, for a model with ``masked_fill="telea"``, filled
-        classically from its surroundings (:mod:`refalign.fill`).
+        classically from its surroundings (:mod:`refalign.fill`) — ``filled`` when given (the pipeline's one fill
+        per window, :func:`~refalign.pipelines.zoom.classical_fill`), else Telea of ``image`` under ``mask``.
         """
         image = image.to(self.device)
         mask = mask.to(self.device)
         if self.refalign_config.masked_fill == "telea":
             from refalign.fill import telea_fill_tensor
 
-            masked = telea_fill_tensor(image, mask)
+            if filled is not None:
+                masked = filled.to(self.device) * mask + image * (1 - mask)
+            else:
+                masked = telea_fill_tensor(image, mask)
         else:
             masked = image * (mask < 0.5)
         image_latents = codecs.encode(self.codec, image)
@@ -154,7 +165,17 @@ class RefineByAlignPipeline(DiffusionPipeline):
         masked-image latent), plus the warped-reference ``guidance`` channels of a guided model
         (:meth:`guidance_latents`)."""
         parts = [latents, latent_mask, masked_image_latents] + ([guidance] if guidance is not None else [])
-        return self.unet(torch.cat(parts, dim=1), timestep, encoder_hidden_states=tokens, return_dict=False)[0]
+        out = self.unet(torch.cat(parts, dim=1), timestep, encoder_hidden_states=tokens, return_dict=False)[0]
+        if self.residual_prediction:
+            # x₀ = masked-image input + U-Net output: a zero output reproduces the (classical) fill
+            out = out + masked_image_latents.to(out.dtype)
+        return out
+
+    @property
+    def residual_prediction(self) -> bool:
+        """Whether R predicts x₀ as a correction over its masked-image input (``refalign.json``
+        ``residual_prediction``; needs the scheduler's ``prediction_type="sample"``)."""
+        return bool(self.refalign_config.residual_prediction)
 
     @property
     def uses_warped_guidance(self) -> bool:
@@ -266,7 +287,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             :class:`~refalign.pipelines.outputs.RefineOutput`.
         """
         from refalign.pipelines.outputs import RefineOutput
-        from refalign.pipelines.zoom import crop_reference, paste, plan_windows, residual_patch, window_inputs
+        from refalign.pipelines.zoom import (
+            classical_fill, crop_reference, paste, plan_windows, reference_detail, residual_patch, window_inputs,
+        )
         from refalign.windows import resize_image
 
         cfg = self.refalign_config.refinement
@@ -340,11 +363,18 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                         context=cfg.reference_context, fill=cfg.reference_fill)
             tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
 
-            warp = None
+            warp, detail = None, None
             if self.uses_warped_guidance:
-                warp, how = (None, "off") if not warped_guidance else self._window_guidance(
+                geo, how = (None, "off") if not warped_guidance else self._window_registration(
                     image, mask, plan, references[index], region, object_masks[index],
                     alignments[-1] if region is not None and alignments else None, cfg.dilation)
+                if geo is not None:
+                    warp = self._warp_window(references[index], geo, plan, self.resolution)
+                    if warp is None:
+                        how = "none (the warped reference misses the window)"
+                    elif cfg.detail_transfer and cfg.paste_mode == "residual":
+                        full = self._warp_window(references[index], geo, plan, plan.window.size)
+                        detail = reference_detail(*full, self.resolution) if full is not None else None
                 guidance_paths.append(how)
                 logger.info("window %s: warped-reference guidance %s", plan.window, how)
 
@@ -352,18 +382,14 @@ class RefineByAlignPipeline(DiffusionPipeline):
             image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation,
                                                             cfg.feather)
             fill_start = strength < 1.0 and masked_content == "fill"
-            fill_win = None
-            if fill_start or cfg.paste_mode == "residual":  # one classical fill serves both
-                from refalign.fill import telea_fill
-
-                fill_win = telea_fill(image_win, inpaint_win)
+            base, fill_win, hole = classical_fill(image, mask, plan, self.resolution)  # one fill serves all uses
             refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
                                            callback_on_step_end, callback_on_step_end_tensor_inputs, warp,
-                                           fill_win if fill_start else None)
+                                           fill_win if fill_start else None, fill_win)
 
             # 5. Back to image scale and paste inside the dilated mask only
             if cfg.paste_mode == "residual":
-                patch = residual_patch(result, mask, plan, refined, fill_win)
+                patch = residual_patch(base, refined, fill_win, detail * hole[..., None] if detail is not None else None)
             else:
                 patch = resize_image(refined, plan.window.size)
             paste(result, patch, weights, plan.window)
@@ -422,15 +448,15 @@ class RefineByAlignPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
-    def _window_guidance(self, image, mask, plan, reference, region, object_mask, aligned, dilation):
-        """Warped-reference guidance of one window: ``((pixels, valid), how)`` or ``(None, why not)``.
+    def _window_registration(self, image, mask, plan, reference, region, object_mask, aligned, dilation):
+        """How the reference maps onto one window: ``((homography, valid_region), how)`` or ``(None, why not)``.
 
         The image → reference homography comes from the sub-token path of the alignment when it fitted one,
         otherwise from :func:`~refalign.pipelines.subtoken.refine_correspondence` run now (features in a ring
-        around the artifact). The valid part of the warp is the matched region ``M*`` (the whole reference when
-        there is none) dilated by the inpainting dilation plus two model pixels, so it covers what is repainted.
+        around the artifact). The valid region is the matched region ``M*`` (the whole reference when there is
+        none) dilated by the inpainting dilation plus two model pixels, so it covers what is repainted.
         """
-        from refalign.guidance import warp_to_window, window_to_source
+        from refalign.guidance import window_to_source
         from refalign.pipelines.subtoken import refine_correspondence
         from refalign.pipelines.zoom import dilate
         from refalign.registration import local_area_scale
@@ -448,16 +474,25 @@ class RefineByAlignPipeline(DiffusionPipeline):
         centre = tuple(to_source[:2] @ [self.resolution / 2.0, self.resolution / 2.0, 1.0])
         ref_px = plan.window.size / self.resolution * np.sqrt(max(local_area_scale(homography, centre), 1e-6))
         valid_region = dilate(target, int(np.ceil((dilation + 2.0) * ref_px)))
-        pixels, valid = warp_to_window(reference, valid_region, homography @ to_source, self.resolution)
-        if not valid.any():
-            return None, "none (the warped reference misses the window)"
-        return (pixels, valid), f"warp ({reason})"
+        return (homography, valid_region), f"warp ({reason})"
+
+    @staticmethod
+    def _warp_window(reference, geo, plan, size: int):
+        """The reference warped onto ``plan``'s window at ``size`` pixels: ``(pixels, valid)``, or ``None`` when
+        nothing of the valid region lands in it (``geo`` from :meth:`_window_registration`)."""
+        from refalign.guidance import warp_to_window, window_to_source
+
+        homography, valid_region = geo
+        pixels, valid = warp_to_window(reference, valid_region, homography @ window_to_source(plan.window, size), size)
+        return (pixels, valid) if valid.any() else None
 
     def _denoise_window(self, image_win, inpaint_win, cond_tokens, steps, strength, generator, callback,
-                        tensor_inputs, warp=None, init_win=None) -> np.ndarray:
+                        tensor_inputs, warp=None, init_win=None, fill_win=None) -> np.ndarray:
         """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8``.
 
         ``init_win`` (strength < 1 only) replaces the window as the content that is noised to start from.
+        ``fill_win`` is the classical fill a ``masked_fill="telea"`` model sees under the mask (default: Telea at
+        model resolution, as in training).
         Masked-latent inpainting: the U-Net sees the masked-image latent and the mask; after each step the latent
         outside the mask is reset to the input's latent noised to the next timestep (clean after the last), so the
         window's known part stays the input's.
@@ -465,7 +500,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         from diffusers.utils.torch_utils import randn_tensor
 
         image_latents, masked_latents, latent_mask = self.prepare_inpainting_inputs(
-            self.image_to_tensor(image_win), self.mask_to_tensor(inpaint_win)
+            self.image_to_tensor(image_win), self.mask_to_tensor(inpaint_win),
+            filled=self.image_to_tensor(fill_win) if fill_win is not None else None,
         )
         cfg_on = self.do_classifier_free_guidance
         tokens = torch.cat([cond_tokens, self.unconditional_tokens(cond_tokens.shape[0])]) if cfg_on else cond_tokens

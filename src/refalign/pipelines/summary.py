@@ -41,7 +41,9 @@ def summarize_checkpoint(path: str) -> dict[str, Any]:
         "refinement": cfg.to_dict()["refinement"],
         "num_cross_attention_layers": len(cross_attention_layer_names(pipe.unet)),
         "token_grid": list(pipe.reference_encoder.token_grid),
-        "prediction_type": pipe.scheduler.config.get("prediction_type"),
+        "prediction_type": pipe.scheduler.config.get("prediction_type")
+        + (" as a correction over the masked input" if pipe.residual_prediction else ""),
+        "timestep_spacing": pipe.scheduler.config.get("timestep_spacing"),
         "masked_fill": cfg.masked_fill,
         "warped_guidance": pipe.uses_warped_guidance,
         "training": cfg.training,

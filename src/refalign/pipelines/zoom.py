@@ -185,26 +185,57 @@ def paste(image: np.ndarray, patch: np.ndarray, weights: np.ndarray, window: Win
     old[sel] = blended
 
 
-def residual_patch(
-    image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", refined: np.ndarray, fill_win: np.ndarray
-) -> np.ndarray:
-    """The refined window at image scale by *residual upsampling* (ours): a full-resolution classical fill of the
-    artifact plus the model's change over the same fill at model resolution, upsampled.
+def reference_detail(pixels: np.ndarray, valid: np.ndarray, resolution: int) -> np.ndarray:
+    """The band of a warped reference (at image scale, the window's frame) that a model working at ``resolution``
+    cannot carry: ``pixels`` minus their round trip through ``resolution`` (area down, bilinear up — the path of
+    the model's own change in :func:`residual_patch`). Zero where the warp is invalid or within one model pixel of
+    its edge (there the round trip mixed in the grey fill). ``(size, size, 3) float32``.
+    """
+    size = pixels.shape[0]
+    low = cv2.resize(pixels, (resolution, resolution), interpolation=cv2.INTER_AREA)
+    low = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
+    inner = ~dilate(~valid, int(np.ceil(2.0 * size / resolution)))
+    return (pixels.astype(np.float32) - low.astype(np.float32)) * inner[..., None]
 
-    Pasting the upsampled window itself (the paper's zoom-in) replaces sharp, correct pixels around the artifact
-    by their low-resolution copies and blurs the mask border; adding only what the model changed keeps the
-    full-resolution surroundings and border continuity, while the model still decides the content inside.
-    ``fill_win`` is the classical fill of the model's input window (``telea_fill(image_win, inpaint_win)``).
-    Returns ``(size, size, 3) uint8`` in the window's frame (paste it with :func:`paste`).
+
+def classical_fill(
+    image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", resolution: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One classical (Telea) fill of a window at image scale and its copy at model resolution.
+
+    Returns ``(base, fill_win, hole)``: ``base`` ``(size, size, 3) uint8`` is the window with ``hole`` — every
+    artifact pixel in it, grown by one pixel — filled at full resolution; ``fill_win`` is ``base`` area-resized
+    to ``resolution``. The
+    model's masked-image input, the ``fill`` start and the residual paste all use this one fill, so the paste's
+    low band (model) and high band (``base``) are split by the same resize (:func:`residual_patch`).
     """
     from refalign.fill import telea_fill
 
-    win = plan.window
+    hole = dilate(crop(mask, plan.window) | plan.region_mask(), 1)
+    base = telea_fill(crop(image, plan.window), hole)
+    return base, resize_image(base, resolution), hole
+
+
+def residual_patch(
+    base: np.ndarray, refined: np.ndarray, fill_win: np.ndarray, detail: np.ndarray | None = None
+) -> np.ndarray:
+    """The refined window at image scale by *residual upsampling* (ours): a Laplacian split whose low band is the
+    model's window and whose high band is the full-resolution classical fill (plus, optionally, the registered
+    reference's fine band).
+
+    ``patch = base + up(refined − fill_win) [+ detail]`` with ``(base, fill_win)`` from :func:`classical_fill`,
+    i.e. ``up(refined) + (base − up(down(base)))``. Pasting the upsampled window itself (the paper's zoom-in)
+    replaces sharp, correct pixels around the artifact by their low-resolution copies and blurs the mask border;
+    here a model that returns its input changes nothing but the hole, which gets the full-resolution fill.
+    ``detail`` (:func:`reference_detail`, zero outside the fill's ``hole``) is added on top.
+    Returns ``(size, size, 3) uint8`` in the window's frame (paste it with :func:`paste`).
+    """
+    size = base.shape[0]
     delta = refined.astype(np.float32) - fill_win.astype(np.float32)
-    delta = cv2.resize(delta, (win.size, win.size), interpolation=cv2.INTER_LINEAR)
-    hole = dilate(crop(mask, win) | plan.region_mask(), 1)
-    base = telea_fill(crop(image, win), hole).astype(np.float32)
-    return np.clip(np.round(base + delta), 0, 255).astype(np.uint8)
+    patch = base.astype(np.float32) + cv2.resize(delta, (size, size), interpolation=cv2.INTER_LINEAR)
+    if detail is not None:
+        patch += detail
+    return np.clip(np.round(patch), 0, 255).astype(np.uint8)
 
 
 def window_inputs(

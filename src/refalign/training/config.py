@@ -43,6 +43,12 @@ class ModelConfig:
     #: the U-Net's masked-image input under the mask: zero (SD inpainting, the paper) or telea (refalign.fill; ours);
     #: None keeps the preset's / init_from's
     masked_fill: str | None = None
+    #: x₀ = masked-image input + U-Net output (needs ``prediction_type: sample``; the output layer is zeroed when
+    #: this is switched on, so training starts from the fill itself); None keeps the preset's / init_from's
+    residual_prediction: bool | None = None
+    #: the sampler's timestep spacing saved with the scheduler (``leading``, ``trailing``, ``linspace``); ``trailing``
+    #: starts every schedule at the last training timestep, which few-step sampling needs; None keeps the current
+    timestep_spacing: str | None = None
 
 
 @dataclass
@@ -143,6 +149,10 @@ class TrainConfig:
             (self.align_loss in ("ce", "soft_iou"), "align_loss must be ce or soft_iou"),
             (self.model.prediction_type in PREDICTION_TYPES, f"model.prediction_type must be one of {PREDICTION_TYPES}"),
             (self.model.masked_fill in (None, "zero", "telea"), "model.masked_fill must be zero or telea"),
+            (not self.model.residual_prediction or self.model.prediction_type in (None, "sample"),
+             "model.residual_prediction needs model.prediction_type: sample"),
+            (self.model.timestep_spacing in (None, "leading", "trailing", "linspace"),
+             "model.timestep_spacing must be leading, trailing or linspace"),
             (self.mask_loss_weight > 0, "mask_loss_weight must be > 0 (1 = uniform loss)"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]

@@ -16,10 +16,11 @@ class RefinerModel(nn.Module):
     """U-Net + reference encoder. ``forward`` = one conditioned U-Net pass with the pipeline's own channel layout
     (:meth:`RefineByAlignPipeline.unet_forward`), reference tokens dropped where ``drop`` is true (§A.3)."""
 
-    def __init__(self, unet, reference_encoder):
+    def __init__(self, unet, reference_encoder, residual_prediction: bool = False):
         super().__init__()
         self.unet = unet
         self.reference_encoder = reference_encoder
+        self.residual_prediction = residual_prediction
 
     def forward(self, noisy_latents, timesteps, masked_image_latents, latent_mask, reference, drop, guidance=None):
         from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
@@ -73,6 +74,17 @@ def build_pipeline(config: TrainConfig):
     if m.prediction_type and m.prediction_type != pipe.scheduler.config.prediction_type:
         logger.info("prediction type %s -> %s", pipe.scheduler.config.prediction_type, m.prediction_type)
         pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type=m.prediction_type)
+    if m.timestep_spacing and m.timestep_spacing != pipe.scheduler.config.get("timestep_spacing"):
+        pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, timestep_spacing=m.timestep_spacing)
+    if m.residual_prediction is not None and m.residual_prediction != pipe.residual_prediction:
+        if m.residual_prediction:
+            if pipe.scheduler.config.prediction_type != "sample":
+                raise ValueError("model.residual_prediction needs model.prediction_type=sample")
+            # start from "x₀ = the fill": the output layer is zeroed, so the first step already reproduces it
+            torch.nn.init.zeros_(pipe.unet.conv_out.weight)
+            torch.nn.init.zeros_(pipe.unet.conv_out.bias)
+            logger.info("U-Net output zeroed: x0 = masked-image input + correction")
+        pipe.refalign_config.residual_prediction = bool(m.residual_prediction)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -56,7 +56,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     pipe = build_pipeline(config)
     pipe.to(accelerator.device)
     pipe.codec.requires_grad_(False)
-    model = RefinerModel(pipe.unet, pipe.reference_encoder)
+    model = RefinerModel(pipe.unet, pipe.reference_encoder, residual_prediction=pipe.residual_prediction)
     model.train()
     groups = trainable_parameter_groups(model, config)
     o = config.optim
