@@ -260,3 +260,15 @@ def test_residual_prediction_starts_from_the_fill_and_round_trips(tmp_path):
     sched.write_text(sched.read_text().replace('"sample"', '"epsilon"'))
     with pytest.raises(CheckpointError, match="residual_prediction needs a scheduler"):
         RefineByAlignPipeline.from_pretrained(final)
+
+
+def test_high_timestep_share_draws_that_share_from_the_top_of_the_schedule():
+    from refalign.training.trainer import sample_timesteps
+
+    uniform = sample_timesteps(1000, 4000, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0)))
+    biased = sample_timesteps(1000, 4000, 0.5, torch.Generator().manual_seed(0))
+    top = (biased >= 900).float().mean().item()
+    assert 0.5 < top < 0.6 and biased.min() >= 0 and biased.max() <= 999  # 0.5 + 0.5 · 0.1 expected
+    with pytest.raises(InputError, match="high_timestep_share"):
+        dummy_config(Path("unused"), "high_timestep_share=1.5")

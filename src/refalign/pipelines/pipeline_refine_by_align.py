@@ -453,7 +453,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
 
         The image → reference homography comes from the sub-token path of the alignment when it fitted one,
         otherwise from :func:`~refalign.pipelines.subtoken.refine_correspondence` run now (features in a ring
-        around the artifact). The valid region is the matched region ``M*`` (the whole reference when there is
+        around the artifact), which here trusts a reliable registration even where it disagrees with ``M*`` (on
+        warp cases a wrong ``M*`` was the cause every time it was measured). The valid region is the matched region ``M*`` (the whole reference when there is
         none) dilated by the inpainting dilation plus two model pixels, so it covers what is repainted.
         """
         from refalign.guidance import window_to_source
@@ -466,7 +467,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             homography, reason, target = aligned.homography, aligned.path_reason, aligned.mask
         else:
             m_star = region if region is not None else np.ones(reference.shape[:2], bool)
-            geo = refine_correspondence(image, plan.full_mask(mask.shape), reference, m_star, object_mask=object_mask)
+            geo = refine_correspondence(image, plan.full_mask(mask.shape), reference, m_star, object_mask=object_mask,
+                                        near_m_star=False)
             if geo.path != "warp":
                 return None, f"none ({geo.reason})"
             homography, reason, target = geo.homography, geo.reason, geo.mask

@@ -52,6 +52,7 @@ def refine_correspondence(
     *,
     object_mask: np.ndarray | None = None,
     token_size: int | None = None,
+    near_m_star: bool = True,
 ) -> SubTokenResult:
     """Refine the token-level correspondence ``m_star`` into a pixel-accurate one, or keep it and say why.
 
@@ -61,6 +62,9 @@ def refine_correspondence(
         object_mask: the object on the reference; features are only taken on it.
         token_size: side of one reference token in reference pixels (the warped result must land within one token
             of ``M*``); default: 1/16 of the reference's longer side.
+        near_m_star: require that the warped artifact lands within one token of ``M*`` (the check that protects the
+            correspondence); ``False`` trusts a reliable registration that disagrees with ``M*`` (the warped-guidance
+            path, where a wrong ``M*`` is the common reason for the disagreement).
     """
     if not m_star.any():
         return SubTokenResult(m_star, "cross-attention", "no token-level region to refine")
@@ -84,7 +88,7 @@ def refine_correspondence(
         return SubTokenResult(m_star, "cross-attention", "the warp maps the artifact outside the reference",
                               reg.homography, reg.num_inliers)
     tol = token_size or max(1, round(max(ref_hw) / 16))
-    if not (warped & dilate(m_star, tol)).any():
+    if near_m_star and not (warped & dilate(m_star, tol)).any():
         return SubTokenResult(m_star, "cross-attention", "the warp lands more than a token away from M*",
                               reg.homography, reg.num_inliers)
     return SubTokenResult(warped, "warp", f"homography from {reg.num_inliers} inliers", reg.homography,

@@ -127,6 +127,11 @@ class TrainConfig:
     #: weight of latent cells under the artifact mask in the diffusion loss, relative to 1 for the rest (1 = the
     #: paper's uniform eq. 2). Outside the mask the target is nearly given by the masked-image channels.
     mask_loss_weight: float = 1.0
+    #: share of each batch whose timestep is drawn from the last 10 % of the schedule instead of uniformly (0 = the
+    #: paper's uniform eq. 2). Few-step sampling evaluates the model there — one step only at t = T — so a model
+    #: meant for it should learn to ignore the pure-noise input at high t (measured: noise leaking into a 1-step
+    #: x₀ prediction showed as colour blotches).
+    high_timestep_share: float = 0.0
     align_loss_weight: float = 0.0
     align_loss: str = "ce"  # ce | soft_iou
     align_layers: list[int] | None = None  # None = layers whose query grid equals the token grid
@@ -154,6 +159,7 @@ class TrainConfig:
             (self.model.timestep_spacing in (None, "leading", "trailing", "linspace"),
              "model.timestep_spacing must be leading, trailing or linspace"),
             (self.mask_loss_weight > 0, "mask_loss_weight must be > 0 (1 = uniform loss)"),
+            (0.0 <= self.high_timestep_share <= 1.0, "high_timestep_share must be in [0, 1]"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]
         for ok, message in checks:

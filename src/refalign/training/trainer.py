@@ -165,6 +165,16 @@ def _collate(items: list[dict], device) -> dict:
     return {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
 
 
+def sample_timesteps(num_train_timesteps: int, batch: int, high_share: float, generator) -> torch.Tensor:
+    """Training timesteps: uniform over the schedule (eq. 2), except that each sample is drawn from the last 10 %
+    with probability ``high_share`` (where few-step sampling evaluates the model)."""
+    t = torch.randint(0, num_train_timesteps, (batch,), generator=generator)
+    if high_share > 0:
+        high = torch.randint(int(0.9 * num_train_timesteps), num_train_timesteps, (batch,), generator=generator)
+        t = torch.where(torch.rand(batch, generator=generator) < high_share, high, t)
+    return t
+
+
 def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step, micro, rank):
     """Diffusion loss (eq. 2, target per ``prediction_type``, optionally mask-weighted) and the auxiliary eq. 5 alignment loss (0 when off) of one micro-batch."""
     image, mask = batch["image"], batch["mask"]
@@ -172,7 +182,7 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
     b = latents.shape[0]
     gen = seeded_generator(config.seed, step, micro, rank)
     noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32).to(latents)
-    t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (b,), generator=gen).to(latents.device)
+    t = sample_timesteps(pipe.scheduler.config.num_train_timesteps, b, config.high_timestep_share, gen).to(latents.device)
     drop = (torch.rand(b, generator=gen) < config.embedding_dropout).to(latents.device)
     noisy = pipe.scheduler.add_noise(latents, noise, t)
     guidance = pipe.guidance_latents(batch["warped"], batch["warp_valid"])
