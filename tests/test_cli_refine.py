@@ -79,7 +79,7 @@ def test_reference_mask_and_save_correspondence(tmp_path, dummy_checkpoint):
     corr = tmp_path / "corr.png"
     result = runner.invoke(app, _single_args(tmp_path, dummy_checkpoint, "--reference-mask", str(tmp_path / "rm.png"),
                                              "--save-correspondence", str(corr), "--guidance", "1.5",
-                                             "--strength", "0.8"))
+                                             "--strength", "0.8", "--samples", "2"))
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(corr)), region)
 

@@ -71,6 +71,10 @@ def refine(
         None, "--masked-content", help="With --strength < 1, start from the artifact ('original') or from a "
         "classical fill of it ('fill') (default: the model's)."
     ),
+    samples: Optional[int] = typer.Option(
+        None, "--samples", min=1, help="Samples per artifact, averaged (the least-squares estimate; more is "
+        "smoother and slower) (default: the model's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
     save_correspondence: Optional[Path] = typer.Option(
@@ -88,7 +92,7 @@ def refine(
     if no_align and reference_mask is not None:
         raise InputError("--no-align and --reference-mask exclude each other; give one")
     call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, masked_content=masked_content,
-                seed=seed, no_align=no_align,
+                num_samples=samples, seed=seed, no_align=no_align,
                 subtoken=subtoken, warped_guidance=warped_guidance)
     if cases is not None:
         _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,

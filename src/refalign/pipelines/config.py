@@ -82,6 +82,10 @@ class RefinementDefaults:
         detail_transfer: with ``paste_mode="residual"`` and a registered reference (warped guidance), add the
             reference's band finer than the model's resolution inside the artifact
             (:func:`refalign.pipelines.zoom.reference_detail`; ours).
+        ramp: with ``paste_mode="residual"``, the model's change fades in over this many model pixels from the
+            edge of the filled hole, where the classical fill meets the surroundings (0 = no fade; ours).
+        num_samples: samples drawn per window in one batch and averaged (an estimate of the posterior mean, which
+            minimises the expected squared error; 1 = one sample, as the paper; ours).
     """
 
     num_inference_steps: int = 50
@@ -97,6 +101,8 @@ class RefinementDefaults:
     feather: float | None = None
     paste_mode: str = "window"
     detail_transfer: bool = False
+    num_samples: int = 1
+    ramp: float = 0.0
 
 
 @dataclass

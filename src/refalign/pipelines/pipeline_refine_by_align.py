@@ -245,6 +245,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         guidance_scale: float | None = None,
         strength: float | None = None,
         masked_content: str | None = None,
+        num_samples: int | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         context: float | None = None,
@@ -275,6 +276,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 default ``refalign_config.refinement.strength``).
             masked_content: with ``strength < 1``, start the mask from the artifact (``"original"``) or from a
                 classical Telea fill of it (``"fill"``); default ``refalign_config.refinement.masked_content``.
+            num_samples: samples drawn per window (in one batch) and averaged — the posterior-mean estimate that
+                minimises squared error; 1 = a single sample (the paper); default ``refinement.num_samples``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -296,6 +299,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         steps = int(num_inference_steps or cfg.num_inference_steps)
         self._guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
         strength = float(cfg.strength if strength is None else strength)
+        num_samples = int(cfg.num_samples if num_samples is None else num_samples)
+        if num_samples < 1:
+            raise InputError(f"num_samples must be at least 1, got {num_samples}")
         masked_content = str(cfg.masked_content if masked_content is None else masked_content)
         if masked_content not in ("original", "fill"):
             raise InputError(f"masked_content must be 'original' or 'fill', got {masked_content!r}")
@@ -385,11 +391,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
             base, fill_win, hole = classical_fill(image, mask, plan, self.resolution)  # one fill serves all uses
             refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
                                            callback_on_step_end, callback_on_step_end_tensor_inputs, warp,
-                                           fill_win if fill_start else None, fill_win)
+                                           fill_win if fill_start else None, fill_win, num_samples)
 
             # 5. Back to image scale and paste inside the dilated mask only
             if cfg.paste_mode == "residual":
-                patch = residual_patch(base, refined, fill_win, detail * hole[..., None] if detail is not None else None)
+                patch = residual_patch(base, refined, fill_win, detail * hole[..., None] if detail is not None else None,
+                                       hole, cfg.ramp * plan.window.size / self.resolution)
             else:
                 patch = resize_image(refined, plan.window.size)
             paste(result, patch, weights, plan.window)
@@ -489,8 +496,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         return (pixels, valid) if valid.any() else None
 
     def _denoise_window(self, image_win, inpaint_win, cond_tokens, steps, strength, generator, callback,
-                        tensor_inputs, warp=None, init_win=None, fill_win=None) -> np.ndarray:
-        """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8``.
+                        tensor_inputs, warp=None, init_win=None, fill_win=None, num_samples: int = 1) -> np.ndarray:
+        """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8`` — the mean
+        of ``num_samples`` samples drawn in one batch (an estimate of the posterior mean, which minimises the
+        expected squared error; 1 = one sample, as the paper).
 
         ``init_win`` (strength < 1 only) replaces the window as the content that is noised to start from.
         ``fill_win`` is the classical fill a ``masked_fill="telea"`` model sees under the mask (default: Telea at
@@ -505,14 +514,17 @@ class RefineByAlignPipeline(DiffusionPipeline):
             self.image_to_tensor(image_win), self.mask_to_tensor(inpaint_win),
             filled=self.image_to_tensor(fill_win) if fill_win is not None else None,
         )
+        k = max(1, int(num_samples))
+        image_latents, latent_mask = image_latents.repeat(k, 1, 1, 1), latent_mask.repeat(k, 1, 1, 1)
+        cond_tokens = cond_tokens.repeat(k, 1, 1)
         cfg_on = self.do_classifier_free_guidance
         tokens = torch.cat([cond_tokens, self.unconditional_tokens(cond_tokens.shape[0])]) if cfg_on else cond_tokens
         n = 2 if cfg_on else 1
-        masked_in, mask_in = masked_latents.repeat(n, 1, 1, 1), latent_mask.repeat(n, 1, 1, 1)
+        masked_in, mask_in = masked_latents.repeat(n * k, 1, 1, 1), latent_mask.repeat(n, 1, 1, 1)
         guidance = self.guidance_latents(
             *((self.image_to_tensor(warp[0]), self.mask_to_tensor(warp[1])) if warp is not None else (None, None))
         )
-        guidance = guidance.repeat(n, 1, 1, 1) if guidance is not None else None
+        guidance = guidance.repeat(n * k, 1, 1, 1) if guidance is not None else None
 
         timesteps = self._timesteps(steps, strength)
         self._num_timesteps = len(timesteps)
@@ -522,7 +534,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         else:
             start = image_latents
             if init_win is not None:
-                start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype)
+                start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype).repeat(k, 1, 1, 1)
             latents = self.scheduler.add_noise(start, noise, timesteps[:1])
         extra = self._extra_step_kwargs(generator)
         with self.progress_bar(total=len(timesteps)) as bar:
@@ -546,4 +558,4 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     latents = out.pop("latents", latents)
                 bar.update()
         pixels = codecs.decode(self.codec, latents.to(image_latents.dtype))
-        return self.tensor_to_image(pixels)
+        return self.tensor_to_image(pixels.float().mean(0, keepdim=True))

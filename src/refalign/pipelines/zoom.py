@@ -204,20 +204,22 @@ def classical_fill(
     """One classical (Telea) fill of a window at image scale and its copy at model resolution.
 
     Returns ``(base, fill_win, hole)``: ``base`` ``(size, size, 3) uint8`` is the window with ``hole`` — every
-    artifact pixel in it, grown by one pixel — filled at full resolution; ``fill_win`` is ``base`` area-resized
-    to ``resolution``. The
-    model's masked-image input, the ``fill`` start and the residual paste all use this one fill, so the paste's
-    low band (model) and high band (``base``) are split by the same resize (:func:`residual_patch`).
+    artifact pixel in it, not grown (the pixels around the mask are real and stay so; grown by one pixel, the ring
+    of true pixels replaced by the fill cost 0.6 dB and 9 seam points on the benchmark) — filled at full
+    resolution; ``fill_win`` is ``base`` area-resized to ``resolution``. The model's masked-image input, the
+    ``fill`` start and the residual paste all use this one fill, so the paste's low band (model) and high band
+    (``base``) are split by the same resize (:func:`residual_patch`).
     """
     from refalign.fill import telea_fill
 
-    hole = dilate(crop(mask, plan.window) | plan.region_mask(), 1)
+    hole = crop(mask, plan.window) | plan.region_mask()
     base = telea_fill(crop(image, plan.window), hole)
     return base, resize_image(base, resolution), hole
 
 
 def residual_patch(
-    base: np.ndarray, refined: np.ndarray, fill_win: np.ndarray, detail: np.ndarray | None = None
+    base: np.ndarray, refined: np.ndarray, fill_win: np.ndarray, detail: np.ndarray | None = None,
+    hole: np.ndarray | None = None, ramp: float = 0.0,
 ) -> np.ndarray:
     """The refined window at image scale by *residual upsampling* (ours): a Laplacian split whose low band is the
     model's window and whose high band is the full-resolution classical fill (plus, optionally, the registered
@@ -227,12 +229,20 @@ def residual_patch(
     i.e. ``up(refined) + (base − up(down(base)))``. Pasting the upsampled window itself (the paper's zoom-in)
     replaces sharp, correct pixels around the artifact by their low-resolution copies and blurs the mask border;
     here a model that returns its input changes nothing but the hole, which gets the full-resolution fill.
-    ``detail`` (:func:`reference_detail`, zero outside the fill's ``hole``) is added on top.
+    ``detail`` (:func:`reference_detail`, zero outside the fill's ``hole``) is added on top. With ``ramp > 0``
+    (image pixels) the model's change fades in from 0 at the edge of ``hole`` to full ``ramp`` pixels inside it:
+    the classical fill is continuous with the surroundings at that edge, and an upsampled change that is not zero
+    there draws a seam.
     Returns ``(size, size, 3) uint8`` in the window's frame (paste it with :func:`paste`).
     """
     size = base.shape[0]
     delta = refined.astype(np.float32) - fill_win.astype(np.float32)
-    patch = base.astype(np.float32) + cv2.resize(delta, (size, size), interpolation=cv2.INTER_LINEAR)
+    delta = cv2.resize(delta, (size, size), interpolation=cv2.INTER_LINEAR)
+    if ramp > 0:
+        if hole is None:
+            raise ValueError("residual_patch: a ramp needs the hole it fades in from")
+        delta *= np.clip(distance_to(~hole) / ramp, 0.0, 1.0)[..., None]
+    patch = base.astype(np.float32) + delta
     if detail is not None:
         patch += detail
     return np.clip(np.round(patch), 0, 255).astype(np.uint8)
