@@ -163,3 +163,24 @@ def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
     assert res.exit_code == 0, res.output
     rec = load_results(tmp_path / "p" / "results.jsonl")["b-multiview"]
     assert rec["correspondence_source"] == "refalign alignment" or "no correspondence region" in rec.get("error", "")
+
+
+def test_bench_set_changes_the_checkpoints_settings_for_the_run(cases, tmp_path, dummy_checkpoint):
+    """``--set section.key=value``: an ablation without editing refalign.json; recorded per case; a bad key or
+    value is one line and exit 2 before anything is written."""
+    args = ["bench", str(cases), "--method", "refalign", "--model", str(dummy_checkpoint), "--no-ocr", "--device",
+            "cpu", "--steps", "1"]
+    res = CliRunner().invoke(app, args + ["--output", str(tmp_path / "o"), "--set", "refinement.num_samples=2",
+                                          "--set", "refinement.paste_mode=residual"])
+    assert res.exit_code == 0, res.output
+    rec = load_results(tmp_path / "o" / "results.jsonl")["a-warp"]
+    assert rec["settings"] == ["refinement.num_samples=2", "refinement.paste_mode=residual"]
+    for bad, words in (("refinement.num_sample=2", "expected SECTION.KEY=VALUE"),
+                       ("refinement.num_samples=many", "must be int"),
+                       ("refinement.paste_mode=sideways", "paste_mode")):
+        res = CliRunner().invoke(app, args + ["--output", str(tmp_path / "bad"), "--set", bad])
+        assert res.exit_code == 2 and words in res.output, res.output
+        assert not (tmp_path / "bad").exists()
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--output", str(tmp_path / "t"),
+                                   "--set", "refinement.ramp=1"])
+    assert res.exit_code == 2 and "uses no model" in res.output

@@ -24,16 +24,28 @@ def bench(
     blip: Optional[str] = typer.Option(None, "--blip", help="BLIP-2 weights (folder or hub id) captioning for CLIP-T."),
     ocr: bool = typer.Option(True, "--ocr/--no-ocr", help="OCR agreement on text cases (needs tesseract)."),
     device: Optional[str] = DeviceOption,
+    settings: Optional[list[str]] = typer.Option(
+        None, "--set", help="Change a setting of the checkpoint's refalign.json for this run, e.g. --set "
+        "refinement.num_samples=1 (repeatable; for ablations)."
+    ),
 ) -> None:
     """Run a method over a folder of cases and report the paper's metrics and pixel metrics. Reruns skip cases that
     already have results; a failing case is recorded in results.jsonl and never stops the run."""
     from refalign.cli._common import resolve_device, resolve_model
+    from refalign.errors import InputError
     from refalign.eval.baselines import MODEL_METHODS
     from refalign.eval.runner import BenchConfig, run_bench
 
+    if settings:
+        from refalign.pipelines.config import RefalignConfig, apply_overrides
+
+        if method not in MODEL_METHODS:
+            raise InputError(f"--set changes the model's settings; method {method} uses no model")
+        apply_overrides(RefalignConfig(), list(settings))  # a bad key or value stops here, before any output
     if method in MODEL_METHODS:
         model = resolve_model(model)
     cfg = BenchConfig(cases=cases, method=method, output=output, model=model, steps=steps, seed=seed, clip=clip,
-                      dino=dino, blip=blip, ocr=ocr, device=resolve_device(device) if device else None)
+                      dino=dino, blip=blip, ocr=ocr, device=resolve_device(device) if device else None,
+                      overrides=list(settings or []))
     out = run_bench(cfg)
     typer.echo(f"wrote {out / 'summary.md'}")

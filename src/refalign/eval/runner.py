@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class BenchConfig:
     device: str | None = None
     background_dilation: int = 8
     ocr: bool = True
+    #: ``section.key=value`` settings of the checkpoint's refalign.json to change for this run (ablations)
+    overrides: list[str] = field(default_factory=list)
 
 
 def load_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -123,6 +125,10 @@ def _load_pipeline(cfg: BenchConfig, device):
     from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 
     pipe = RefineByAlignPipeline.from_pretrained(cfg.model)
+    if cfg.overrides:
+        from refalign.pipelines.config import apply_overrides
+
+        pipe.refalign_config = apply_overrides(pipe.refalign_config, cfg.overrides)
     pipe.to(cfg.device or device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -193,6 +199,8 @@ def _make_scorer(cfg: BenchConfig, device):
 
 def _run_case(path: Path, method, cfg: BenchConfig, scorer, ocr: bool) -> dict[str, Any]:
     record: dict[str, Any] = {"case": path.name, "method": cfg.method}
+    if cfg.overrides:
+        record["settings"] = list(cfg.overrides)
     try:
         case = read_case(path)
         record.update(reference_kind=case.reference_kind, artifact_kind=case.artifact_kind)

@@ -163,3 +163,36 @@ class RefalignConfig:
         if not isinstance(data, dict):
             raise CheckpointError(f"{path}: expected a JSON object; re-save the checkpoint")
         return cls.from_dict(data, source=str(path))
+
+
+def apply_overrides(config: RefalignConfig, overrides: list[str]) -> RefalignConfig:
+    """A copy of ``config`` with ``section.key=value`` settings applied (``alignment.*`` / ``refinement.*``), e.g.
+    ``["refinement.num_samples=1", "alignment.subtoken=false"]``; values are parsed as YAML and must have the
+    field's type. A bad key or value raises :class:`~refalign.errors.InputError` naming it."""
+    import yaml
+
+    from refalign.errors import InputError
+
+    out = RefalignConfig.from_dict(config.to_dict())
+    sections = {"alignment": out.alignment, "refinement": out.refinement}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, _, name = key.strip().partition(".")
+        target = sections.get(section)
+        fields = {f.name: f for f in dataclasses.fields(target)} if target is not None else {}
+        if not sep or name not in fields:
+            known = ", ".join(f"{s}.{f.name}" for s, t in sections.items() for f in dataclasses.fields(t))
+            raise InputError(f"--set {item}: expected SECTION.KEY=VALUE with one of {known}")
+        value = yaml.safe_load(raw)
+        current = getattr(target, name)
+        kind = type(current) if current is not None else None
+        if isinstance(value, int) and not isinstance(value, bool) and kind is float:
+            value = float(value)
+        if kind is not None and not (isinstance(value, kind) and (kind is not int or not isinstance(value, bool))):
+            if not (value is None and name in ("feather", "score")):
+                raise InputError(f"--set {item}: {key} must be {kind.__name__}, got {raw!r}")
+        setattr(target, name, value)
+    try:
+        return RefalignConfig.from_dict(out.to_dict(), source="--set")
+    except CheckpointError as exc:
+        raise InputError(f"{exc}".replace("; fix the file", "; choose another value")) from None
