@@ -156,15 +156,21 @@ def test_alignment_runs_per_window(dummy_pipeline, scene, monkeypatch):
     assert out.correspondence[:, :48].all() and not out.correspondence[:, 48:].any()
 
 
-def test_guidance_one_is_single_pass_and_strength(dummy_pipeline, scene):
-    batches = []
-    orig = dummy_pipeline.unet_forward
+def _record_unet_batches(pipe, monkeypatch) -> list[int]:
+    """The batch size of every U-Net pass ``pipe`` makes from now on (until the test ends)."""
+    batches: list[int] = []
+    orig = pipe.unet_forward
 
     def spy(latents, *a, **k):
         batches.append(latents.shape[0])
         return orig(latents, *a, **k)
 
-    dummy_pipeline.unet_forward = spy
+    monkeypatch.setattr(pipe, "unet_forward", spy)
+    return batches
+
+
+def test_guidance_one_is_single_pass_and_strength(dummy_pipeline, scene, monkeypatch):
+    batches = _record_unet_batches(dummy_pipeline, monkeypatch)
     args = (scene["image"], scene["mask"], scene["reference"])
     dummy_pipeline(*args, no_align=True, guidance_scale=1.0, num_inference_steps=2, seed=0)
     assert batches == [1, 1]
@@ -274,21 +280,14 @@ def test_residual_mode_and_feather_from_refalign_json(dummy_pipeline, scene):
     assert not (changed_narrow & ~zoom.dilate(scene["mask"], 3)).any()
 
 
-def test_num_samples_draws_a_batch_and_averages(dummy_pipeline, scene):
+def test_num_samples_draws_a_batch_and_averages(dummy_pipeline, scene, monkeypatch):
     """``num_samples = k``: one batch of k samples per window (2k with classifier-free guidance), averaged; the
     average varies less between seeds than one sample does."""
-    batches = []
-    orig = dummy_pipeline.unet_forward
-
-    def spy(latents, *a, **k):
-        batches.append(latents.shape[0])
-        return orig(latents, *a, **k)
-
-    dummy_pipeline.unet_forward = spy
     args = (scene["image"], scene["mask"], scene["reference"])
-    dummy_pipeline(*args, no_align=True, guidance_scale=2.0, num_samples=3, seed=0)
+    with monkeypatch.context() as patch:
+        batches = _record_unet_batches(dummy_pipeline, patch)
+        dummy_pipeline(*args, no_align=True, guidance_scale=2.0, num_samples=3, seed=0)
     assert set(batches) == {6}
-    dummy_pipeline.unet_forward = orig
     spread = {}
     for k in (1, 8):
         a, b = (dummy_pipeline(*args, no_align=True, guidance_scale=1.0, num_samples=k, seed=s).image for s in (0, 1))
