@@ -35,6 +35,12 @@ def test_info_and_example_run_on_the_shipped_model(tmp_path, monkeypatch, one_th
     out = tmp_path / "ex"
     res = CliRunner().invoke(app, ["example", "--output-dir", str(out)])
     assert res.exit_code == 0, res.output
+    # the shipped model repairs the example better than classical inpainting (measured: 28.74 vs Telea 25.28 dB)
+    import re
+
+    before, after, telea = map(float, re.search(r"PSNR ([\d.]+) -> ([\d.]+) dB.*Telea inpainting: ([\d.]+) dB",
+                                                res.output).groups())
+    assert after > telea + 1.0 and after > before, res.output
     for name in ("refined.png", "overlay.png", "before_after.png"):
         assert (out / name).is_file(), name
     from PIL import Image
