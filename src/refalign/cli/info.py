@@ -34,7 +34,9 @@ def info(
                f"{summary['num_cross_attention_layers']} cross-attention layers{score}")
     typer.echo(f"token grid   {summary['token_grid'][0]}x{summary['token_grid'][1]} reference tokens")
     r = summary["refinement"]
-    typer.echo(f"refinement   {r['num_inference_steps']} steps ({summary['timestep_spacing']} spacing), guidance "
+    steps = f"{r['num_inference_steps']} step{'s' if r['num_inference_steps'] != 1 else ''}"
+    samples = f" x {r['num_samples']} samples averaged" if r.get("num_samples", 1) > 1 else ""
+    typer.echo(f"refinement   {steps}{samples} ({summary['timestep_spacing']} spacing), guidance "
                f"{r['guidance_scale']}, strength {r['strength']} ({r['masked_content']} start), {r['paste_mode']} paste"
                f"{' with reference detail' if r['detail_transfer'] else ''}, predicts {summary['prediction_type']}, masked input "
                f"{summary['masked_fill']}, warped-reference guidance {'on' if summary['warped_guidance'] else 'off'}")
