@@ -97,3 +97,18 @@ def test_config_round_trip():
     cfg = RefalignConfig(preset="sd", resolution=512, training={"lr": 1e-5})
     cfg.alignment.step = 24
     assert RefalignConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "section,key,value,words",
+    [("refinement", "paste_mode", "sideways", "paste_mode 'sideways'"),
+     ("refinement", "masked_content", "nothing", "masked_content 'nothing'"),
+     ("refinement", "num_samples", 0, "num_samples 0"),
+     ("refinement", "ramp", -1.0, "ramp -1.0"),
+     (None, "masked_fill", "blur", "masked_fill 'blur'")],
+)
+def test_bad_refinement_settings_are_refused_at_load(section, key, value, words):
+    data = RefalignConfig().to_dict()
+    (data[section] if section else data)[key] = value
+    with pytest.raises(CheckpointError, match=words):
+        RefalignConfig.from_dict(data, source="ckpt/refalign.json")

@@ -144,6 +144,13 @@ class RefalignConfig:
                                   "fix the file")
         if config.masked_fill not in ("zero", "telea"):
             raise CheckpointError(f"{source}: masked_fill {config.masked_fill!r} is not zero or telea; fix the file")
+        r = config.refinement
+        if r.masked_content not in ("original", "fill"):
+            raise CheckpointError(f"{source}: masked_content {r.masked_content!r} is not original or fill; fix the file")
+        if not (isinstance(r.num_samples, int) and r.num_samples >= 1):
+            raise CheckpointError(f"{source}: num_samples {r.num_samples!r} must be an integer >= 1; fix the file")
+        if r.ramp < 0:
+            raise CheckpointError(f"{source}: ramp {r.ramp!r} must be >= 0; fix the file")
         return config
 
     def save(self, path: str | Path) -> None:
