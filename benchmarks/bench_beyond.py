@@ -54,7 +54,7 @@ def bench_subtoken(cases, model: str) -> None:
     for case in cases:
         if case.correspondence is None:
             continue
-        a = pipe.align(case.image, case.mask, case.reference, object_mask=case.reference_mask)
+        a = pipe.align(case.image, case.mask, case.reference, object_mask=case.reference_mask, subtoken=False)
         b = pipe.align(case.image, case.mask, case.reference, object_mask=case.reference_mask, subtoken=True)
         plain.append(iou(a.mask, case.correspondence))
         sub.append(iou(b.mask, case.correspondence))
