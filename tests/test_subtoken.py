@@ -62,14 +62,16 @@ def test_align_reports_the_path(dummy_pipeline):
         assert np.array_equal(out.mask, plain.mask)
 
 
-def test_near_m_star_check_can_be_waived_for_a_reliable_registration():
-    """M* a few tokens off (its neighbourhood still holds the context): the correspondence path keeps M* and says
-    why; the warped-guidance path (``near_m_star=False``) trusts the registration."""
+def test_a_well_supported_registration_overrides_m_star():
+    """M* a few tokens off (its neighbourhood still holds the context): a registration with fewer inliers than
+    ``trusted_inliers`` keeps M* and says why; a well-supported one (or any, with 0 — the guidance path) wins."""
     art, mask, ref, truth, coarse = _case()
     ys, xs = np.nonzero(truth)
     off = np.zeros_like(truth)
     off[ys.min() : ys.max() + 1, xs.max() + 45 : xs.max() + 45 + (xs.max() - xs.min()) * 2] = True
-    strict = refine_correspondence(art, mask, ref, off)
+    strict = refine_correspondence(art, mask, ref, off, trusted_inliers=10**6)
     assert strict.path == "cross-attention" and "away from M*" in strict.reason, strict.reason
-    trusted = refine_correspondence(art, mask, ref, off, near_m_star=False)
-    assert trusted.path == "warp" and _iou(trusted.mask, truth) > 0.85
+    assert strict.num_inliers >= 30
+    for trusted in (0, 30):
+        res = refine_correspondence(art, mask, ref, off, trusted_inliers=trusted)
+        assert res.path == "warp" and _iou(res.mask, truth) > 0.85

@@ -475,7 +475,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         else:
             m_star = region if region is not None else np.ones(reference.shape[:2], bool)
             geo = refine_correspondence(image, plan.full_mask(mask.shape), reference, m_star, object_mask=object_mask,
-                                        near_m_star=False)
+                                        trusted_inliers=0)
             if geo.path != "warp":
                 return None, f"none ({geo.reason})"
             homography, reason, target = geo.homography, geo.reason, geo.mask
