@@ -50,6 +50,7 @@ def example(
 
     from refalign.demo.visuals import before_after, combine_soft_maps, demo_overlay
     from refalign.eval.metrics import window_psnr_ssim
+    from refalign.fill import telea_fill
 
     soft = combine_soft_maps(a.soft_on_reference() for a in (out.alignment or []))
     output_dir.mkdir(exist_ok=True)
@@ -66,8 +67,6 @@ def example(
     before = window_psnr_ssim(ex.image, ex.target, ex.mask)
     after = window_psnr_ssim(out.image, ex.target, ex.mask)
     typer.echo(f"refined 1 artifact region in {seconds:.1f} s; wrote {len(files)} files to {output_dir}/")
-    from refalign.fill import telea_fill
-
     classical = window_psnr_ssim(telea_fill(ex.image, ex.mask), ex.target, ex.mask)
     typer.echo(f"artifact window vs. clean target: PSNR {before[0]:.2f} -> {after[0]:.2f} dB, "
                f"SSIM {before[1]:.3f} -> {after[1]:.3f} (OpenCV Telea inpainting: {classical[0]:.2f} dB, "

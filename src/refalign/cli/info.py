@@ -36,9 +36,10 @@ def info(
     r = summary["refinement"]
     steps = f"{r['num_inference_steps']} step{'s' if r['num_inference_steps'] != 1 else ''}"
     samples = f" x {r['num_samples']} samples averaged" if r.get("num_samples", 1) > 1 else ""
+    detail = " with reference detail" if r["detail_transfer"] else ""
     typer.echo(f"refinement   {steps}{samples} ({summary['timestep_spacing']} spacing), guidance "
                f"{r['guidance_scale']}, strength {r['strength']} ({r['masked_content']} start), {r['paste_mode']} paste"
-               f"{' with reference detail' if r['detail_transfer'] else ''}, predicts {summary['prediction_type']}, masked input "
+               f"{detail}, predicts {summary['prediction_type']}, masked input "
                f"{summary['masked_fill']}, warped-reference guidance {'on' if summary['warped_guidance'] else 'off'}")
     if summary.get("training"):
         typer.echo(f"trained with {json.dumps(summary['training'])[:200]}")

@@ -172,6 +172,22 @@ class RefalignConfig:
         return cls.from_dict(data, source=str(path))
 
 
+_WRONG = object()
+
+
+def _typed(value: Any, annotation: str) -> Any:
+    """``value`` (parsed YAML) as the field type ``annotation`` names (``"float | None"``, …; an int is taken
+    for a float), or ``_WRONG``."""
+    names = {part.strip() for part in annotation.split("|")}
+    if value is None:
+        return None if "None" in names else _WRONG
+    if isinstance(value, bool):
+        return value if "bool" in names else _WRONG
+    if isinstance(value, int) and "int" not in names:
+        return float(value) if "float" in names else _WRONG
+    return value if type(value).__name__ in names else _WRONG
+
+
 def apply_overrides(config: RefalignConfig, overrides: list[str]) -> RefalignConfig:
     """A copy of ``config`` with ``section.key=value`` settings applied (``alignment.*`` / ``refinement.*``), e.g.
     ``["refinement.num_samples=1", "alignment.subtoken=false"]``; values are parsed as YAML and must have the
@@ -190,14 +206,9 @@ def apply_overrides(config: RefalignConfig, overrides: list[str]) -> RefalignCon
         if not sep or name not in fields:
             known = ", ".join(f"{s}.{f.name}" for s, t in sections.items() for f in dataclasses.fields(t))
             raise InputError(f"--set {item}: expected SECTION.KEY=VALUE with one of {known}")
-        value = yaml.safe_load(raw)
-        current = getattr(target, name)
-        kind = type(current) if current is not None else None
-        if isinstance(value, int) and not isinstance(value, bool) and kind is float:
-            value = float(value)
-        if kind is not None and not (isinstance(value, kind) and (kind is not int or not isinstance(value, bool))):
-            if not (value is None and name in ("feather", "score")):
-                raise InputError(f"--set {item}: {key} must be {kind.__name__}, got {raw!r}")
+        value = _typed(yaml.safe_load(raw), str(fields[name].type))
+        if value is _WRONG:
+            raise InputError(f"--set {item}: {key} must be {fields[name].type}, got {raw!r}")
         setattr(target, name, value)
     try:
         return RefalignConfig.from_dict(out.to_dict(), source="--set")

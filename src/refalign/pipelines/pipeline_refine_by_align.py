@@ -388,15 +388,19 @@ class RefineByAlignPipeline(DiffusionPipeline):
             image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation,
                                                             cfg.feather)
             fill_start = strength < 1.0 and masked_content == "fill"
-            base, fill_win, hole = classical_fill(image, mask, plan, self.resolution)  # one fill serves all uses
+            base = fill_win = hole = None
+            if fill_start or cfg.paste_mode == "residual" or self.refalign_config.masked_fill == "telea":
+                # one classical fill serves the model's masked input, the fill start and the residual paste
+                base, fill_win, hole = classical_fill(image, mask, plan, self.resolution)
             refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
                                            callback_on_step_end, callback_on_step_end_tensor_inputs, warp,
                                            fill_win if fill_start else None, fill_win, num_samples)
 
             # 5. Back to image scale and paste inside the dilated mask only
             if cfg.paste_mode == "residual":
-                patch = residual_patch(base, refined, fill_win, detail * hole[..., None] if detail is not None else None,
-                                       hole, cfg.ramp * plan.window.size / self.resolution)
+                inside = detail * hole[..., None] if detail is not None else None
+                patch = residual_patch(base, refined, fill_win, inside, hole,
+                                       cfg.ramp * plan.window.size / self.resolution)
             else:
                 patch = resize_image(refined, plan.window.size)
             paste(result, patch, weights, plan.window)
@@ -461,8 +465,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         The image → reference homography comes from the sub-token path of the alignment when it fitted one,
         otherwise from :func:`~refalign.pipelines.subtoken.refine_correspondence` run now (features in a ring
         around the artifact), which here trusts a reliable registration even where it disagrees with ``M*`` (on
-        warp cases a wrong ``M*`` was the cause every time it was measured). The valid region is the matched region ``M*`` (the whole reference when there is
-        none) dilated by the inpainting dilation plus two model pixels, so it covers what is repainted.
+        warp cases a wrong ``M*`` was the cause every time it was measured). The valid region is the matched
+        region ``M*`` (the whole reference when there is none) dilated by the inpainting dilation plus two model
+        pixels, so it covers what is repainted.
         """
         from refalign.guidance import window_to_source
         from refalign.pipelines.subtoken import refine_correspondence
@@ -534,7 +539,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         else:
             start = image_latents
             if init_win is not None:
-                start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype).repeat(k, 1, 1, 1)
+                start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype)
+                start = start.repeat(k, 1, 1, 1)
             latents = self.scheduler.add_noise(start, noise, timesteps[:1])
         extra = self._extra_step_kwargs(generator)
         with self.progress_bar(total=len(timesteps)) as bar:
