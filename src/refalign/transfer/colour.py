@@ -28,6 +28,8 @@ import numpy as np
 
 #: Histogram bins per channel for colour balancing.
 BALANCE_BINS = 6
+#: Share of the pairs below which a colour bin is not weighted up to a full colour's weight.
+BALANCE_FLOOR = 0.005
 #: Tukey biweight tuning constant, in robust standard deviations (1.4826 · MAD).
 TUKEY_C = 4.685
 #: Ridge weight on the quadratic terms (relative to the number of pairs, on colours in [0, 1]).
@@ -48,13 +50,14 @@ def _features(c: np.ndarray, degree: int) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def balance_weights(colours: np.ndarray, bins: int = BALANCE_BINS) -> np.ndarray:
+def balance_weights(colours: np.ndarray, bins: int = BALANCE_BINS, floor: float = BALANCE_FLOOR) -> np.ndarray:
     """Inverse-frequency weights of ``(N, 3)`` colours in [0, 255] over a ``bins³`` histogram, normalised to
-    mean 1: every occupied colour bin carries the same total weight."""
+    mean 1: every occupied colour bin carries the same total weight, except bins holding less than ``floor`` of
+    the pairs (a few stray pixels must not weigh as much as a whole colour)."""
     q = np.clip((np.asarray(colours, np.float64) * (bins / 256.0)).astype(int), 0, bins - 1)
     idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
     counts = np.bincount(idx, minlength=bins**3)
-    w = 1.0 / counts[idx]
+    w = 1.0 / np.maximum(counts[idx], max(3.0, floor * len(idx)))
     return w * (len(w) / w.sum())
 
 
