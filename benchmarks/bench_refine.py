@@ -58,7 +58,7 @@ def _load(model: str | None):
         comps = build_components("tiny", seed=0)
         res = comps.pop("resolution")
         pipe = RefineByAlignPipeline(**comps, refalign_config=RefalignConfig(preset="tiny", resolution=res))
-        from refalign.pipelines.summary import cross_attention_layer_names
+        from refalign.models.unet import cross_attention_layer_names
 
         # the paper's layer 9 of 16 does not exist in the tiny U-Net; read the middle one (same cost)
         pipe.refalign_config.alignment.layer = len(cross_attention_layer_names(pipe.unet)) // 2

@@ -4,7 +4,11 @@
   (``refalign.json``): the U-Net sees the artifact replaced by a smooth continuation of its surroundings instead of
   the SD-inpainting zero hole, so the low frequencies it must reproduce are already given and a small model learns
   to add detail (from the reference) on top of them;
-* as the **start** of sampling with ``strength < 1`` and ``masked_content="fill"``.
+* as the **start** of sampling with ``strength < 1`` and ``masked_content="fill"``;
+* as the full-resolution base of the residual paste (:func:`refalign.pipelines.zoom.residual_patch`) and as the
+  Telea baseline of the benchmarks.
+
+It is also the home of the neutral fill grey :data:`GREY`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import torch
 
 #: Telea inpainting radius in pixels.
 RADIUS = 3
+#: The neutral grey (8-bit) that stands for "no content": reference pixels outside ``M*`` or the object mask, the
+#: padding of reference squares, and warped-guidance pixels where no reference pixel lands. Training and inference
+#: must use the same value; a checkpoint records it as ``refinement.reference_fill``.
+GREY = 128
 
 
 def telea_fill(image: np.ndarray, mask: np.ndarray, radius: int = RADIUS) -> np.ndarray:

@@ -7,6 +7,7 @@ pad the outside by edge replication and report which part of the crop is real im
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -31,6 +32,46 @@ class Window:
 
     def as_tuple(self) -> tuple[int, int, int]:
         return (self.top, self.left, self.size)
+
+
+def window_to_source(window: Window, resolution: int) -> np.ndarray:
+    """3×3 affine map from the pixels of ``window`` resized to ``resolution`` (its frame) back to the source image
+    it was cropped from (pixel-centre aligned, like ``cv2.resize``)."""
+    s = window.size / float(resolution)
+    return np.array(
+        [[s, 0.0, window.left + 0.5 * s - 0.5], [0.0, s, window.top + 0.5 * s - 0.5], [0.0, 0.0, 1.0]]
+    )
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """A window as the model sees it, resized to ``resolution``: the one place where lengths given in *model
+    pixels* (dilation, feather, ramp, margins — fixed fractions of every window) become *image pixels*."""
+
+    window: Window
+    resolution: int
+
+    def image_px(self, model_px: float) -> float:
+        """A length of ``model_px`` model pixels in image pixels: ``model_px · size / resolution``."""
+        return model_px * self.window.size / self.resolution
+
+    def radius(self, model_px: float) -> int:
+        """``ceil`` of :meth:`image_px`, at least 1: a dilation or blend radius in whole image pixels."""
+        return max(1, int(math.ceil(self.image_px(model_px))))
+
+    def reference_radius(self, model_px: float, area_scale: float) -> int:
+        """``model_px`` model pixels in *reference* pixels, where a homography magnifies area by ``area_scale``
+        (lengths by its square root) at the window."""
+        return int(np.ceil(model_px * (self.window.size / self.resolution * np.sqrt(max(area_scale, 1e-6)))))
+
+    def centre(self) -> tuple[float, float]:
+        """``(x, y)`` of the window's centre in image pixels (the centre of its model frame mapped back)."""
+        half = self.resolution / 2.0
+        return tuple(self.to_source()[:2] @ [half, half, 1.0])
+
+    def to_source(self, size: int | None = None) -> np.ndarray:
+        """:func:`window_to_source` of this window seen at ``size`` pixels (default: the model's resolution)."""
+        return window_to_source(self.window, self.resolution if size is None else size)
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -110,7 +110,7 @@ class AlignmentCaptureProcessor:
 
 def resolve_layers(unet, layers) -> list[tuple[int, str]]:
     """``[(index, module name)]`` of the cross-attention layers to read; an index out of range is a ``ValueError``."""
-    from refalign.pipelines.summary import cross_attention_layer_names
+    from refalign.models.unet import cross_attention_layer_names
 
     names = cross_attention_layer_names(unet)
     if not names:

@@ -42,8 +42,12 @@ from refalign.data.perturb import (
     warp_image,
     warp_mask,
 )
-from refalign.guidance import GREY, empty_guidance, jitter, warp_to_window, window_to_source
-from refalign.windows import Window, crop, crop_square, mask_bbox, resize_image, resize_mask, square_box, square_window
+from refalign.fill import GREY
+from refalign.guidance import empty_guidance, jitter, warp_to_window
+from refalign.mask_ops import dilate
+from refalign.windows import (
+    Window, crop, crop_square, mask_bbox, resize_image, resize_mask, square_box, square_window, window_to_source,
+)
 
 MODES = {"alignment": 0, "refinement": 1, "multiview": 2}
 
@@ -170,10 +174,7 @@ def refinement_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: Sample
     image, mask, win = _window_sample(photo, artifact, spec.refine_context, spec)
     t, l, b, r = mask_bbox(artifact)
     radius = int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l)))
-    region = artifact
-    if radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        region = cv2.dilate(artifact.astype(np.uint8), kernel).astype(bool)
+    region = dilate(artifact, radius)
     ref, (corr, keep), matrix = make_reference(photo.image, region, [artifact, region], spec.reference_size, rng, spec)
     return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["refinement"],
             **_guidance(ref, keep, matrix, win, rng, spec)}

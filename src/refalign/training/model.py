@@ -38,7 +38,7 @@ def build_pipeline(config: TrainConfig):
     from refalign.models.presets import build_components
     from refalign.pipelines.config import RefalignConfig
     from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
-    from refalign.pipelines.summary import cross_attention_layer_names
+    from refalign.models.unet import cross_attention_layer_names
 
     m = config.model
     if m.init_from:
@@ -113,7 +113,7 @@ def trainable_parameter_groups(model: RefinerModel, config: TrainConfig) -> list
 def query_grid_layers(unet, grid: tuple[int, int]) -> list[int]:
     """Indices (in :func:`cross_attention_layer_names` order) of the cross-attention layers whose query grid is
     ``grid`` (default alignment-loss layers: same grid as the reference tokens, the paper's 16×16 at 64 px)."""
-    from refalign.pipelines.summary import cross_attention_layer_names
+    from refalign.models.unet import cross_attention_layer_names
 
     size = unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
