@@ -138,7 +138,8 @@ def test_pipeline_registers_each_window_and_feeds_the_warp(one_thread):
 def test_telea_fill_conditioning_changes_only_the_hole():
     import torch
 
-    from refalign.fill import telea_fill, telea_fill_tensor
+    from refalign.fill import telea_fill
+    from refalign.pipelines.pipeline_refine_by_align import telea_fill_tensor
     from conftest import make_dummy_pipeline
 
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Classical fill of a masked region (OpenCV Telea, 2004), used in two places beyond the paper:
+"""Classical fill of a masked region (OpenCV Telea, 2004) — the one Telea of the project — used beyond the paper:
 
 * as the refiner's **masked-image conditioning** when a model is trained with ``masked_fill="telea"``
   (``refalign.json``): the U-Net sees the artifact replaced by a smooth continuation of its surroundings instead of
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 #: Telea inpainting radius in pixels.
 RADIUS = 3
@@ -28,13 +27,3 @@ GREY = 128
 def telea_fill(image: np.ndarray, mask: np.ndarray, radius: int = RADIUS) -> np.ndarray:
     """``image`` ``(H, W, 3) uint8`` with ``mask`` (bool) replaced by Telea inpainting; unchanged outside."""
     return cv2.inpaint(image, np.asarray(mask, np.uint8) * 255, radius, cv2.INPAINT_TELEA)
-
-
-def telea_fill_tensor(images: torch.Tensor, masks: torch.Tensor, radius: int = RADIUS) -> torch.Tensor:
-    """The same on a batch: ``(B, 3, H, W)`` in ``[-1, 1]`` and ``(B, 1, H, W)`` masks (>= 0.5 = masked) →
-    ``(B, 3, H, W)`` in ``[-1, 1]`` (8-bit quantised inside the mask, exact outside)."""
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-    holes = (masks.detach().cpu()[:, 0] >= 0.5).numpy()
-    filled = np.stack([telea_fill(p, h, radius) for p, h in zip(pixels.numpy(), holes)])
-    out = torch.from_numpy(filled).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(images.device, images.dtype)
-    return torch.where(masks >= 0.5, out, images)

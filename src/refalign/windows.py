@@ -65,7 +65,8 @@ class ModelFrame:
         return int(np.ceil(model_px * (self.window.size / self.resolution * np.sqrt(max(area_scale, 1e-6)))))
 
     def centre(self) -> tuple[float, float]:
-        """``(x, y)`` of the window's centre in image pixels (the centre of its model frame mapped back)."""
+        """``(x, y)`` in image pixels of the model-frame point ``(resolution / 2, resolution / 2)`` — the window's
+        centre to within half a model pixel (where the registration's local scale is read)."""
         half = self.resolution / 2.0
         return tuple(self.to_source()[:2] @ [half, half, 1.0])
 

@@ -70,8 +70,10 @@ class ObjectPhoto:
 class SampleSpec:
     """Sizes and randomness of sample synthesis.
 
-    ``resolution`` is the model's window side R, ``reference_size`` the encoder's input side Rr; ``min_window``
-    is the smallest window in source pixels (inference: 64)."""
+    ``resolution`` is the model's window side R, ``reference_size`` the encoder's input side Rr. The window
+    geometry the pipeline must share — ``align_context``, ``refine_context``, ``min_window`` (the smallest window
+    in source pixels) and the neutral ``fill`` grey — is read from the model's ``refalign.json``
+    (:func:`refalign.training.data_setup.sample_spec`), which training writes."""
 
     resolution: int = 64
     reference_size: int = 64
@@ -85,6 +87,7 @@ class SampleSpec:
     geometry: GeometrySpec = field(default_factory=GeometrySpec)
     warp_drop: float = 0.3  # share of samples whose warped-reference guidance is dropped
     warp_jitter: float = 1.0  # registration error simulated on the guidance warp, window pixels
+    fill: int = GREY  # grey outside the reference region, of the padding and of missing guidance
 
 
 def resize_mask_exact(mask: np.ndarray, size: int) -> np.ndarray:
@@ -120,15 +123,15 @@ def make_reference(
     reference pixel coordinates (crop, resize and T composed)."""
     top, left, side = square_crop_of_region(region)
     matrix = np.linalg.inv(window_to_source(Window(top, left, side), size))
-    seg = np.where(region[..., None], image, np.uint8(GREY)).astype(np.uint8)
-    ref = resize_image(crop_square(seg, Window(top, left, side), GREY), size)
+    seg = np.where(region[..., None], image, np.uint8(spec.fill)).astype(np.uint8)
+    ref = resize_image(crop_square(seg, Window(top, left, side), spec.fill), size)
     keep = resize_mask_exact(crop_square(region, Window(top, left, side), False), size)
     masks = [resize_mask_exact(crop_square(m & region, Window(top, left, side), False), size) for m in tracked]
     if rng is not None and geometric:
         h = sample_geometry(rng, spec.geometry, size)
         warped = [warp_mask(m, h, size) for m in masks]
         if all(w.any() for w, m in zip(warped, masks) if m.any()):  # never push the correspondence out of frame
-            ref = warp_image(ref, h, size, GREY)
+            ref = warp_image(ref, h, size, spec.fill)
             keep = warp_mask(keep, h, size)
             masks = warped
             matrix = h @ matrix
@@ -151,10 +154,10 @@ def _guidance(ref: np.ndarray, region: np.ndarray, matrix: np.ndarray, win: Wind
     """``warped``/``warp_valid`` of a sample: ``region`` of ``ref`` pulled onto the window (photo → reference
     ``matrix``), jittered, or dropped at rate ``spec.warp_drop``."""
     if rng.random() < spec.warp_drop:
-        warped, valid = empty_guidance(spec.resolution)
+        warped, valid = empty_guidance(spec.resolution, spec.fill)
     else:
         to_ref = jitter(matrix @ window_to_source(win, spec.resolution), rng, spec.warp_jitter, spec.resolution)
-        warped, valid = warp_to_window(ref, region, to_ref, spec.resolution)
+        warped, valid = warp_to_window(ref, region, to_ref, spec.resolution, spec.fill)
     return {"warped": warped, "warp_valid": valid}
 
 

@@ -30,7 +30,7 @@ from PIL import Image
 import refalign.models.reference_encoder  # noqa: F401
 from refalign.errors import CheckpointError, InputError
 from refalign.files import as_mask, as_rgb, check_mask
-from refalign.fill import telea_fill_tensor
+from refalign.fill import RADIUS, telea_fill
 from refalign.guidance import empty_guidance
 from refalign.models import codecs
 from refalign.models.unet import guided_in_channels
@@ -539,6 +539,16 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     latents = out.pop("latents", latents)
                 bar.update()
         return latents
+
+
+def telea_fill_tensor(images: torch.Tensor, masks: torch.Tensor, radius: int = RADIUS) -> torch.Tensor:
+    """:func:`refalign.fill.telea_fill` on a batch: ``(B, 3, H, W)`` in ``[-1, 1]`` and ``(B, 1, H, W)`` masks (>= 0.5 = masked) →
+    ``(B, 3, H, W)`` in ``[-1, 1]`` (8-bit quantised inside the mask, exact outside)."""
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    holes = (masks.detach().cpu()[:, 0] >= 0.5).numpy()
+    filled = np.stack([telea_fill(p, h, radius) for p, h in zip(pixels.numpy(), holes)])
+    out = torch.from_numpy(filled).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(images.device, images.dtype)
+    return torch.where(masks >= 0.5, out, images)
 
 
 @dataclass

@@ -61,6 +61,9 @@ def build_pipeline(config: TrainConfig):
             # the paper's l = 9 of 16 is an up-path layer on the 16×16 query grid; take the last such layer here
             grid_layers = query_grid_layers(pipe.unet, pipe.reference_encoder.token_grid)
             pipe.refalign_config.alignment.layer = grid_layers[-1] if grid_layers else n_layers - 1
+    data = config.data
+    pipe.refalign_config.set_window_geometry(align_context=data.align_context, refine_context=data.refine_context,
+                                             min_window=data.min_window)
     if m.warped_guidance and not pipe.uses_warped_guidance:
         from refalign.models.codecs import latent_channels
         from refalign.models.unet import add_guidance_inputs

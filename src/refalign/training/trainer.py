@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from refalign.data.dataset import ShardedBatchSampler, alignment_only
 from refalign.training import checkpointing as ckpt
 from refalign.training.config import TrainConfig, save_config, to_dict
+from refalign.training.data_setup import build_datasets
 from refalign.training.losses import alignment_loss, correspondence_targets, diffusion_loss, diffusion_target
 from refalign.training.model import RefinerModel, build_pipeline, capture_layers, seeded_generator, trainable_parameter_groups
 
@@ -79,9 +80,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     raw = accelerator.unwrap_model(model)
 
-    from refalign.training.data_setup import build_datasets
-
-    train_ds, val_ds = build_datasets(config.data, pipe.resolution, raw.reference_encoder.image_size, config.seed)
+    train_ds, val_ds = build_datasets(config.data, pipe.refalign_config, raw.reference_encoder.image_size, config.seed)
     align_layers = capture_layers(raw, config) if config.align_loss_weight > 0 else []
 
     start_step = 0
