@@ -24,6 +24,8 @@ RADIUS = 3
 GREY = 128
 
 
-def telea_fill(image: np.ndarray, mask: np.ndarray, radius: int = RADIUS) -> np.ndarray:
-    """``image`` ``(H, W, 3) uint8`` with ``mask`` (bool) replaced by Telea inpainting; unchanged outside."""
-    return cv2.inpaint(image, np.asarray(mask, np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+def telea_fill(image: np.ndarray, mask: np.ndarray, radius: int = RADIUS, *, navier_stokes: bool = False) -> np.ndarray:
+    """``image`` ``(H, W, 3) uint8`` with ``mask`` (bool) replaced by Telea inpainting (``navier_stokes``: OpenCV's
+    Navier-Stokes method instead, a benchmark baseline); unchanged outside."""
+    method = cv2.INPAINT_NS if navier_stokes else cv2.INPAINT_TELEA
+    return cv2.inpaint(image, np.asarray(mask, np.uint8) * 255, radius, method)
