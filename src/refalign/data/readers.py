@@ -23,6 +23,7 @@ from PIL import Image
 from refalign.data.masks import detail_map
 from refalign.data.samples import ObjectPhoto
 from refalign.errors import InputError
+from refalign.files import load_image, load_object_mask
 from refalign.mask_ops import grabcut_foreground
 from refalign.windows import resize_image, resize_mask
 
@@ -33,7 +34,6 @@ MASK_SUFFIX = ".mask.png"
 
 
 def _load_rgb(path: Path, max_side: int) -> np.ndarray:
-    from refalign.files import load_image
 
     image = load_image(path)
     h, w = image.shape[:2]
@@ -84,7 +84,6 @@ def read_multiview_folder(
             image = _load_rgb(path, max_side)
             mask_path = path.with_name(path.stem + MASK_SUFFIX)
             if mask_path.is_file():
-                from refalign.files import load_object_mask
 
                 full = load_object_mask(mask_path, Image.open(path).size[::-1], image_name=str(path))
                 mask, source = resize_mask(full, image.shape[:2], conservative=False), "file"

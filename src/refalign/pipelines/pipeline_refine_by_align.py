@@ -542,8 +542,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
 
 
 def telea_fill_tensor(images: torch.Tensor, masks: torch.Tensor, radius: int = RADIUS) -> torch.Tensor:
-    """:func:`refalign.fill.telea_fill` on a batch: ``(B, 3, H, W)`` in ``[-1, 1]`` and ``(B, 1, H, W)`` masks (>= 0.5 = masked) →
-    ``(B, 3, H, W)`` in ``[-1, 1]`` (8-bit quantised inside the mask, exact outside)."""
+    """:func:`refalign.fill.telea_fill` on a batch: ``(B, 3, H, W)`` in ``[-1, 1]`` and ``(B, 1, H, W)`` masks
+    (>= 0.5 = masked) → ``(B, 3, H, W)`` in ``[-1, 1]`` (8-bit quantised inside the mask, exact outside)."""
     pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
     holes = (masks.detach().cpu()[:, 0] >= 0.5).numpy()
     filled = np.stack([telea_fill(p, h, radius) for p, h in zip(pixels.numpy(), holes)])

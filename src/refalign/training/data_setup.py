@@ -44,7 +44,8 @@ def split_holdout(photos: list[ObjectPhoto], fraction: float) -> tuple[list[Obje
 
 def sample_spec(data: DataConfig, model: RefalignConfig, reference_size: int) -> SampleSpec:
     """How samples are synthesised: the randomness from ``data``; the geometry the pipeline shares (resolution,
-    contexts, ``min_window``, fill grey) from the model's ``refalign.json`` (written by training, :meth:`RefalignConfig.set_window_geometry`)."""
+    contexts, ``min_window``, fill grey) from the model's ``refalign.json`` (written by training:
+    :meth:`~refalign.pipelines.config.RefalignConfig.set_window_geometry`)."""
     return SampleSpec(
         resolution=model.resolution,
         reference_size=reference_size,
