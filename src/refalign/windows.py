@@ -1,8 +1,10 @@
-"""Square windows around masked regions: the geometry of zoom-in inpainting (paper §3.4, after PAL).
+"""Window primitives (paper §3.4, after PAL): squares around masked regions, crops, resizes, and the model frame.
 
 Pure numpy functions shared by inference (alignment and refinement windows), training (zoom-in crops around the
 artifact) and evaluation. A :class:`Window` is a square in image coordinates that may stick out of the image; crops
 pad the outside by edge replication and report which part of the crop is real image (``valid``).
+:class:`ModelFrame` is a window seen at the model's resolution: the one model ↔ image pixel conversion. Planning
+the windows of a mask and pasting the refined ones back is :mod:`refalign.pipelines.zoom`.
 """
 
 from __future__ import annotations

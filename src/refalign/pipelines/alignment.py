@@ -118,16 +118,17 @@ class PreparedAlignment:
 
 # ------------------------------------------------------------------------------------------------ geometry
 def reference_square(
-    reference: np.ndarray, object_mask: np.ndarray | None
+    reference: np.ndarray, object_mask: np.ndarray | None, fill: int = GREY
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """The reference the encoder reads during alignment and the square box it covers (see module docs)."""
+    """The reference the encoder reads during alignment and the square box it covers (see module docs); ``fill``
+    is the model's neutral grey (``refinement.reference_fill``)."""
     h, w = reference.shape[:2]
     if object_mask is None:
         box = square_box((0, 0, h, w))
-        return crop_square(reference, box, GREY), box.as_tuple()
+        return crop_square(reference, box, fill), box.as_tuple()
     box = square_box(mask_bbox(object_mask))
-    seg = np.where(object_mask[..., None], reference, np.uint8(GREY)).astype(np.uint8)
-    return crop_square(seg, box, GREY), box.as_tuple()
+    seg = np.where(object_mask[..., None], reference, np.uint8(fill)).astype(np.uint8)
+    return crop_square(seg, box, fill), box.as_tuple()
 
 
 def _check_object_mask(object_mask, reference: np.ndarray) -> np.ndarray | None:
@@ -186,7 +187,7 @@ def prepare_checked(
     win_image = resize_image(crop(image, window), res)
     win_mask = resize_mask(crop(mask, window) & valid_region(mask.shape, window), res, conservative=True)
 
-    ref_pixels, box = reference_square(reference, object_mask)
+    ref_pixels, box = reference_square(reference, object_mask, pipe.refalign_config.refinement.reference_fill)
     tokens = pipe.encode_reference(pipe.image_to_tensor(resize_image(ref_pixels, pipe.reference_encoder.image_size)))
     mask_t = pipe.mask_to_tensor(win_mask)
     image_latents, masked_latents, latent_mask = pipe.prepare_inpainting_inputs(pipe.image_to_tensor(win_image), mask_t)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refalign.fill import GREY
 from refalign.guidance import warp_to_window
 from refalign.mask_ops import dilate
 from refalign.pipelines.subtoken import decide, match_artifact
@@ -128,13 +129,13 @@ def find_correspondence(
 
 
 def warped_reference(
-    correspondence: Correspondence, reference: np.ndarray, frame: ModelFrame, size: int
+    correspondence: Correspondence, reference: np.ndarray, frame: ModelFrame, size: int, fill: int = GREY
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The reference warped onto ``frame``'s window at ``size`` pixels, restricted to the correspondence's valid
     region: ``(pixels, valid)``, or ``None`` when there is no usable registration or nothing of the valid region
-    lands in the window."""
+    lands in the window. ``fill``: the grey where no reference pixel lands (the model's ``reference_fill``)."""
     if correspondence.valid_region is None:
         return None
     matrix = correspondence.homography @ frame.to_source(size)
-    pixels, valid = warp_to_window(reference, correspondence.valid_region, matrix, size)
+    pixels, valid = warp_to_window(reference, correspondence.valid_region, matrix, size, fill)
     return (pixels, valid) if valid.any() else None

@@ -205,7 +205,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not self.uses_warped_guidance:
             return None
         if warped is None:
-            pixels, none = empty_guidance(self.resolution)
+            pixels, none = empty_guidance(self.resolution, self.refalign_config.refinement.reference_fill)
             warped = self.image_to_tensor(pixels).repeat(batch_size, 1, 1, 1)
             valid = self.mask_to_tensor(none).repeat(batch_size, 1, 1, 1)
         lat = codecs.encode(self.codec, warped.to(self.device))
@@ -429,11 +429,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
             job.guidance = "off"
         else:
             job.guidance = job.correspondence.guidance
-            job.warp = warped_reference(job.correspondence, reference, job.frame, self.resolution)
+            fill = self.refalign_config.refinement.reference_fill
+            job.warp = warped_reference(job.correspondence, reference, job.frame, self.resolution, fill)
             if job.warp is None and job.correspondence.valid_region is not None:
                 job.guidance = "none (the warped reference misses the window)"
             elif job.warp is not None and strategy.wants_detail:
-                full = warped_reference(job.correspondence, reference, job.frame, job.window.size)
+                full = warped_reference(job.correspondence, reference, job.frame, job.window.size, fill)
                 job.detail = reference_detail(*full, job.frame) if full is not None else None
         logger.info("window %s: warped-reference guidance %s", job.window, job.guidance)
 
