@@ -70,5 +70,5 @@ def test_one_registration_feeds_region_and_guidance(monkeypatch):
 def test_paste_strategy_is_chosen_once_from_the_config():
     assert isinstance(paste_strategy(RefinementDefaults(paste_mode="window")), WindowPaste)
     residual = paste_strategy(RefinementDefaults(paste_mode="residual", ramp=2.0, detail_transfer=True))
-    assert isinstance(residual, ResidualPaste) and residual.needs_fill and residual.wants_detail
+    assert isinstance(residual, ResidualPaste) and residual.needs_fill and residual.detail_transfer
     assert residual.ramp == 2.0 and not WindowPaste.needs_fill

@@ -6,8 +6,9 @@
   resolution, optionally faded in from the hole's edge (``ramp``) and with the registered reference's fine band
   added inside the hole (``detail_transfer``; :func:`~refalign.pipelines.zoom.reference_detail`).
 
-A strategy says what it needs before the window is sampled (``needs_fill``, ``wants_detail``) and turns the model's
-window into an image-scale patch (``patch``); the pipeline then blends the patch with the window's paste weights
+A strategy says what it needs before the window is sampled (``needs_fill``: the window's classical fill), gathers
+its own sources from the window's correspondence (``prepare``, after the guidance) and turns the model's window into
+an image-scale patch (``patch``); the pipeline then blends the patch with the window's paste weights
 (:func:`~refalign.pipelines.zoom.paste`), so pixels outside the dilated mask are never written. Another source of
 pixels for the hole (e.g. the reference transferred at full resolution) is another strategy.
 """
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from refalign.pipelines.config import RefinementDefaults
+from refalign.pipelines.correspondence import warped_reference
 from refalign.pipelines.window_job import WindowJob
-from refalign.pipelines.zoom import residual_patch
+from refalign.pipelines.zoom import reference_detail, residual_patch
 from refalign.windows import resize_image
 
 
@@ -29,7 +31,9 @@ class WindowPaste:
     """The paper's zoom-in paste: the refined window itself, resized to the window's size."""
 
     needs_fill = False
-    wants_detail = False
+
+    def prepare(self, job: WindowJob, reference: np.ndarray, fill: int) -> None:
+        """Nothing beyond the model's window."""
 
     def patch(self, job: WindowJob, refined: np.ndarray) -> np.ndarray:
         return resize_image(refined, job.window.size)
@@ -44,9 +48,13 @@ class ResidualPaste:
     detail_transfer: bool = False
     needs_fill = True
 
-    @property
-    def wants_detail(self) -> bool:
-        return self.detail_transfer
+    def prepare(self, job: WindowJob, reference: np.ndarray, fill: int) -> None:
+        """With ``detail_transfer`` and a warped guidance for the window: the registered reference's band finer
+        than the model (``job.detail``, image scale)."""
+        if not self.detail_transfer or job.warp is None:
+            return
+        full = warped_reference(job.correspondence, reference, job.frame, job.window.size, fill)
+        job.detail = reference_detail(*full, job.frame) if full is not None else None
 
     def patch(self, job: WindowJob, refined: np.ndarray) -> np.ndarray:
         fill = job.fill

@@ -41,9 +41,7 @@ from refalign.pipelines.correspondence import find_correspondence, warped_refere
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
 from refalign.pipelines.window_job import RefineSettings, WindowJob
-from refalign.pipelines.zoom import (
-    ZoomWindow, classical_fill, crop_reference, paste, plan_windows, reference_detail, window_inputs,
-)
+from refalign.pipelines.zoom import ZoomWindow, classical_fill, crop_reference, paste, plan_windows, window_inputs
 from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
@@ -390,7 +388,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                     context=cfg.reference_context, fill=cfg.reference_fill)
         job.tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
         if self.uses_warped_guidance:
-            self._guide(job, reference, guided, strategy)
+            self._guide(job, reference, guided)
+        strategy.prepare(job, reference, cfg.reference_fill)
         job.image, job.inpaint, job.weights = window_inputs(inputs.image, inputs.mask, plan, self.resolution,
                                                             cfg.dilation, cfg.feather)
         if run.fill_start or strategy.needs_fill or self.refalign_config.masked_fill == "telea":
@@ -423,19 +422,17 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if job.region is None:
             logger.warning("alignment found no matching region for window %s; using the whole reference", job.window)
 
-    def _guide(self, job: WindowJob, reference: np.ndarray, guided: bool, strategy) -> None:
-        """The warped-reference guidance of a guided model (and the detail band a residual paste adds)."""
+    def _guide(self, job: WindowJob, reference: np.ndarray, guided: bool) -> None:
+        """The warped-reference guidance of a guided model: the reference warped onto the window through the
+        window's correspondence, or why not."""
         if not guided:
             job.guidance = "off"
         else:
             job.guidance = job.correspondence.guidance
-            fill = self.refalign_config.refinement.reference_fill
-            job.warp = warped_reference(job.correspondence, reference, job.frame, self.resolution, fill)
+            job.warp = warped_reference(job.correspondence, reference, job.frame, self.resolution,
+                                        self.refalign_config.refinement.reference_fill)
             if job.warp is None and job.correspondence.valid_region is not None:
                 job.guidance = "none (the warped reference misses the window)"
-            elif job.warp is not None and strategy.wants_detail:
-                full = warped_reference(job.correspondence, reference, job.frame, job.window.size, fill)
-                job.detail = reference_detail(*full, job.frame) if full is not None else None
         logger.info("window %s: warped-reference guidance %s", job.window, job.guidance)
 
     def _output(self, result: np.ndarray, jobs: list[WindowJob], inputs: "CheckedInputs", output_type: str):
