@@ -177,7 +177,7 @@ def test_bench_set_changes_the_checkpoints_settings_for_the_run(cases, tmp_path,
     assert rec["settings"] == ["refinement.num_samples=2", "refinement.paste_mode=residual"]
     for bad, words in (("refinement.num_sample=2", "expected SECTION.KEY=VALUE"),
                        ("refinement.num_samples=many", "must be int"),
-                       ("refinement.feather=wide", "must be float | None"),
+                       ("refinement.feather=wide", "must be a number"),
                        ("refinement.paste_mode=sideways", "paste_mode")):
         res = CliRunner().invoke(app, args + ["--output", str(tmp_path / "bad"), "--set", bad])
         assert res.exit_code == 2 and words in res.output, res.output

@@ -2,7 +2,7 @@
 search.
 
 Both check every input and output path before the model loads (DESIGN §5); the work is done by
-:func:`refalign.pipelines.alignment.align` and :func:`refalign.pipelines.alignment.search_alignment`.
+:func:`refalign.pipelines.alignment.align` and :func:`refalign.eval.alignment_search.search_alignment`.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def align_search(
     """Grid-search the diffusion step and layer whose cross-attention aligns best (mIoU) on a set of cases."""
     from refalign.cli._common import load_pipeline, resolve_model
     from refalign.eval.cases import CORRESPONDENCE, list_cases
-    from refalign.pipelines.alignment import search_alignment
+    from refalign.eval.alignment_search import search_alignment
 
     # 1. inputs and outputs checked before the model loads
     folders = list_cases(cases)
@@ -131,6 +131,6 @@ def align_search(
     )
     typer.echo(f"wrote {', '.join(str(output / f) for f in SEARCH_FILES)}")
     if write_defaults:
-        from refalign.pipelines.alignment_search import store_alignment_defaults
+        from refalign.eval.alignment_search import store_alignment_defaults
 
         typer.echo(f"updated {store_alignment_defaults(model_path, result)}")

@@ -41,7 +41,8 @@ def bench(
 
         if method not in MODEL_METHODS:
             raise InputError(f"--set changes the model's settings; method {method} uses no model")
-        apply_overrides(RefalignConfig(), list(settings))  # a bad key or value stops here, before any output
+        # a bad key or value stops here, before any output (the effect is checked on the checkpoint's own settings)
+        apply_overrides(RefalignConfig(), list(settings), check_effect=False)
     if method in MODEL_METHODS:
         model = resolve_model(model)
     cfg = BenchConfig(cases=cases, method=method, output=output, model=model, steps=steps, seed=seed, clip=clip,

@@ -205,7 +205,7 @@ def _refine_batch(cases, image, mask, reference, output, reference_mask, save_co
     from accelerate import PartialState
 
     from refalign.cli._common import load_pipeline
-    from refalign.pipelines.batch import ERROR, find_cases, refine_cases
+    from refalign.eval.batch import ERROR, find_cases, refine_cases
 
     extra = [n for n, v in (("IMAGE", image), ("--mask", mask), ("--reference", reference), ("--output", output),
                             ("--reference-mask/--object-mask", reference_mask), ("--save-correspondence", save_correspondence))

@@ -19,13 +19,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from refalign.attention import CrossAttentionStore, capture_cross_attention
 from refalign.data.dataset import ShardedBatchSampler, alignment_only
+from refalign.files import save_image
 from refalign.training import checkpointing as ckpt
 from refalign.training.config import TrainConfig, save_config, to_dict
+from refalign.training.data_setup import build_datasets
 from refalign.training.losses import alignment_loss, correspondence_targets, diffusion_loss, diffusion_target
 from refalign.training.model import RefinerModel, build_pipeline, capture_layers, seeded_generator, trainable_parameter_groups
+from refalign.training.validation import alignment_cases, correspondence_metrics, pipeline_miou, sample_grid
 
 logger = get_logger(__name__)
 
@@ -63,25 +69,19 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     optimizer = torch.optim.AdamW(
         groups, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_epsilon, weight_decay=o.weight_decay
     )
-    from diffusers.optimization import get_scheduler
-
     lr_scheduler = get_scheduler(
         o.lr_schedule, optimizer, num_warmup_steps=o.warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_steps * accelerator.num_processes,
     )
     ema = None
     if config.ema:
-        from diffusers.training_utils import EMAModel
-
         ema = EMAModel([p for p in model.parameters() if p.requires_grad], decay=config.ema_decay)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     raw = accelerator.unwrap_model(model)
 
-    from refalign.training.data_setup import build_datasets
-
-    train_ds, val_ds = build_datasets(config.data, pipe.resolution, raw.reference_encoder.image_size, config.seed)
+    train_ds, val_ds = build_datasets(config.data, pipe.refalign_config, raw.reference_encoder.image_size, config.seed)
     align_layers = capture_layers(raw, config) if config.align_loss_weight > 0 else []
 
     start_step = 0
@@ -101,8 +101,6 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     )
     val_batch = _collate([val_ds[i] for i in range(len(val_ds))], accelerator.device) if (val_ds and main) else None
     if val_batch is not None:
-        from refalign.training.validation import alignment_cases
-
         val_batch["cases"] = alignment_cases(val_ds, min(len(val_ds), 16))
     training_record = to_dict(config)
 
@@ -188,8 +186,6 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
     guidance = pipe.guidance_latents(batch["warped"], batch["warp_valid"])
     aux = torch.zeros((), device=latents.device)
     if align_layers:
-        from refalign.attention import CrossAttentionStore, capture_cross_attention
-
         store = CrossAttentionStore(mask.float(), layers=align_layers, keep_grad=True)
         with capture_cross_attention(raw.unet, store):
             store.set_step(0)
@@ -227,9 +223,6 @@ def _log(path: Path, step: int, window: dict, lr_scheduler, bar, align_layers) -
 
 
 def _validate(raw, pipe, ema, val_batch, out: Path, step: int, metrics_path: Path) -> None:
-    from refalign.files import save_image
-    from refalign.training.validation import correspondence_metrics, pipeline_miou, sample_grid
-
     params = [p for p in raw.parameters() if p.requires_grad]
     if ema is not None:
         ema.store(params)

@@ -18,12 +18,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
 from refalign.errors import InputError, RefalignError
+from refalign.eval.cases import IMAGE, MASK, REFERENCE, REFERENCE_MASK
 from refalign.files import DEFAULT_MAX_PIXELS, load_refine_inputs, save_image, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
-IMAGE, MASK, REFERENCE, REFERENCE_MASK = "image.png", "mask.png", "reference.png", "reference_mask.png"
+#: What a batch run writes into a case folder (the inputs' names are :mod:`refalign.eval.cases`').
 REFINED, CORRESPONDENCE, ERROR = "refined.png", "correspondence_pred.png", "refine_error.txt"
 
 
@@ -82,9 +86,6 @@ def refine_cases(
         state: an ``accelerate.PartialState`` (default: the current one).
         call_kwargs: passed to ``pipe(...)`` (``num_inference_steps``, ``guidance_scale``, ``seed``, ``no_align``…).
     """
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
-
     state = state or PartialState()
     cases = find_cases(root)
     report = BatchReport()
