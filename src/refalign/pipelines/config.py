@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from refalign.checks import check_refalign_config
 from refalign.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -139,6 +140,7 @@ class RefalignConfig:
             config = cls(alignment=alignment, refinement=refinement, **data)
         except TypeError as exc:
             raise CheckpointError(f"{source}: unexpected content ({exc}); re-save the checkpoint") from None
+        check_refalign_config(config, source, CheckpointError)
         if config.refinement.paste_mode not in ("window", "residual"):
             raise CheckpointError(f"{source}: paste_mode {config.refinement.paste_mode!r} is not window or residual; "
                                   "fix the file")

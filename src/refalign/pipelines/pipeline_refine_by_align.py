@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
+from refalign.checks import check_number, check_seed, check_steps, require_finite
 from refalign.errors import CheckpointError, InputError
 from refalign.models import codecs
 from refalign.pipelines.checkpoint import check_checkpoint
@@ -327,7 +328,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if generator is not None and seed is not None:
             raise InputError("pass either generator or seed, not both")
         if generator is None and seed is not None:
-            generator = torch.Generator("cpu").manual_seed(int(seed))
+            generator = torch.Generator("cpu").manual_seed(int(check_seed(seed, "seed")))
 
         # 2. Split the mask into regions and plan one zoom-in window per region (close regions share one)
         plans = plan_windows(
@@ -433,8 +434,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 if not m.any():
                     raise InputError(f"{name}: mask marks no pixels; paint the region white (255) on black")
             masks.append(m)
-        if steps < 1:
-            raise InputError(f"num_inference_steps must be at least 1, got {steps}")
+        check_steps(steps, self.scheduler.config.num_train_timesteps, "num_inference_steps")
+        check_number(self._guidance_scale, "guidance_scale", lo=0.0)
         if not 0.0 < strength <= 1.0:
             raise InputError(f"strength must be in (0, 1], got {strength}")
         if int(steps * strength) < 1:
@@ -563,5 +564,5 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     out = callback(self, i, t, {k: available[k] for k in tensor_inputs}) or {}
                     latents = out.pop("latents", latents)
                 bar.update()
-        pixels = codecs.decode(self.codec, latents.to(image_latents.dtype))
-        return self.tensor_to_image(pixels.float().mean(0, keepdim=True))
+        pixels = codecs.decode(self.codec, require_finite(latents, "the model's output for this window").to(image_latents.dtype))
+        return self.tensor_to_image(require_finite(pixels.float().mean(0, keepdim=True), "the decoded window"))

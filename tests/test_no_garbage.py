@@ -1,0 +1,280 @@
+"""No garbage with exit 0, no traceback (issue: numbers, formats and broken state checked like files are).
+
+Bad numbers are refused with one line and exit code 2 before any model work; a model that returns NaN or infinity
+for a window is refused instead of pasted; and — property-style, over many seeded random masks and corrupted
+model outputs — no pixel outside the paste's allowed band ever changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import make_dummy_pipeline, synthetic_scene
+from refalign.checks import NonFiniteError, check_number, check_seed, finite_or_none, require_finite
+from refalign.cli import app
+from refalign.errors import CheckpointError, InputError
+from refalign.pipelines import zoom
+from refalign.pipelines.config import RefalignConfig
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def files(tmp_path) -> dict[str, Path]:
+    s = synthetic_scene()
+    paths = {"image": tmp_path / "img.png", "mask": tmp_path / "mask.png", "reference": tmp_path / "ref.png"}
+    Image.fromarray(s["image"]).save(paths["image"])
+    Image.fromarray(s["mask"].astype(np.uint8) * 255).save(paths["mask"])
+    Image.fromarray(s["reference"]).save(paths["reference"])
+    return paths
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
+
+
+def _args(files, *extra, model="unused-model"):
+    return ["refine", str(files["image"]), "--mask", str(files["mask"]), "--reference", str(files["reference"]),
+            "--model", str(model), *extra]
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(result, *named: str, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    text = result.output.replace("\r", "\n")  # a progress bar (stderr) may share the captured output
+    lines = [line for line in text.splitlines() if line.strip() and "it/s]" not in line]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for word in named:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------- numbers, unit level
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_check_number_refuses_non_finite(value):
+    with pytest.raises(InputError, match="--guidance"):
+        check_number(value, "--guidance", lo=0.0)
+
+
+def test_check_number_ranges_and_types():
+    assert check_number(0.5, "x", lo=0.0, hi=1.0) == 0.5
+    assert check_number(None, "x", lo=0.0) is None
+    with pytest.raises(InputError, match=r"\(0, 1\]"):
+        check_number(0.0, "x", lo=0.0, hi=1.0, lo_open=True)
+    with pytest.raises(InputError, match="whole number"):
+        check_number(2.5, "x", lo=1, integer=True)
+    with pytest.raises(InputError):
+        check_number("ten", "x")
+    with pytest.raises(InputError):
+        check_number(True, "x")
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 18446744073709551616, 1.5])
+def test_check_seed(seed):
+    with pytest.raises(InputError, match="2\\^64-1"):
+        check_seed(seed)
+    assert check_seed(2**64 - 1) == 2**64 - 1
+
+
+def test_require_finite_and_strict_json_records():
+    require_finite(np.zeros(3), "x")
+    require_finite(torch.zeros(3), "x")
+    with pytest.raises(NonFiniteError, match="50.0%"):
+        require_finite(torch.tensor([0.0, float("nan")]), "x")
+    line = json.dumps(finite_or_none({"loss": float("nan"), "step": 3, "miou": float("inf")}), allow_nan=False)
+    assert json.loads(line) == {"loss": None, "step": 3, "miou": None}
+
+
+# ------------------------------------------------------------------------------------------- numbers, CLI level
+
+
+@pytest.mark.parametrize(
+    "extra,named",
+    [
+        (["--guidance", "inf"], "--guidance"),
+        (["--guidance", "nan"], "--guidance"),
+        (["--guidance", "1000"], "--guidance"),
+        (["--strength", "nan"], "--strength"),
+        (["--detect-z", "inf"], "--detect-z"),
+        (["--seed", "18446744073709551616"], "--seed"),
+        (["--seed", "-3"], "--seed"),
+    ],
+    ids=["guidance-inf", "guidance-nan", "guidance-huge", "strength-nan", "detect-z-inf", "seed-2^64", "seed-neg"],
+)
+def test_bad_numbers_refused_before_model(files, no_model, extra, named):
+    before = _listing(files["image"].parent)
+    result = runner.invoke(app, _args(files, *extra))
+    assert_one_line_error(result, named)
+    assert _listing(files["image"].parent) == before
+
+
+def test_steps_above_the_schedule_refused_before_model(files, no_model, dummy_checkpoint):
+    before = _listing(files["image"].parent)
+    result = runner.invoke(app, _args(files, "--steps", "2000", model=dummy_checkpoint))
+    assert_one_line_error(result, "--steps", "1000")
+    assert _listing(files["image"].parent) == before
+
+
+def test_largest_seed_runs(files, dummy_checkpoint):
+    result = runner.invoke(app, _args(files, "--no-align", "--steps", "1", "--seed", str(2**64 - 1),
+                                      model=dummy_checkpoint))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "section,key,value,named",
+    [
+        ("refinement", "num_inference_steps", "ten", "num_inference_steps"),
+        ("refinement", "guidance_scale", float("nan"), "guidance_scale"),
+        ("refinement", "strength", 2.0, "strength"),
+        ("refinement", "dilation", -1.0, "dilation"),
+        ("alignment", "threshold", float("inf"), "threshold"),
+        ("alignment", "layer", 2.5, "layer"),
+    ],
+)
+def test_bad_refalign_json_refused_before_model(files, dummy_checkpoint, tmp_path, monkeypatch, section, key, value,
+                                                named):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(dummy_checkpoint, ckpt)
+    data = json.loads((ckpt / "refalign.json").read_text())
+    data[section][key] = value
+    (ckpt / "refalign.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=named):
+        RefalignConfig.load(ckpt / "refalign.json")
+    result = runner.invoke(app, _args(files, "--no-align", model=ckpt))
+    assert_one_line_error(result, "refalign.json", named)
+    assert not (files["image"].parent / "img.refined.png").exists()
+
+
+# ------------------------------------------------------------------------------------------- the paste band
+
+
+def _random_mask(rng, h, w) -> np.ndarray:
+    mask = np.zeros((h, w), bool)
+    for _ in range(int(rng.integers(1, 4))):
+        t, l = int(rng.integers(0, h - 2)), int(rng.integers(0, w - 2))
+        mask[t : t + int(rng.integers(1, 12)), l : l + int(rng.integers(1, 12))] = True
+    if mask.all():
+        mask[0, 0] = False
+    return mask
+
+
+def _corrupt(rng, shape) -> np.ndarray:
+    """A float patch with NaN, +inf and -inf sprinkled in (or, in some trials, none)."""
+    patch = rng.uniform(-1e6, 1e6, shape).astype(np.float32)
+    bad = rng.random(shape[:2]) < rng.choice([0.0, 0.01, 0.5, 1.0])
+    patch[bad] = rng.choice([np.nan, np.inf, -np.inf], size=(int(bad.sum()), shape[2]))
+    return patch
+
+
+def test_paste_never_touches_a_pixel_outside_its_band_property():
+    """300 seeded trials: random masks, windows, radii and weights (some NaN/inf) and patches with NaN/inf.
+    Either the paste is refused and the image is untouched, or only pixels of weight > 0 changed."""
+    rng = np.random.default_rng(18)
+    refused = pasted = 0
+    for _ in range(300):
+        h, w = int(rng.integers(16, 60)), int(rng.integers(16, 60))
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        mask = _random_mask(rng, h, w)
+        plan = zoom.plan_windows(mask, context=float(rng.uniform(1.0, 3.0)), min_size=8)[0]
+        size = plan.window.size
+        weights = zoom.paste_weights(plan.region_mask(), int(rng.integers(1, 6)),
+                                     zoom.valid_region((h, w), plan.window))
+        if rng.random() < 0.2:
+            weights = weights.copy()
+            weights[rng.random(weights.shape) < 0.05] = rng.choice([np.nan, np.inf])
+        patch = _corrupt(rng, (size, size, 3)) if rng.random() < 0.7 else rng.integers(0, 256, (size, size, 3),
+                                                                                        dtype=np.uint8)
+        before = image.copy()
+        try:
+            zoom.paste(image, patch, weights, plan.window)
+        except NonFiniteError:
+            refused += 1
+            assert np.array_equal(image, before)
+            continue
+        pasted += 1
+        band = np.zeros((h, w), bool)
+        band_win = weights > 0
+        t0, l0 = max(0, plan.window.top), max(0, plan.window.left)
+        t1, l1 = min(h, plan.window.bottom), min(w, plan.window.right)
+        band[t0:t1, l0:l1] = band_win[t0 - plan.window.top : t1 - plan.window.top,
+                                      l0 - plan.window.left : l1 - plan.window.left]
+        assert np.array_equal(image[~band], before[~band])
+    assert refused > 50 and pasted > 50  # both branches exercised
+
+
+def test_residual_patch_refuses_non_finite_detail():
+    base = np.full((16, 16, 3), 100, np.uint8)
+    detail = np.zeros((16, 16, 3), np.float32)
+    detail[3, 3] = np.nan
+    with pytest.raises(NonFiniteError):
+        zoom.residual_patch(base, np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), detail)
+
+
+def test_pipeline_never_changes_a_pixel_outside_the_band_property(monkeypatch):
+    """40 seeded trials through the tiny pipeline: random masks; in some trials the U-Net returns NaN or inf at a
+    random step. A corrupted window is refused (nothing returned, the input untouched); otherwise every pixel
+    farther from the mask than the paste radius is bit-identical."""
+    pipe = make_dummy_pipeline()
+    forward = pipe.unet_forward
+    rng = np.random.default_rng(7)
+    state = {"poison_at": -1, "calls": 0, "value": np.nan}
+
+    def unet(*a, **k):
+        out = forward(*a, **k)
+        state["calls"] += 1
+        if state["calls"] == state["poison_at"]:
+            out = out.clone()
+            out.view(-1)[:: int(rng.integers(1, 50))] = state["value"]
+        return out
+
+    monkeypatch.setattr(pipe, "unet_forward", unet)
+    scene = synthetic_scene(64, seed=1)
+    refused = clean = 0
+    for _ in range(40):
+        mask = _random_mask(rng, 64, 64)
+        poisoned = rng.random() < 0.5
+        state.update(calls=0, poison_at=int(rng.integers(1, 3)) if poisoned else -1,
+                     value=rng.choice([np.nan, np.inf, -np.inf, 1e38]))
+        image = scene["image"].copy()
+        try:
+            out = pipe(image, mask, scene["reference"], no_align=True, num_inference_steps=2, guidance_scale=2.0,
+                       seed=int(rng.integers(0, 1000)))
+        except NonFiniteError as exc:
+            assert poisoned, exc
+            assert np.array_equal(image, scene["image"])
+            refused += 1
+            continue
+        r = max(zoom.paste_radius(w, pipe.resolution, pipe.refalign_config.refinement.dilation,
+                                  pipe.refalign_config.refinement.feather) for w in out.windows)
+        outside = zoom.distance_to(mask) > r
+        assert np.array_equal(out.image[outside], scene["image"][outside])
+        clean += 1
+    assert refused >= 5 and clean >= 5
+
+
+def test_cli_refuses_a_model_that_returns_nan(files, dummy_checkpoint, monkeypatch):
+    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
+
+    forward = RefineByAlignPipeline.unet_forward
+    monkeypatch.setattr(RefineByAlignPipeline, "unet_forward",
+                        lambda self, *a, **k: torch.full_like(forward(self, *a, **k), float("nan")))
+    result = runner.invoke(app, _args(files, "--no-align", "--steps", "1", model=dummy_checkpoint))
+    assert_one_line_error(result, "NaN")
+    assert not (files["image"].parent / "img.refined.png").exists()
