@@ -278,3 +278,103 @@ def test_cli_refuses_a_model_that_returns_nan(files, dummy_checkpoint, monkeypat
     result = runner.invoke(app, _args(files, "--no-align", "--steps", "1", model=dummy_checkpoint))
     assert_one_line_error(result, "NaN")
     assert not (files["image"].parent / "img.refined.png").exists()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _train_cli(tmp_path, *extra):
+    from test_training import DUMMY
+
+    sets = [a for s in DUMMY for a in ("--set", s)]
+    return runner.invoke(app, ["train", "--output-dir", str(tmp_path / "run"), *sets, *extra])
+
+
+@pytest.mark.parametrize("setting,named", [("optim.lr_unet=.nan", "optim.lr_unet"), ("optim.lr_encoder=.inf", "lr_encoder"),
+                                           ("optim.lr_unet=-1", "optim.lr_unet"), ("ema_decay=2", "ema_decay"),
+                                           ("seed=-1", "seed"), ("optim.adam_epsilon=0", "adam_epsilon")])
+def test_train_bad_numbers_refused_before_anything_is_written(tmp_path, monkeypatch, setting, named):
+    monkeypatch.setattr("refalign.training.trainer.build_pipeline", lambda *a: pytest.fail("model built"))
+    result = _train_cli(tmp_path, "--set", setting)
+    assert_one_line_error(result, named)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_resume_nonexistent_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("refalign.training.trainer.build_pipeline", lambda *a: pytest.fail("model built"))
+    result = _train_cli(tmp_path, "--resume", str(tmp_path / "nonexistent"))
+    assert_one_line_error(result, "nonexistent")
+    assert not (tmp_path / "run").exists()
+
+
+def _finite_weights(folder: Path) -> bool:
+    from safetensors.torch import load_file
+
+    tensors = [t for f in folder.rglob("*.safetensors") for t in load_file(f).values()]
+    return bool(tensors) and all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+def test_train_stops_at_the_first_nan_loss_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from test_training import dummy_config
+
+    from refalign.training import trainer
+
+    loss, calls = trainer.diffusion_loss, []
+
+    def poisoned(*a, **k):
+        calls.append(1)
+        value = loss(*a, **k)
+        return value * float("nan") if len(calls) == 3 else value
+
+    monkeypatch.setattr(trainer, "diffusion_loss", poisoned)
+    cfg = dummy_config(tmp_path, "max_steps=4", "checkpoint_every=2", "data.val_holdout=0")
+    with pytest.raises(NonFiniteError, match="step 3: the training loss is nan.*checkpoint-2"):
+        trainer.train(cfg)
+    assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / "final").exists()
+    assert not list(tmp_path.glob("checkpoint-3*"))
+    assert _finite_weights(tmp_path / "checkpoint-2")
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+
+
+def test_train_stops_when_a_weight_becomes_non_finite(tmp_path, monkeypatch):
+    """A finite loss whose gradient is NaN (the NaN gradient of an unselected ``torch.where`` branch) turns the
+    weights NaN at step 2: the run stops there, before checkpoint-2 is written."""
+    from test_training import dummy_config
+
+    from refalign.training import trainer
+
+    step_loss, calls = trainer._step_loss, []
+
+    def poisoned(model, *a, **k):
+        calls.append(1)
+        loss, aux = step_loss(model, *a, **k)
+        if len(calls) == 2:
+            w = next(p for p in model.parameters() if p.requires_grad)
+            loss = loss + torch.where(torch.tensor(True), torch.zeros(()), w.sum() * float("nan"))
+        return loss, aux
+
+    monkeypatch.setattr(trainer, "_step_loss", poisoned)
+    cfg = dummy_config(tmp_path, "max_steps=4", "checkpoint_every=1", "data.val_holdout=0", "ema=false")
+    with pytest.raises(NonFiniteError, match="step 2: weight .* NaN or infinite.*checkpoint-1"):
+        trainer.train(cfg)
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert _finite_weights(tmp_path / "checkpoint-1")
+
+
+def test_resume_latest_with_a_truncated_state_file_offers_the_previous_checkpoint(tmp_path, monkeypatch):
+    from test_training import dummy_config
+
+    from refalign.training.trainer import train
+
+    train(dummy_config(tmp_path / "run", "max_steps=4", "checkpoint_every=2", "data.val_holdout=0"))
+    state = tmp_path / "run" / "checkpoint-4" / "accelerate"
+    victim = next(p for p in sorted(state.iterdir()) if p.suffix in (".bin", ".pkl"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    before = _listing(tmp_path / "run")
+    monkeypatch.setattr("refalign.training.trainer.build_pipeline", lambda *a: pytest.fail("model built"))
+    result = _train_cli(tmp_path, "--max-steps", "6", "--checkpoint-every", "2", "--set", "data.val_holdout=0",
+                        "--resume", "latest")
+    line = assert_one_line_error(result, victim.name, "checkpoint-2")
+    assert "--resume" in line
+    assert _listing(tmp_path / "run") == before

@@ -197,12 +197,52 @@ def check_refalign_config(config: Any, source: str, error: type[RefalignError] =
     with one line naming ``source``, the key and the accepted range — so ``"num_inference_steps": "ten"`` fails
     when the checkpoint is read, not as a ``ValueError`` in the middle of sampling."""
     check_fields(config, source, error=error)
-    for key, (lo, hi, lo_open) in REFALIGN_RANGES.items():
-        node = config
-        for part in key.split("."):
-            node = getattr(node, part)
-        check_number(node, f"{source}: {key}", lo=lo, hi=hi, lo_open=lo_open, error=error)
+    check_ranges(config, REFALIGN_RANGES, source, error)
     a = config.alignment
     if a.step >= a.num_inference_steps:
         raise error(f"{source}: alignment.step {a.step} must be below alignment.num_inference_steps "
                     f"{a.num_inference_steps}")
+
+
+def check_ranges(config: Any, ranges: dict[str, tuple[float | None, float | None, bool]], source: str,
+                 error: type[RefalignError] = InputError) -> None:
+    """Check each dotted ``key`` of ``ranges`` (``(lo, hi, lo_open)``) on ``config``; ``None`` values pass."""
+    for key, (lo, hi, lo_open) in ranges.items():
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        check_number(node, f"{source}: {key}", lo=lo, hi=hi, lo_open=lo_open, error=error)
+
+
+#: Accepted ranges of the training config's numbers (types and finiteness are checked for every field).
+TRAIN_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": (0, MAX_SEED, False),
+    "optim.lr_unet": (0.0, 1.0, False),
+    "optim.lr_encoder": (0.0, 1.0, False),
+    "optim.weight_decay": (0.0, None, False),
+    "optim.adam_beta1": (0.0, 1.0, False),
+    "optim.adam_beta2": (0.0, 1.0, False),
+    "optim.adam_epsilon": (0.0, None, True),
+    "optim.warmup_steps": (0, None, False),
+    "optim.max_grad_norm": (0.0, None, False),
+    "embedding_dropout": (0.0, 1.0, False),
+    "ema_decay": (0.0, 1.0, False),
+    "align_loss_weight": (0.0, None, False),
+    "log_every": (1, None, False),
+    "validate_every": (1, None, False),
+    "time_limit_minutes": (0.0, None, True),
+    "data.multiview_ratio": (0.0, 1.0, False),
+    "data.warp_drop": (0.0, 1.0, False),
+    "data.warp_jitter": (0.0, None, False),
+    "data.val_holdout": (0.0, 1.0, False),
+    "data.max_side": (8, None, False),
+    "data.min_window": (1, None, False),
+    "data.num_workers": (0, None, False),
+}
+
+
+def check_train_config(config: Any, source: str) -> None:
+    """Types, finiteness and ranges of a ``TrainConfig`` (``--set optim.lr_unet=.nan`` is refused here, before
+    anything is built, instead of training to all-NaN weights)."""
+    check_fields(config, source)
+    check_ranges(config, TRAIN_RANGES, source)

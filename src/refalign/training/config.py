@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from refalign.checks import check_train_config
 from refalign.data.masks import MaskSpec
 from refalign.data.perturb import ColorSpec, GeometrySpec
 from refalign.errors import InputError
@@ -165,6 +166,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{source}: {message}")
+        check_train_config(self, source)
 
 
 # ------------------------------------------------------------------------------------------ (de)serialisation
