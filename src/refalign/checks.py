@@ -63,7 +63,7 @@ def check_number(
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
     if too_low or too_high:
-        raise error(f"{name} {value:g}: out of range; accepted: {accepted}")
+        raise error(f"{name} {value}: out of range; accepted: {accepted}")
     return value
 
 
