@@ -378,3 +378,126 @@ def test_resume_latest_with_a_truncated_state_file_offers_the_previous_checkpoin
     line = assert_one_line_error(result, victim.name, "checkpoint-2")
     assert "--resume" in line
     assert _listing(tmp_path / "run") == before
+
+
+# ------------------------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("ext", [".xbm", ".msp", ".ico", ".gif", ".bmp", ".pdf", ".txt", ""])
+def test_lossy_or_unknown_output_formats_refused_before_model(files, no_model, ext):
+    out = files["image"].parent / f"out{ext}"
+    result = runner.invoke(app, _args(files, "-o", str(out)))
+    assert_one_line_error(result, f"out{ext}", ".png")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".tiff", ".webp", ".jpg"])
+def test_accepted_output_formats_round_trip(files, dummy_checkpoint, ext):
+    out = files["image"].parent / f"out{ext}"
+    result = runner.invoke(app, _args(files, "--no-align", "--steps", "1", "-o", str(out), model=dummy_checkpoint))
+    assert result.exit_code == 0, result.output
+    written = np.asarray(Image.open(out).convert("RGB"))
+    original = np.asarray(Image.open(files["image"]).convert("RGB"))
+    far = zoom.distance_to(np.asarray(Image.open(files["mask"])) > 127) > 20
+    if ext == ".jpg":
+        assert "JPEG is lossy" in result.output and "quality 95" in result.output
+        assert np.abs(written.astype(int) - original)[far].mean() < 4
+    else:  # lossless: every pixel far from the mask is bit-identical
+        assert np.array_equal(written[far], original[far])
+
+
+def test_save_image_refuses_a_lossy_extension(tmp_path):
+    from refalign.errors import OutputError
+    from refalign.files import save_image
+
+    with pytest.raises(OutputError, match="out.gif"):
+        save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / "out.gif")
+    assert not list(tmp_path.iterdir())
+
+
+def test_animated_gif_input_refused(files, no_model):
+    frames = [Image.fromarray(np.full((96, 96, 3), v, np.uint8)) for v in (10, 200)]
+    gif = files["image"].with_suffix(".gif")
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    files["image"] = gif
+    result = runner.invoke(app, _args(files))
+    assert_one_line_error(result, "img.gif", "2 frames")
+
+
+def test_max_pixels_is_the_real_limit_not_pils(tmp_path, monkeypatch):
+    """PIL refuses images above its own ``MAX_IMAGE_PIXELS`` (2x: error, 1x: warning); ``max_pixels`` replaces it
+    (here PIL's limit is shrunk so a small image stands in for a 100-megapixel one)."""
+    from refalign.files import load_image
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64*64 = 4096 > 2 * 1000
+    assert load_image(path, max_pixels=5000).shape == (64, 64, 3)
+    with pytest.raises(InputError, match="--max-pixels"):
+        load_image(path, max_pixels=4000)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # PIL's own limit is restored for everyone else
+
+
+def test_max_pixels_checked_for_range(files, no_model):
+    assert_one_line_error(runner.invoke(app, _args(files, "--max-pixels", "0")), "--max-pixels")
+
+
+# ------------------------------------------------------------------------------------------- state hygiene
+
+
+def test_stale_temp_files_are_removed_when_the_file_is_written(tmp_path):
+    from refalign.files import save_image
+
+    stale = tmp_path / ".refined.png.ab12cd.tmp"
+    stale.write_bytes(b"half")
+    stale.chmod(0o600)
+    other = tmp_path / ".mask.png.ab12cd.tmp"
+    other.write_bytes(b"someone else's")
+    save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / "refined.png")
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mask.png.ab12cd.tmp", "refined.png"]
+
+
+def _batch_case(root: Path, name: str) -> Path:
+    s = synthetic_scene()
+    case = root / name
+    case.mkdir(parents=True)
+    Image.fromarray(s["image"]).save(case / "image.png")
+    Image.fromarray(s["mask"].astype(np.uint8) * 255).save(case / "mask.png")
+    Image.fromarray(s["reference"]).save(case / "reference.png")
+    return case
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "complete"])
+def test_batch_rerun_refines_an_empty_or_truncated_result_again(tmp_path, dummy_checkpoint, damage):
+    a, b = _batch_case(tmp_path / "cases", "a"), _batch_case(tmp_path / "cases", "b")
+    args = ["refine", "--cases", str(tmp_path / "cases"), "--model", str(dummy_checkpoint), "--steps", "1",
+            "--no-align", "--device", "cpu"]
+    assert runner.invoke(app, args).exit_code == 0
+    good = (a / "refined.png").read_bytes()
+    (a / ".refined.png.x1y2z3.tmp").write_bytes(b"left by a SIGKILL")
+    if damage == "empty":
+        (a / "refined.png").write_bytes(b"")
+    elif damage == "truncated":
+        (a / "refined.png").write_bytes(good[: len(good) // 2])
+    stamp = (b / "refined.png").stat().st_mtime_ns
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expect = "2 already finished" if damage == "complete" else "1 refined, 1 already finished"
+    assert expect in result.output
+    assert (a / "refined.png").read_bytes() == good  # same seed: the same bytes as the first run
+    assert (b / "refined.png").stat().st_mtime_ns == stamp
+    assert (damage == "complete") == (a / ".refined.png.x1y2z3.tmp").exists()
+
+
+def test_refine_cases_and_bench_share_the_exit_code_for_failed_cases(tmp_path, dummy_checkpoint):
+    from refalign.cli._common import EXIT_CASES_FAILED
+
+    _batch_case(tmp_path / "cases", "a")
+    (_batch_case(tmp_path / "cases", "broken") / "mask.png").write_bytes(b"not a png")
+    refine = runner.invoke(app, ["refine", "--cases", str(tmp_path / "cases"), "--model", str(dummy_checkpoint),
+                                 "--steps", "1", "--no-align", "--device", "cpu"])
+    bench = runner.invoke(app, ["bench", str(tmp_path / "cases"), "--method", "telea", "--output",
+                                str(tmp_path / "out"), "--no-ocr"])
+    assert refine.exit_code == bench.exit_code == EXIT_CASES_FAILED == 1
+    assert "broken" in refine.output and "broken" in bench.output

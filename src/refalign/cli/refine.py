@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from refalign.checks import check_number, check_seed, check_steps, num_train_timesteps
-from refalign.cli._common import DeviceOption, ModelOption, OverwriteOption, handle_errors
+from refalign.cli._common import EXIT_CASES_FAILED, DeviceOption, ModelOption, OverwriteOption, handle_errors
 from refalign.errors import InputError
 from refalign.files import DEFAULT_MAX_PIXELS
 
@@ -248,7 +248,7 @@ def _refine_batch(cases, image, mask, reference, output, reference_mask, save_co
     if report.failed:
         typer.echo(f"failed cases have a {ERROR} in their folder: "
                    + ", ".join(p.name for p, _ in report.failed), err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CASES_FAILED)
 
 
 def _wants_cpu(device) -> bool:
