@@ -501,3 +501,115 @@ def test_refine_cases_and_bench_share_the_exit_code_for_failed_cases(tmp_path, d
                                 str(tmp_path / "out"), "--no-ocr"])
     assert refine.exit_code == bench.exit_code == EXIT_CASES_FAILED == 1
     assert "broken" in refine.output and "broken" in bench.output
+
+
+# ------------------------------------------------------------------------------------------- demo
+
+
+def _demo_editor(name: str):
+    gr = pytest.importorskip("gradio")
+    from refalign.demo.app import build_demo
+
+    demo = build_demo(lambda *a, **k: pytest.fail("the pipeline ran"), output_root=None)
+    return gr, next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == name)
+
+
+@pytest.mark.parametrize("kind,words", [("text", "not an image"), ("empty", "empty"), ("truncated", "truncated"),
+                                        ("oversized", "too large")])
+def test_demo_bad_upload_is_one_line_without_server_paths(tmp_path, monkeypatch, caplog, kind, words):
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    gr, editor = _demo_editor("refalign-image")
+    upload = tmp_path / "upload-dir" / "photo.png"
+    upload.parent.mkdir()
+    Image.fromarray(synthetic_scene(64)["image"]).save(upload)
+    data = upload.read_bytes()
+    if kind == "text":
+        upload.write_text("hello")
+    elif kind == "empty":
+        upload.write_bytes(b"")
+    elif kind == "truncated":
+        upload.write_bytes(data[: len(data) // 2])
+    else:  # PIL refuses above 2x its limit: shrink the limit so a small file stands in for a huge one
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    payload = EditorData(background=FileData(path=str(upload), orig_name="photo.png"), layers=[], composite=None)
+    caplog.set_level("WARNING")
+    with pytest.raises(gr.Error) as info:
+        editor.preprocess(payload)
+    message = str(info.value.message)
+    assert words in message and "image upload" in message and "\n" not in message
+    assert str(tmp_path) not in message and "upload-dir" not in message
+    records = [r for r in caplog.records if r.name.startswith("refalign")]
+    assert len(records) == 1 and records[0].exc_info is None and str(tmp_path) not in records[0].getMessage()
+
+
+def test_demo_serving_folder_is_removed_on_sigterm():
+    import os
+    import signal
+    import time
+
+    pytest.importorskip("gradio")
+    from refalign.demo.app import serving_folder
+
+    before = signal.getsignal(signal.SIGTERM)
+    env = os.environ.get("GRADIO_TEMP_DIR")
+    with pytest.raises(KeyboardInterrupt):
+        with serving_folder() as root:
+            (root / "uploads").mkdir()
+            (root / "uploads" / "users-photo.png").write_bytes(b"private")
+            assert os.environ["GRADIO_TEMP_DIR"] == str(root / "uploads")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+    assert not root.exists()
+    assert signal.getsignal(signal.SIGTERM) == before and os.environ.get("GRADIO_TEMP_DIR") == env
+
+
+SERVER = """
+import sys
+from refalign.demo.app import build_demo, launch, serving_folder
+with serving_folder() as root:
+    (root / "uploads").mkdir(parents=True, exist_ok=True)
+    (root / "uploads" / "users-photo.png").write_bytes(b"private")
+    demo = build_demo(lambda *a, **k: None, output_root=root / "outputs")
+    print(root, flush=True)
+    launch(demo, port=int(sys.argv[1]), quiet=True)
+print("stopped", flush=True)
+"""
+
+
+def test_demo_server_cleans_its_temporary_folder_on_sigterm(tmp_path):
+    """A real gradio server in a subprocess, stopped with SIGTERM: its folder of uploads is gone, exit code 0."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("gradio")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        root = Path(proc.stdout.readline().strip())
+        assert root.is_dir(), proc.stderr.read() if proc.poll() is not None else "no folder"
+        deadline, served = time.time() + 120, False
+        while time.time() < deadline and not served:
+            try:
+                served = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.3)
+        assert served
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped" in out and not root.exists()
+    assert "Traceback" not in err

@@ -14,17 +14,22 @@ limits the alignment to the object), as on the command line (DESIGN §5).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from refalign.demo.visuals import before_after, combine_soft_maps, demo_overlay
 from refalign.errors import InputError, RefalignError
@@ -148,6 +153,65 @@ def _check_controls(steps: Any, guidance: Any, seed: Any) -> tuple[int, float, i
     if seed_i < 0 or seed_i != float(seed) or seed_i >= 2**63:
         raise InputError(f"seed: {seed} is not a whole number from 0 to 2^63-1")
     return steps_i, guidance_f, seed_i
+
+
+def upload_problem(exc: BaseException, what: str) -> str:
+    """One line saying what is wrong with an uploaded file — never gradio's internal text, which names the
+    server's temporary paths."""
+    if isinstance(exc, Image.DecompressionBombError) or "decompression bomb" in str(exc).lower():
+        return f"the {what} upload is too large to decode; downscale it below {DEFAULT_MAX_PIXELS:,} pixels"
+    if isinstance(exc, UnidentifiedImageError):
+        return f"the {what} upload is empty or not an image; upload a PNG or JPEG"
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        return f"the {what} upload is truncated or corrupt; export it again and upload it"
+    return f"the {what} upload could not be read ({type(exc).__name__}); upload a PNG or JPEG"
+
+
+def guard_uploads(editor, what: str) -> None:
+    """Make a bad upload to ``editor`` (a ``gr.ImageEditor``) a one-line message in the page and one line in the
+    log, instead of gradio's text (with temporary paths) and a traceback: its ``preprocess`` is wrapped."""
+    import gradio as gr
+
+    preprocess = editor.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except Exception as exc:  # whatever PIL raised on the file: the message says what, the log one line
+            message = upload_problem(exc, what)
+            logger.warning("rejected an upload: %s (%s)", message, type(exc).__name__)
+            raise gr.Error(html.escape(message), title="Cannot read the upload", print_exception=False) from None
+
+    editor.preprocess = checked
+
+
+@contextlib.contextmanager
+def serving_folder() -> Iterator[Path]:
+    """A private temporary folder for one server — gradio's uploads (``GRADIO_TEMP_DIR``) and the downloads —
+    removed on every exit: a normal return, Ctrl-C, and SIGTERM/SIGHUP (turned into ``KeyboardInterrupt``, which
+    gradio's server loop answers by shutting down). Users' images do not outlive the server."""
+    root = Path(tempfile.mkdtemp(prefix="refalign-demo-"))
+    saved = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                handlers[name] = signal.signal(getattr(signal, name), _interrupt)
+    try:
+        yield root
+    finally:
+        for name, handler in handlers.items():
+            signal.signal(getattr(signal, name), handler)
+        if saved is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = saved
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # --------------------------------------------------------------------------------------------------- one request
@@ -302,6 +366,8 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
                 label="Skip alignment",
                 info="Condition on the whole reference (paint a region on it to use that region instead)",
             )
+        guard_uploads(image_in, "image")
+        guard_uploads(reference_in, "reference")
         run = gr.Button("Refine", variant="primary", elem_id="refalign-run")
         status = gr.Markdown(elem_id="refalign-status")
         with gr.Row(equal_height=True):
