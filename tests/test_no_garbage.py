@@ -8,6 +8,7 @@ model outputs — no pixel outside the paste's allowed band ever changes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -121,6 +122,23 @@ def test_bad_numbers_refused_before_model(files, no_model, extra, named):
     before = _listing(files["image"].parent)
     result = runner.invoke(app, _args(files, *extra))
     assert_one_line_error(result, named)
+    assert _listing(files["image"].parent) == before
+
+
+@pytest.mark.parametrize(
+    "command,named",
+    [(["align", "{image}", "--mask", "{mask}", "--reference", "{reference}", "--seed", str(2**64)], "--seed"),
+     (["align-search", "{cases}", "--steps", "5000"], "--steps"),
+     (["detect", "{image}", "--reference", "{reference}", "-o", "{out}", "--z", "nan"], "--z"),
+     (["detect", "{image}", "--reference", "{reference}", "-o", "{out}", "--max-regions", "0"], "--max-regions")],
+    ids=["align-seed", "align-search-steps", "detect-z-nan", "detect-regions-0"],
+)
+def test_other_commands_refuse_bad_numbers_before_model(files, no_model, dummy_checkpoint, command, named):
+    names = {k: str(v) for k, v in files.items()} | {"cases": str(files["image"].parent), "out": str(
+        files["image"].parent / "out.png")}
+    before = _listing(files["image"].parent)
+    args = [a.format(**names) for a in command] + (["--model", str(dummy_checkpoint)] if "detect" not in command else [])
+    assert_one_line_error(runner.invoke(app, args), named)
     assert _listing(files["image"].parent) == before
 
 
@@ -563,6 +581,25 @@ def test_demo_serving_folder_is_removed_on_sigterm():
             time.sleep(5)  # the handler interrupts this
     assert not root.exists()
     assert signal.getsignal(signal.SIGTERM) == before and os.environ.get("GRADIO_TEMP_DIR") == env
+
+
+def test_demo_removes_the_folder_of_a_killed_server(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    pytest.importorskip("gradio")
+    from refalign.demo import app as demo_app
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"{demo_app.SERVING_PREFIX}{int(dead.stdout)}-abc"
+    (orphan / "uploads").mkdir(parents=True)
+    alive = tmp_path / f"{demo_app.SERVING_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    monkeypatch.setattr(demo_app.tempfile, "tempdir", str(tmp_path))
+    with demo_app.serving_folder() as root:
+        assert root.parent == tmp_path
+        assert not orphan.exists() and alive.exists()
+    assert not root.exists()
 
 
 SERVER = """

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 MAX_STEPS = 200
 MAX_GUIDANCE = 20.0
+#: Name prefix of a server's private folder (then its process id): uploads and downloads, removed on exit.
+SERVING_PREFIX = "refalign-serving-"
 #: Per-request output folders older than this are removed when a new request comes in.
 KEEP_OUTPUTS_SECONDS = 3600
 
@@ -190,7 +192,8 @@ def serving_folder() -> Iterator[Path]:
     """A private temporary folder for one server — gradio's uploads (``GRADIO_TEMP_DIR``) and the downloads —
     removed on every exit: a normal return, Ctrl-C, and SIGTERM/SIGHUP (turned into ``KeyboardInterrupt``, which
     gradio's server loop answers by shutting down). Users' images do not outlive the server."""
-    root = Path(tempfile.mkdtemp(prefix="refalign-demo-"))
+    _remove_orphans(Path(tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=f"{SERVING_PREFIX}{os.getpid()}-"))
     saved = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")
     handlers = {}
@@ -208,6 +211,26 @@ def serving_folder() -> Iterator[Path]:
         else:
             os.environ["GRADIO_TEMP_DIR"] = saved
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_orphans(tmp: Path) -> None:
+    """Remove the serving folders of demo servers that were killed outright (SIGKILL runs no cleanup): each folder
+    is named after its server's process id, and a folder whose process is gone is an orphan."""
+    for folder in tmp.glob(f"{SERVING_PREFIX}*-*"):
+        pid = folder.name[len(SERVING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed %s, left by a demo server that was killed", folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _interrupt(signum, frame) -> None:

@@ -303,6 +303,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         num_samples = int(cfg.num_samples if num_samples is None else num_samples)
         if num_samples < 1:
             raise InputError(f"num_samples must be at least 1, got {num_samples}")
+        check_number(context, "context", lo=0.0, lo_open=True)
         masked_content = str(cfg.masked_content if masked_content is None else masked_content)
         if masked_content not in ("original", "fill"):
             raise InputError(f"masked_content must be 'original' or 'fill', got {masked_content!r}")
