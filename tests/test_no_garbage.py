@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import make_dummy_pipeline, synthetic_scene
+from test_cli_inputs import files, no_model  # noqa: F401  (fixtures: the scene's three PNGs; no model may load)
 from refalign.checks import NonFiniteError, check_number, check_seed, finite_or_none, require_finite
 from refalign.cli import app
 from refalign.errors import CheckpointError, InputError
@@ -27,21 +28,6 @@ from refalign.pipelines.config import RefalignConfig
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def files(tmp_path) -> dict[str, Path]:
-    s = synthetic_scene()
-    paths = {"image": tmp_path / "img.png", "mask": tmp_path / "mask.png", "reference": tmp_path / "ref.png"}
-    Image.fromarray(s["image"]).save(paths["image"])
-    Image.fromarray(s["mask"].astype(np.uint8) * 255).save(paths["mask"])
-    Image.fromarray(s["reference"]).save(paths["reference"])
-    return paths
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
 
 
 def _args(files, *extra, model="unused-model"):
