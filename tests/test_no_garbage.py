@@ -232,7 +232,7 @@ def test_residual_patch_refuses_non_finite_detail():
 
 
 def test_pipeline_never_changes_a_pixel_outside_the_band_property(monkeypatch):
-    """40 seeded trials through the tiny pipeline: random masks; in some trials the U-Net returns NaN or inf at a
+    """30 seeded trials through the tiny pipeline (both paste modes, random bands): random masks; in some trials the U-Net returns NaN or inf at a
     random step. A corrupted window is refused (nothing returned, the input untouched); otherwise every pixel
     farther from the mask than the paste radius is bit-identical."""
     pipe = make_dummy_pipeline()
@@ -251,8 +251,12 @@ def test_pipeline_never_changes_a_pixel_outside_the_band_property(monkeypatch):
     monkeypatch.setattr(pipe, "unet_forward", unet)
     scene = synthetic_scene(64, seed=1)
     refused = clean = 0
-    for _ in range(40):
+    cfg = pipe.refalign_config.refinement
+    for _ in range(30):
         mask = _random_mask(rng, 64, 64)
+        cfg.paste_mode = str(rng.choice(["window", "residual"]))  # both pastes, various bands
+        cfg.dilation, cfg.feather = float(rng.uniform(0.5, 6.0)), rng.choice([None, float(rng.uniform(0.0, 4.0))])
+        cfg.ramp = float(rng.uniform(0.0, 3.0))
         poisoned = rng.random() < 0.5
         state.update(calls=0, poison_at=int(rng.integers(1, 3)) if poisoned else -1,
                      value=rng.choice([np.nan, np.inf, -np.inf, 1e38]))
@@ -265,12 +269,27 @@ def test_pipeline_never_changes_a_pixel_outside_the_band_property(monkeypatch):
             assert np.array_equal(image, scene["image"])
             refused += 1
             continue
-        r = max(zoom.paste_radius(w, pipe.resolution, pipe.refalign_config.refinement.dilation,
-                                  pipe.refalign_config.refinement.feather) for w in out.windows)
+        r = max(zoom.paste_radius(w, pipe.resolution, cfg.dilation, cfg.feather) for w in out.windows)
         outside = zoom.distance_to(mask) > r
         assert np.array_equal(out.image[outside], scene["image"][outside])
-        clean += 1
+        clean += int((out.image != scene["image"]).any())  # the model did repaint inside the band
     assert refused >= 5 and clean >= 5
+
+
+def test_a_model_trained_to_nan_weights_changes_nothing(files, dummy_checkpoint, tmp_path):
+    """The issue's case: a checkpoint whose weights went NaN in training. Refining with it is one line, exit 2,
+    and nothing is written (before: a black blob reaching 16 px outside the mask, exit 0)."""
+    from safetensors.torch import load_file, save_file
+
+    ckpt = tmp_path / "nan-model"
+    shutil.copytree(dummy_checkpoint, ckpt)
+    weights = next((ckpt / "unet").glob("*.safetensors"))
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+               for k, v in load_file(weights).items()}, weights)
+    before = _listing(files["image"].parent)
+    result = runner.invoke(app, _args(files, "--no-align", "--steps", "2", model=ckpt))
+    assert_one_line_error(result, "NaN")
+    assert _listing(files["image"].parent) == before
 
 
 def test_cli_refuses_a_model_that_returns_nan(files, dummy_checkpoint, monkeypatch):
