@@ -323,10 +323,13 @@ def test_train_bad_numbers_refused_before_anything_is_written(tmp_path, monkeypa
     assert not (tmp_path / "run").exists()
 
 
-def test_train_resume_nonexistent_writes_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["nonexistent", "renamed-checkpoint"])
+def test_train_resume_bad_folder_writes_nothing(tmp_path, monkeypatch, name):
     monkeypatch.setattr("refalign.training.trainer.build_pipeline", lambda *a: pytest.fail("model built"))
-    result = _train_cli(tmp_path, "--resume", str(tmp_path / "nonexistent"))
-    assert_one_line_error(result, "nonexistent")
+    if name != "nonexistent":
+        (tmp_path / name / "accelerate").mkdir(parents=True)  # a state folder, but no step in its name
+    result = _train_cli(tmp_path, "--resume", str(tmp_path / name))
+    assert_one_line_error(result, name, "checkpoint-N")
     assert not (tmp_path / "run").exists()
 
 

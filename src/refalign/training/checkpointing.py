@@ -45,9 +45,9 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
         path = found[-1]
     else:
         path = Path(resume)
-        if not (path / STATE_DIR).is_dir():
-            raise InputError(f"{path}: not a training checkpoint (no {STATE_DIR}/ folder); use --resume latest or a "
-                             "checkpoint-N folder")
+        if not (path / STATE_DIR).is_dir() or _step_or(path, -1) < 0:
+            raise InputError(f"{path}: not a training checkpoint (a {PREFIX}N folder with {STATE_DIR}/ in it); use "
+                             "--resume latest or a checkpoint-N folder")
     try:
         check_training_state(path)
     except InputError as exc:
