@@ -570,6 +570,17 @@ def test_demo_bad_upload_is_one_line_without_server_paths(tmp_path, monkeypatch,
     assert len(records) == 1 and records[0].exc_info is None and str(tmp_path) not in records[0].getMessage()
 
 
+@pytest.mark.parametrize("steps,guidance,seed,named", [(float("inf"), 1.0, 0, "steps"), (2, float("nan"), 0, "guidance"),
+                                                      (2, float("inf"), 0, "guidance"), (2, 1.0, float("inf"), "seed"),
+                                                      (2, 1.0, float("nan"), "seed")])
+def test_demo_controls_refuse_non_finite_numbers(steps, guidance, seed, named):
+    pytest.importorskip("gradio")
+    from refalign.demo.app import _check_controls
+
+    with pytest.raises(InputError, match=named):
+        _check_controls(steps, guidance, seed)
+
+
 def test_demo_serving_folder_is_removed_on_sigterm():
     import os
     import signal

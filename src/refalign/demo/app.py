@@ -138,19 +138,19 @@ def read_reference_editor(value: Mapping | None) -> tuple[np.ndarray, np.ndarray
 def _check_controls(steps: Any, guidance: Any, seed: Any) -> tuple[int, float, int]:
     try:
         steps_i = int(steps)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InputError(f"steps: {steps!r} is not a whole number; choose 1 to {MAX_STEPS}") from None
     if not 1 <= steps_i <= MAX_STEPS or steps_i != float(steps):
         raise InputError(f"steps: {steps} is out of range; choose a whole number from 1 to {MAX_STEPS}")
     try:
         guidance_f = float(guidance)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InputError(f"guidance: {guidance!r} is not a number; choose 0 to {MAX_GUIDANCE:g}") from None
     if not 0.0 <= guidance_f <= MAX_GUIDANCE:
         raise InputError(f"guidance: {guidance_f:g} is out of range; choose 0 to {MAX_GUIDANCE:g}")
     try:
         seed_i = int(seed)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InputError(f"seed: {seed!r} is not a whole number; give 0 or more") from None
     if seed_i < 0 or seed_i != float(seed) or seed_i >= 2**63:
         raise InputError(f"seed: {seed} is not a whole number from 0 to 2^63-1")
