@@ -388,6 +388,31 @@ def test_train_stops_when_a_weight_becomes_non_finite(tmp_path, monkeypatch):
     assert _finite_weights(tmp_path / "checkpoint-1")
 
 
+@pytest.mark.parametrize("damage", ["none", "pickle", "torch", "empty-folder"])
+def test_training_state_files_are_checked_without_loading_them(tmp_path, damage):
+    import pickle
+
+    from refalign.training.checkpointing import check_training_state
+
+    state = tmp_path / "checkpoint-5" / "accelerate"
+    state.mkdir(parents=True)
+    plain, zipped = pickle.dumps({"step": 5, "rng": list(range(100))}), state / "optimizer.bin"
+    (state / "random_states_0.pkl").write_bytes(plain)
+    torch.save({"w": torch.arange(100.0)}, zipped)
+    if damage == "pickle":
+        (state / "random_states_0.pkl").write_bytes(plain[:-20])
+    elif damage == "torch":
+        zipped.write_bytes(zipped.read_bytes()[:-200])
+    elif damage == "empty-folder":
+        shutil.rmtree(state)
+        state.mkdir()
+    if damage == "none":
+        check_training_state(tmp_path / "checkpoint-5")
+    else:
+        with pytest.raises(InputError, match="random_states_0.pkl|optimizer.bin|missing or empty"):
+            check_training_state(tmp_path / "checkpoint-5")
+
+
 def test_resume_latest_with_a_truncated_state_file_offers_the_previous_checkpoint(tmp_path, monkeypatch):
     from test_training import dummy_config
 

@@ -76,6 +76,7 @@ def check_training_state(folder: Path) -> None:
     """Refuse a checkpoint whose ``accelerate/`` training state is missing or has an empty, truncated or corrupt
     file (safetensors: header and size; ``torch.save`` files: their zip directory and every member's CRC), with
     one line naming the file — instead of a traceback from deep inside ``accelerate.load_state``."""
+    import pickletools
     import zipfile
 
     from refalign.pipelines.checkpoint import check_safetensors
@@ -92,12 +93,17 @@ def check_training_state(folder: Path) -> None:
                 raise InputError(str(exc).split("; ")[0] + " (training state is damaged)") from None
         elif f.suffix in (".bin", ".pkl", ".pt"):
             try:
-                with zipfile.ZipFile(f) as z:
-                    bad = z.testzip()
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                if zipfile.is_zipfile(f):  # torch.save's format
+                    with zipfile.ZipFile(f) as z:
+                        bad = z.testzip()
+                    if bad is not None:
+                        raise ValueError(f"member {bad} fails its checksum")
+                else:  # a plain pickle: read its opcodes to STOP without running any of them
+                    with f.open("rb") as fh:
+                        for _ in pickletools.genops(fh):
+                            pass
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 raise InputError(f"{f}: truncated or corrupt training state file ({exc})") from None
-            if bad is not None:
-                raise InputError(f"{f}: corrupt training state file (member {bad} fails its checksum)")
 
 
 def rotate(output_dir: str | Path, limit: int | None) -> None:
