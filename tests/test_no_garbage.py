@@ -595,6 +595,37 @@ def test_demo_bad_upload_is_one_line_without_server_paths(tmp_path, monkeypatch,
     assert len(records) == 1 and records[0].exc_info is None and str(tmp_path) not in records[0].getMessage()
 
 
+def test_demo_bad_upload_over_http_is_one_line(tmp_path, caplog, capsys):
+    """The same through a served page and gradio's client (what a script or another front end sends)."""
+    import socket
+
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+
+    from refalign.demo.app import build_demo, launch
+
+    bad = tmp_path / "uploads-here" / "photo.png"
+    bad.parent.mkdir()
+    bad.write_text("not an image")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_demo(lambda *a, **k: pytest.fail("the pipeline ran"), output_root=tmp_path / "out")
+    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    caplog.set_level("WARNING")
+    try:
+        value = {"background": handle_file(str(bad)), "layers": [], "composite": None, "id": None}
+        with pytest.raises(Exception) as info:
+            Client(f"http://127.0.0.1:{port}/", verbose=False).predict(value, value, 2, 1.0, 0, False,
+                                                                      api_name="/refine")
+    finally:
+        demo.close()
+    assert str(info.value) == "the image upload is empty or not an image; upload a PNG or JPEG"
+    records = [r for r in caplog.records if r.name.startswith("refalign")]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert "Traceback" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("steps,guidance,seed,named", [(float("inf"), 1.0, 0, "steps"), (2, float("nan"), 0, "guidance"),
                                                       (2, float("inf"), 0, "guidance"), (2, 1.0, float("inf"), "seed"),
                                                       (2, 1.0, float("nan"), "seed")])
