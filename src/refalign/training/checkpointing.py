@@ -45,6 +45,8 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
         path = found[-1]
     else:
         path = Path(resume)
+        if not path.exists():
+            raise InputError(f"{path}: no such checkpoint folder; use --resume latest or a checkpoint-N folder")
         if not (path / STATE_DIR).is_dir() or _step_or(path, -1) < 0:
             raise InputError(f"{path}: not a training checkpoint (a {PREFIX}N folder with {STATE_DIR}/ in it); use "
                              "--resume latest or a checkpoint-N folder")
