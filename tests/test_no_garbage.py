@@ -123,7 +123,8 @@ def test_other_commands_refuse_bad_numbers_before_model(files, no_model, dummy_c
     names = {k: str(v) for k, v in files.items()} | {"cases": str(files["image"].parent), "out": str(
         files["image"].parent / "out.png")}
     before = _listing(files["image"].parent)
-    args = [a.format(**names) for a in command] + (["--model", str(dummy_checkpoint)] if "detect" not in command else [])
+    model = ["--model", str(dummy_checkpoint)] if "detect" not in command else []
+    args = [a.format(**names) for a in command] + model
     assert_one_line_error(runner.invoke(app, args), named)
     assert _listing(files["image"].parent) == before
 
@@ -232,9 +233,9 @@ def test_residual_patch_refuses_non_finite_detail():
 
 
 def test_pipeline_never_changes_a_pixel_outside_the_band_property(monkeypatch):
-    """30 seeded trials through the tiny pipeline (both paste modes, random bands): random masks; in some trials the U-Net returns NaN or inf at a
-    random step. A corrupted window is refused (nothing returned, the input untouched); otherwise every pixel
-    farther from the mask than the paste radius is bit-identical."""
+    """30 seeded trials through the tiny pipeline (both paste modes, random bands): random masks; in some trials
+    the U-Net returns NaN, inf or 1e38 at a random step. A corrupted window is refused (nothing returned, the
+    input untouched); otherwise every pixel farther from the mask than the paste radius is bit-identical."""
     pipe = make_dummy_pipeline()
     forward = pipe.unet_forward
     rng = np.random.default_rng(7)
@@ -313,9 +314,9 @@ def _train_cli(tmp_path, *extra):
     return runner.invoke(app, ["train", "--output-dir", str(tmp_path / "run"), *sets, *extra])
 
 
-@pytest.mark.parametrize("setting,named", [("optim.lr_unet=.nan", "optim.lr_unet"), ("optim.lr_encoder=.inf", "lr_encoder"),
-                                           ("optim.lr_unet=-1", "optim.lr_unet"), ("ema_decay=2", "ema_decay"),
-                                           ("seed=-1", "seed"), ("optim.adam_epsilon=0", "adam_epsilon")])
+@pytest.mark.parametrize("setting,named", [
+    ("optim.lr_unet=.nan", "optim.lr_unet"), ("optim.lr_encoder=.inf", "lr_encoder"), ("optim.lr_unet=-1", "optim.lr_unet"),
+    ("ema_decay=2", "ema_decay"), ("seed=-1", "seed"), ("optim.adam_epsilon=0", "adam_epsilon")])
 def test_train_bad_numbers_refused_before_anything_is_written(tmp_path, monkeypatch, setting, named):
     monkeypatch.setattr("refalign.training.trainer.build_pipeline", lambda *a: pytest.fail("model built"))
     result = _train_cli(tmp_path, "--set", setting)
@@ -595,9 +596,14 @@ def test_demo_bad_upload_is_one_line_without_server_paths(tmp_path, monkeypatch,
     assert len(records) == 1 and records[0].exc_info is None and str(tmp_path) not in records[0].getMessage()
 
 
-def test_demo_bad_upload_over_http_is_one_line(tmp_path, caplog, capsys):
+def test_demo_bad_upload_over_http_is_one_line(tmp_path, caplog, capsys, monkeypatch):
     """The same through a served page and gradio's client (what a script or another front end sends)."""
+    import logging
     import socket
+
+    # earlier CliRunner tests leave root handlers on their closed stderr; logging would print its own traceback
+    live = [h for h in logging.root.handlers if not getattr(getattr(h, "stream", None), "closed", False)]
+    monkeypatch.setattr(logging.root, "handlers", live)
 
     pytest.importorskip("gradio")
     from gradio_client import Client, handle_file
@@ -626,9 +632,9 @@ def test_demo_bad_upload_over_http_is_one_line(tmp_path, caplog, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("steps,guidance,seed,named", [(float("inf"), 1.0, 0, "steps"), (2, float("nan"), 0, "guidance"),
-                                                      (2, float("inf"), 0, "guidance"), (2, 1.0, float("inf"), "seed"),
-                                                      (2, 1.0, float("nan"), "seed")])
+@pytest.mark.parametrize("steps,guidance,seed,named", [
+    (float("inf"), 1.0, 0, "steps"), (2, float("nan"), 0, "guidance"), (2, float("inf"), 0, "guidance"),
+    (2, 1.0, float("inf"), "seed"), (2, 1.0, float("nan"), "seed")])
 def test_demo_controls_refuse_non_finite_numbers(steps, guidance, seed, named):
     pytest.importorskip("gradio")
     from refalign.demo.app import _check_controls

@@ -87,7 +87,9 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
     img = Image.open(path)
     w, h = img.size
     if w * h > max_pixels:
-        raise InputError(f"{path}: {w}x{h} is over the limit of {max_pixels:,} pixels; downscale it or raise --max-pixels")
+        raise InputError(
+            f"{path}: {w}x{h} is over the limit of {max_pixels:,} pixels; downscale it or raise --max-pixels"
+        )
     frames = getattr(img, "n_frames", 1)
     if frames > 1 and img.format in ("GIF", "PNG", "WEBP"):  # animations (a multi-page TIFF gives its first page)
         raise InputError(f"{path}: animated image with {frames} frames; export the one frame to use as a PNG")

@@ -67,7 +67,9 @@ def refine(
     cases: Optional[Path] = typer.Option(None, "--cases", help="Refine every case folder under DIR instead."),
     model: Optional[str] = ModelOption,
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help=f"Guidance scale, 0 to {MAX_GUIDANCE:g} (default: the model's)."),
+    guidance: Optional[float] = typer.Option(
+        None, "--guidance", help=f"Guidance scale, 0 to {MAX_GUIDANCE:g} (default: the model's)."
+    ),
     strength: Optional[float] = typer.Option(
         None, "--strength", help="1 = repaint fully; lower keeps more (default: the model's)."
     ),

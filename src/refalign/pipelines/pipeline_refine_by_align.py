@@ -565,5 +565,6 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     out = callback(self, i, t, {k: available[k] for k in tensor_inputs}) or {}
                     latents = out.pop("latents", latents)
                 bar.update()
-        pixels = codecs.decode(self.codec, require_finite(latents, "the model's output for this window").to(image_latents.dtype))
+        latents = require_finite(latents, "the model's output for this window")  # refused, never pasted
+        pixels = codecs.decode(self.codec, latents.to(image_latents.dtype))
         return self.tensor_to_image(require_finite(pixels.float().mean(0, keepdim=True), "the decoded window"))
