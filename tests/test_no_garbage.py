@@ -315,8 +315,8 @@ def _train_cli(tmp_path, *extra):
 
 
 @pytest.mark.parametrize("setting,named", [
-    ("optim.lr_unet=.nan", "optim.lr_unet"), ("optim.lr_encoder=.inf", "lr_encoder"), ("optim.lr_unet=-1", "optim.lr_unet"),
-    ("ema_decay=2", "ema_decay"), ("seed=-1", "seed"), ("optim.adam_epsilon=0", "adam_epsilon")])
+    ("optim.lr_unet=.nan", "optim.lr_unet"), ("optim.lr_encoder=.inf", "lr_encoder"),
+    ("optim.lr_unet=-1", "optim.lr_unet"), ("ema_decay=2", "ema_decay"), ("seed=-1", "seed"), ("optim.adam_epsilon=0", "adam_epsilon")])
 def test_train_bad_numbers_refused_before_anything_is_written(tmp_path, monkeypatch, setting, named):
     monkeypatch.setattr("refalign.training.trainer.build_pipeline", lambda *a: pytest.fail("model built"))
     result = _train_cli(tmp_path, "--set", setting)
