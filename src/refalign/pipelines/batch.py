@@ -5,7 +5,7 @@ object's mask on the reference, handed to the alignment stage). The run writes `
 reference region the refinement used; not written with ``no_align``) and then ``refined.png``. A case counts as
 finished when ``refined.png`` exists and decodes to the end: it is written last and atomically, so an interrupted
 run resumes where it stopped, a leftover ``correspondence_pred.png`` of an unfinished case is simply rewritten, and
-the temporary file of a write killed midway is removed when that file is next written.
+the temporary files of a write killed midway are removed when the process comes to the case (finished or not).
 
 Under ``accelerate launch --num_processes N`` every process lists the same cases, takes its contiguous share
 (:meth:`accelerate.PartialState.split_between_processes`) and skips its own finished cases, so no coordination
@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refalign.errors import InputError, RefalignError
-from refalign.files import DEFAULT_MAX_PIXELS, is_complete_image, load_refine_inputs, save_image, write_bytes_atomic
+from refalign.files import (
+    DEFAULT_MAX_PIXELS, is_complete_image, load_refine_inputs, remove_stale_temps, save_image, write_bytes_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ def refine_cases(
     with state.split_between_processes(cases) as mine:
         bar = tqdm(mine, desc="cases", unit="case", disable=not state.is_local_main_process, leave=False)
         for case in bar:
+            for name in (REFINED, CORRESPONDENCE, ERROR):  # left by a run killed mid-write; this case is ours
+                remove_stale_temps(case / name)
             if not overwrite and is_finished(case):
                 report.skipped.append(case)
                 continue
