@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from refalign.checks import check_seed, check_steps, num_train_timesteps
 from refalign.cli._common import DeviceOption, ModelOption, OverwriteOption, handle_errors
 from refalign.errors import InputError, OutputError
 from refalign.files import DEFAULT_MAX_PIXELS
@@ -54,6 +55,7 @@ def align(
     from refalign.files import check_output, load_refine_inputs, save_image
 
     # 1. every input and output checked before the model loads
+    check_seed(seed)
     inputs = load_refine_inputs(image, mask, reference, object_mask, max_pixels=max_pixels)
     protected = tuple(p for p in (image, mask, reference, object_mask) if p is not None)
     output = check_output(output or default_output(image), overwrite=overwrite, protected=protected)
@@ -105,6 +107,7 @@ def align_search(
     from refalign.eval.alignment_search import search_alignment
 
     # 1. inputs and outputs checked before the model loads
+    check_seed(seed), check_steps(steps, num_train_timesteps(resolve_model(model)))
     folders = list_cases(cases)
     if not any((f / CORRESPONDENCE).is_file() for f in folders):
         raise InputError(f"{cases}: no case has a {CORRESPONDENCE} (the ground truth the search scores against)")

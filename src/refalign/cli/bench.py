@@ -34,7 +34,8 @@ def bench(
     from refalign.cli._common import resolve_device, resolve_model
     from refalign.errors import InputError
     from refalign.eval.baselines import MODEL_METHODS
-    from refalign.eval.runner import BenchConfig, run_bench
+    from refalign.cli._common import EXIT_CASES_FAILED
+    from refalign.eval.runner import BenchConfig, load_results, run_bench
 
     if settings:
         from refalign.pipelines.config import RefalignConfig, apply_overrides
@@ -50,3 +51,7 @@ def bench(
                       overrides=list(settings or []))
     out = run_bench(cfg)
     typer.echo(f"wrote {out / 'summary.md'}")
+    failed = sorted(name for name, r in load_results(out / "results.jsonl").items() if r.get("error"))
+    if failed:  # the exit-code convention of every batch command (README: exit codes)
+        typer.echo(f"{len(failed)} case(s) failed (the error is in results.jsonl): {', '.join(failed)}", err=True)
+        raise typer.Exit(EXIT_CASES_FAILED)

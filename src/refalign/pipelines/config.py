@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from refalign.checks import check_refalign_config
 from refalign.errors import CheckpointError, InputError
-from refalign.fill import GREY
 from refalign.files import write_bytes_atomic
+from refalign.fill import GREY
 from refalign.typed_config import build_typed, set_dotted
 
 FORMAT_VERSION = 1
@@ -153,6 +154,7 @@ class RefalignConfig:
             raise CheckpointError(f"{exc}; fix the file") from None
         except TypeError as exc:
             raise CheckpointError(f"{source}: unexpected content ({exc}); re-save the checkpoint") from None
+        check_refalign_config(config, source, CheckpointError)
         if config.refinement.paste_mode not in ("window", "residual"):
             raise CheckpointError(f"{source}: paste_mode {config.refinement.paste_mode!r} is not window or residual; "
                                   "fix the file")

@@ -28,6 +28,7 @@ from PIL import Image
 
 # diffusers only loads components from modules already imported: refalign's codec and encoder must be
 import refalign.models.reference_encoder  # noqa: F401
+from refalign.checks import check_number, check_seed, check_steps, require_finite
 from refalign.errors import CheckpointError, InputError
 from refalign.files import as_mask, as_rgb, check_mask
 from refalign.fill import RADIUS, telea_fill
@@ -303,6 +304,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         run = self._settings(num_inference_steps, guidance_scale, strength, masked_content, num_samples, generator,
                              seed, callback_on_step_end, callback_on_step_end_tensor_inputs)
         inputs = self._check_inputs(image, mask, reference, reference_mask, object_mask, no_align, run, output_type)
+        check_number(context, "context", lo=0.0, lo_open=True)
         self._interrupt = False
 
         # 2. Split the mask into regions and plan one zoom-in window per region (close regions share one)
@@ -338,8 +340,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         masked_content = str(cfg.masked_content if masked_content is None else masked_content)
         if masked_content not in ("original", "fill"):
             raise InputError(f"masked_content must be 'original' or 'fill', got {masked_content!r}")
-        if steps < 1:
-            raise InputError(f"num_inference_steps must be at least 1, got {steps}")
+        check_steps(steps, self.scheduler.config.num_train_timesteps, "num_inference_steps")
+        check_number(self._guidance_scale, "guidance_scale", lo=0.0)
         if not 0.0 < strength <= 1.0:
             raise InputError(f"strength must be in (0, 1], got {strength}")
         if int(steps * strength) < 1:
@@ -350,7 +352,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if generator is not None and seed is not None:
             raise InputError("pass either generator or seed, not both")
         if generator is None and seed is not None:
-            generator = torch.Generator("cpu").manual_seed(int(seed))
+            generator = torch.Generator("cpu").manual_seed(int(check_seed(seed, "seed")))
         return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs))
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, no_align, run: RefineSettings,
@@ -492,8 +494,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 start = start.repeat(run.num_samples, 1, 1, 1)
             latents = self.scheduler.add_noise(start, noise, timesteps[:1])
         latents = self._sample(latents, noise, cond, timesteps, run)
+        latents = require_finite(latents, "the model's output for this window")  # refused, never pasted
         pixels = codecs.decode(self.codec, latents.to(cond.image_latents.dtype))
-        return self.tensor_to_image(pixels.float().mean(0, keepdim=True))
+        return self.tensor_to_image(require_finite(pixels.float().mean(0, keepdim=True), "the decoded window"))
 
     def _window_conditioning(self, job: WindowJob, num_samples: int) -> "WindowConditioning":
         """The U-Net's conditioning of one window, repeated for ``num_samples`` and classifier-free guidance."""

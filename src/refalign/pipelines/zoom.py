@@ -27,6 +27,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from refalign.checks import require_finite
 from refalign.fill import GREY, telea_fill
 from refalign.mask_ops import dilate, distance_to
 from refalign.windows import (
@@ -155,7 +156,9 @@ def paste_weights(region_mask: np.ndarray, radius: int, valid: np.ndarray | None
 
 def paste(image: np.ndarray, patch: np.ndarray, weights: np.ndarray, window: Window) -> None:
     """Blend ``patch`` (the refined window at image scale, ``(size, size, 3) uint8``) into ``image`` in place with
-    ``weights``; pixels of weight 0 are not written at all, so they stay bit-identical."""
+    ``weights``; pixels of weight 0 are not written at all, so they stay bit-identical. A patch or weights with a
+    NaN or infinite value are refused (:class:`~refalign.checks.NonFiniteError`) before anything is written."""
+    require_finite(patch, "the refined window"), require_finite(weights, "the paste weights")
     h, w = image.shape[:2]
     t0, l0 = max(0, window.top), max(0, window.left)
     t1, l1 = min(h, window.bottom), min(w, window.right)
@@ -236,7 +239,7 @@ def residual_patch(
     patch = base.astype(np.float32) + delta
     if detail is not None:
         patch += detail
-    return np.clip(np.round(patch), 0, 255).astype(np.uint8)
+    return np.clip(np.round(require_finite(patch, "the residual patch")), 0, 255).astype(np.uint8)
 
 
 def window_inputs(

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from refalign.checks import check_train_config
 from refalign.data.masks import MaskSpec
 from refalign.data.perturb import ColorSpec, GeometrySpec
 from refalign.errors import InputError
@@ -162,6 +164,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{source}: {message}")
+        check_train_config(self, source)
 
 
 # ------------------------------------------------------------------------------------------ (de)serialisation
