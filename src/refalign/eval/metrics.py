@@ -58,6 +58,15 @@ def window_psnr_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, *
     return psnr(o, t), ssim(o, t)
 
 
+def box_psnr_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, *, margin: int = 8) -> tuple[float, float]:
+    """PSNR and SSIM of ``output`` against ``target`` over the artifact: the mask's bounding box grown by ``margin``
+    pixels on each side (DESIGN §7), clipped to the image."""
+    t, l, b, r = mask_bbox(mask)
+    h, w = mask.shape[:2]
+    ys, xs = slice(max(0, t - margin), min(h, b + margin)), slice(max(0, l - margin), min(w, r + margin))
+    return psnr(output[ys, xs], target[ys, xs]), ssim(output[ys, xs], target[ys, xs])
+
+
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Dilate a bool mask by a disk of radius ``pixels``."""
     if pixels <= 0:

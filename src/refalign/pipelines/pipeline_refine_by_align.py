@@ -26,6 +26,7 @@ from refalign.errors import CheckpointError, InputError
 from refalign.models import codecs
 from refalign.pipelines.checkpoint import check_checkpoint
 from refalign.pipelines.config import FILE_NAME, RefalignConfig
+from refalign.shipped import default_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +54,24 @@ class RefineByAlignPipeline(DiffusionPipeline):
         self.refalign_config.save(Path(save_directory) / FILE_NAME)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "RefineByAlignPipeline":
-        """Load a checkpoint folder (or a hub id, downloaded first). The folder is checked before loading; a missing
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs
+    ) -> "RefineByAlignPipeline":
+        """Load a checkpoint folder (or a hub id ``owner/name``, downloaded first); without an argument, the model
+        shipped with refalign (:func:`refalign.default_model_path`). The folder is checked before loading; a missing
         or corrupt part raises :class:`~refalign.errors.CheckpointError` naming the file."""
+        if pretrained_model_name_or_path is None:
+            pretrained_model_name_or_path = default_model_path()
         path = Path(pretrained_model_name_or_path)
-        if not path.exists() and not str(pretrained_model_name_or_path).startswith((".", "/", "~")) and "/" in str(
-            pretrained_model_name_or_path
-        ):
+        if not path.exists() and _looks_like_hub_id(str(pretrained_model_name_or_path)):
             from huggingface_hub import snapshot_download
 
-            path = Path(snapshot_download(str(pretrained_model_name_or_path)))
+            try:
+                path = Path(snapshot_download(str(pretrained_model_name_or_path)))
+            except Exception as exc:  # offline, unknown repository, ...: one line naming what was asked for
+                raise CheckpointError(f"{pretrained_model_name_or_path}: no such folder, and the hub could not "
+                                      f"provide it ({type(exc).__name__}); give the path of a checkpoint "
+                                      "folder") from exc
         check_checkpoint(path)
         config = RefalignConfig.load(path / FILE_NAME)
         # diffusers only loads components from modules already imported; make sure refalign's are (a fresh process)
@@ -565,3 +574,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 bar.update()
         pixels = codecs.decode(self.codec, latents.to(image_latents.dtype))
         return self.tensor_to_image(pixels.float().mean(0, keepdim=True))
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
+    local path and is checked as a folder."""
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
