@@ -6,6 +6,7 @@ Each row is a fresh Python process (median of ``--repeat`` runs; the OS file cac
   or transformers are imported (issue 17 target: < 0.5 s);
 * a cold ``refalign refine`` of a 512x512 case (the procedural example) end to end (target: <= 4 s), and the same
   work in-process split into import / load / compute;
+* the libraries alone (import torch, diffusers' UNet and pipeline, transformers' DINOv2), the floor of any cold run;
 * OpenCV Telea on the same case, CLI-free (import cv2 + numpy + PIL, read, inpaint, write), its import / compute.
 
     python benchmarks/bench_startup.py --repeat 3
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +41,15 @@ out = pipe(image, mask, load_image(f"{case}/reference.png"), seed=0)
 save_image(out.image, f"{case}/breakdown.png")
 t3 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "load": t2 - t1, "compute": t3 - t2}))
+"""
+
+LIBRARIES_ONLY = r"""
+import json, time
+t0 = time.perf_counter()
+import torch
+from diffusers import DiffusionPipeline, UNet2DConditionModel
+from transformers import Dinov2Model
+print(json.dumps({"import": time.perf_counter() - t0, "load": 0.0, "compute": 0.0}))
 """
 
 TELEA_BREAKDOWN = r"""
@@ -104,8 +115,13 @@ def main() -> None:
             "refalign refine 512x512, cold CLI": [wall(refine) for _ in range(args.repeat)],
         }
         parts = {"refalign (in-process split)": [breakdown(REFINE_BREAKDOWN, case) for _ in range(args.repeat)],
+                 "torch + diffusers + transformers alone": [breakdown(LIBRARIES_ONLY, case)
+                                                            for _ in range(args.repeat)],
                  "OpenCV Telea, CLI-free": [breakdown(TELEA_BREAKDOWN, case) for _ in range(args.repeat)]}
     med = statistics.median
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f} at the end, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"| run (median of {args.repeat}, fresh process) | import s | load s | compute s | total s |")
     print("|---|---|---|---|---|")
     for name, times in rows.items():

@@ -114,7 +114,7 @@ def test_cli_example_runs_the_photo_pair_by_default_with_the_shipped_model(tmp_p
     np.testing.assert_array_equal(np.asarray(Image.open(out / "image.png")), ex.image)
     changed = (refined != ex.image).any(axis=2)
     assert changed[ex.mask].any() and not changed[~dilate(ex.mask, 8)].any()
-    for name in ("overlay.png", "token_map.png", "before_after.png", "reference.png", "target.png"):
+    for name in ("overlay.png", "token_map.png", "before_after.png", "zoom.png", "reference.png", "target.png"):
         assert (out / name).is_file(), name
 
 

@@ -18,27 +18,12 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 import refalign
-from conftest import synthetic_scene
 from refalign.cli import app
+from test_cli_inputs import files, no_model  # noqa: F401  (shared fixtures: the scene's files; no model may load)
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def files(tmp_path) -> dict[str, Path]:
-    s = synthetic_scene()
-    paths = {"image": tmp_path / "img.png", "mask": tmp_path / "mask.png", "reference": tmp_path / "ref.png"}
-    Image.fromarray(s["image"]).save(paths["image"])
-    Image.fromarray(s["mask"].astype(np.uint8) * 255).save(paths["mask"])
-    Image.fromarray(s["reference"]).save(paths["reference"])
-    return paths
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
 
 
 def _one_error_line(result, named: str) -> str:
@@ -133,18 +118,26 @@ def test_check_writable_uses_a_real_write(tmp_path, monkeypatch):
         check_writable(tmp_path)
 
 
+def _fail_writing(monkeypatch, name: str, error: OSError) -> None:
+    """Make :func:`refalign.files.save_image` raise ``error`` (naming the path) for files called ``name``."""
+    import refalign.files
+
+    real = refalign.files.save_image
+
+    def failing(image, path):
+        if Path(path).name == name:
+            error.filename = str(path)
+            raise error
+        real(image, path)
+
+    monkeypatch.setattr("refalign.files.save_image", failing)
+
+
 def test_outputs_are_written_as_one_set(tmp_path, monkeypatch):
     """When the second file cannot be written, the first is removed again and the OSError is one line."""
     from refalign.cli import _common
 
-    real = __import__("refalign.files", fromlist=["save_image"]).save_image
-
-    def failing(image, path):
-        if Path(path).name == "b.png":
-            raise OSError(28, "No space left on device", str(path))
-        real(image, path)
-
-    monkeypatch.setattr("refalign.files.save_image", failing)
+    _fail_writing(monkeypatch, "b.png", OSError(28, "No space left on device"))
     img = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(OSError):
         _common.write_outputs({tmp_path / "a.png": img, tmp_path / "b.png": img})
@@ -152,14 +145,7 @@ def test_outputs_are_written_as_one_set(tmp_path, monkeypatch):
 
 
 def test_align_writes_correspondence_and_overlay_together_or_neither(files, tmp_path, dummy_checkpoint, monkeypatch):
-    real = __import__("refalign.files", fromlist=["save_image"]).save_image
-
-    def failing(image, path):
-        if Path(path).name == "ov.png":
-            raise PermissionError(13, "Permission denied", str(path))
-        real(image, path)
-
-    monkeypatch.setattr("refalign.files.save_image", failing)
+    _fail_writing(monkeypatch, "ov.png", PermissionError(13, "Permission denied"))
     corr, ov = tmp_path / "corr.png", tmp_path / "ov.png"
     res = runner.invoke(app, ["align", str(files["image"]), "--mask", str(files["mask"]), "-r", str(files["reference"]),
                               "-o", str(corr), "--overlay", str(ov), "--model", str(dummy_checkpoint)])
@@ -267,6 +253,19 @@ def test_bad_input_errors_come_before_torch_is_imported(tmp_path):
     assert "no such image file" in res.stderr
 
 
+def test_cli_process_ends_quickly_with_its_outputs_and_lines_complete(files, tmp_path, dummy_checkpoint):
+    """A finished command leaves without the libraries' teardown (os._exit): the file and every line are there,
+    the exit code is kept; an error still exits 2."""
+    out = tmp_path / "out.png"
+    res = _run(["refine", str(files["image"]), "--mask", str(files["mask"]), "-r", str(files["reference"]),
+                "-o", str(out), "--model", str(dummy_checkpoint), "--steps", "1"], OMP_NUM_THREADS="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith(f"wrote {out}") and Image.open(out).size == (96, 96)
+    res = _run(["refine", str(files["image"]), "--mask", str(files["mask"]), "-r", str(files["reference"]),
+                "-o", str(out), "--model", str(dummy_checkpoint)])
+    assert res.returncode == 2 and "already exists" in res.stderr
+
+
 # ---------------------------------------------------------------------------------------- 6. pictures
 
 
@@ -301,6 +300,10 @@ def test_correspondence_and_token_map_are_separate_labelled_pictures():
     assert (tokens[-64:][45, 220] != tokens[-64:][45, 100]).any()
     panel = labelled_before_after(ref, ref, region, ("input", "refined"))
     assert panel.shape[1] == 2 * 300 + 8 and panel.shape[0] > 64
+    from refalign.demo.visuals import artifact_zoom
+
+    zoom = artifact_zoom([ref, ref, ref], ["input", "refined", "undamaged"], region, size=128)
+    assert zoom.shape[1] == 3 * 128 + 2 * 8 and zoom.shape[0] > 128
 
 
 # ------------------------------------------------------------------------------------------ 7. housekeeping

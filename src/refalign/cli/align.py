@@ -52,7 +52,7 @@ def align(
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted."),
 ) -> None:
     """Find the region of the reference that matches the masked artifact and save it as a mask."""
-    from refalign.cli._common import check_writable, load_pipeline, write_outputs
+    from refalign.cli._common import allow_quick_exit, check_writable, load_pipeline, write_outputs
     from refalign.files import check_output, load_refine_inputs
 
     # 1. every input and output checked before the model loads
@@ -79,6 +79,7 @@ def align(
 
         files[overlay] = correspondence_picture(inputs.reference, out.mask, out.score, out.path)
     write_outputs(files)  # one set: the correspondence and its picture, or neither
+    allow_quick_exit()
     path = f", {out.path}: {out.path_reason}" if out.path_reason else ""
     typer.echo(f"wrote {', '.join(map(str, files))} (step {out.step}, layer {out.layer}, confidence "
                f"{out.score:.3f}{path})")

@@ -20,7 +20,7 @@ from refalign.cli._common import (
 from refalign.errors import InputError
 
 OUTPUT_FILES = ("image.png", "mask.png", "reference.png", "target.png", "refined.png", "correspondence.png",
-                "overlay.png", "token_map.png", "before_after.png")
+                "overlay.png", "token_map.png", "before_after.png", "zoom.png")
 
 
 @handle_errors
@@ -39,7 +39,7 @@ def example(
     """Refine a built-in example (by default a real photo pair: a backpack's label with its print smeared, and
     another photo of the backpack as the reference) and write the inputs, the refined image, labelled pictures of
     the correspondence used and of the token attention map, and a labelled before/after panel."""
-    from refalign.cli._common import load_pipeline, write_outputs
+    from refalign.cli._common import allow_quick_exit, load_pipeline, write_outputs
     from refalign.examples import EXAMPLE_KINDS, load_example  # deferred: OpenCV, ~0.1 s of every command's start
 
     # 1. the output folder and the example, checked and built before the model loads
@@ -58,6 +58,7 @@ def example(
     scores = example_scores(ex, out.image)
     files = {output_dir / name: arr for name, arr in example_pictures(ex, out, scores).items()}
     write_outputs(files)
+    allow_quick_exit()
     typer.echo(f"example ({kind}): {ex.description}")
     typer.echo(run_summary(out, seconds))
     typer.echo("over the artifact (the mask's bounding box grown by 8 px), against the undamaged image:")
@@ -83,6 +84,7 @@ def example_pictures(ex, out, scores) -> dict[str, object]:
     """Every file of the example by name: the raw inputs and result, and labelled pictures (the correspondence the
     refinement used with its confidence, the token attention map on its own, the before/after panel)."""
     from refalign.demo.visuals import (
+        artifact_zoom,
         combine_soft_maps,
         correspondence_picture,
         labelled_before_after,
@@ -102,6 +104,9 @@ def example_pictures(ex, out, scores) -> dict[str, object]:
         "before_after.png": labelled_before_after(
             ex.image, out.image, ex.mask,
             (f"input: artifact outlined, PSNR {before:.1f} dB", f"refined: PSNR {after:.1f} dB")),
+        "zoom.png": artifact_zoom(
+            [ex.image, out.image, ex.target],
+            [f"input ({before:.1f} dB)", f"refined ({after:.1f} dB)", "undamaged"], ex.mask),
     }
     if out.correspondence is not None:
         files["correspondence.png"] = out.correspondence

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from refalign.cli._common import handle_errors, quiet_libraries, resolve_model
+from refalign.cli._common import allow_quick_exit, handle_errors, quiet_libraries, resolve_model
 
 #: Width of ``info``'s lines: fits an 80-column terminal.
 WIDTH = 80
@@ -25,6 +25,7 @@ def info(
 
     quiet_libraries()  # no "Loading pipeline components" bar or library logs unless -v
     summary = summarize_checkpoint(resolve_model(path))
+    allow_quick_exit()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -108,7 +108,7 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
                 overwrite, max_pixels, call, detect_z=4.0) -> None:
     import dataclasses
 
-    from refalign.cli._common import check_writable, load_pipeline, run_summary, write_outputs
+    from refalign.cli._common import allow_quick_exit, check_writable, load_pipeline, run_summary, write_outputs
     from refalign.files import check_output, load_reference, load_refine_inputs
 
     missing = [name for name, v in (("IMAGE", image), ("--reference", reference)) if v is None]
@@ -173,6 +173,7 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
             if m is not None:
                 files[_per_reference(save_correspondence, i) if extra else save_correspondence] = m
     write_outputs(files)
+    allow_quick_exit()
     typer.echo(run_summary(out, seconds))
     typer.echo(f"wrote {', '.join(str(p) for p in files)}")
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from refalign.attention.overlay import correspondence_overlay
+from refalign.windows import crop, mask_bbox, square_window
 
 #: Colour of the region contour on the reference and of the artifact contour on the before/after panel (RGB).
 CONTOUR_COLOR = (255, 230, 0)
@@ -151,13 +152,36 @@ def token_map_picture(reference: np.ndarray, soft: np.ndarray | None) -> np.ndar
     return label(picture, "token attention map (eq. 5, 16x16 tokens): where the model looked, not the region used")
 
 
+def labelled_row(images: list[np.ndarray], labels: list[str], mask: np.ndarray | None = None, *, gap: int = 8,
+                 background: int = 255) -> np.ndarray:
+    """Pictures side by side, each under its label, ``gap`` pixels apart, with ``mask`` outlined on each."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} pictures but {len(labels)} labels")
+    shapes = {np.asarray(im).shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"pictures of different sizes: {sorted(shapes)}")
+    panels = [label(draw_contour(np.asarray(im), mask) if mask is not None else im, text)
+              for im, text in zip(images, labels)]
+    h = max(p.shape[0] for p in panels)
+    row = []
+    for k, p in enumerate(panels):
+        row.append(np.vstack([p, np.full((h - p.shape[0], p.shape[1], 3), background, np.uint8)]))
+        if k < len(panels) - 1:
+            row.append(np.full((h, gap, 3), background, np.uint8))
+    return np.hstack(row)
+
+
 def labelled_before_after(image: np.ndarray, refined: np.ndarray, mask: np.ndarray | None, labels: tuple[str, str],
                           *, gap: int = 8, background: int = 255) -> np.ndarray:
     """:func:`before_after` with a label over each half (e.g. ``("input: artifact outlined", "refined: PSNR …")``)."""
-    a, b = np.asarray(image), np.asarray(refined)
-    if mask is not None:
-        a, b = draw_contour(a, mask), draw_contour(b, mask)
-    left, right = label(a, labels[0]), label(b, labels[1])
-    h = max(left.shape[0], right.shape[0])
-    left, right = (np.vstack([p, np.full((h - p.shape[0], p.shape[1], 3), background, np.uint8)]) for p in (left, right))
-    return np.hstack([left, np.full((h, gap, 3), background, np.uint8), right])
+    return labelled_row([image, refined], list(labels), mask, gap=gap, background=background)
+
+
+def artifact_zoom(images: list[np.ndarray], labels: list[str], mask: np.ndarray, *, context: float = 3.0,
+                  size: int = 256) -> np.ndarray:
+    """The square around the artifact (``context`` times its box, :func:`refalign.windows.square_window`) from
+    each image, enlarged to ``size`` pixels without smoothing (pixels shown as they are), labelled, side by side."""
+    win = square_window(mask_bbox(mask), mask.shape[:2], context=context, min_size=32)
+    zoom = [cv2.resize(crop(np.asarray(im), win), (size, size), interpolation=cv2.INTER_NEAREST) for im in images]
+    small = cv2.resize(crop(mask.astype(np.uint8), win), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    return labelled_row(zoom, labels, small)
