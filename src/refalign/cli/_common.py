@@ -63,7 +63,8 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Route refalign's loggers to stderr: warnings only, or debug logs of refalign and its libraries with ``-v``.
+    """Route refalign's loggers to stderr: warnings only (and training's progress lines), or debug logs of refalign
+    and its libraries with ``-v``.
     Imports nothing heavy: the libraries' own verbosity is set when the model loads (:func:`quiet_libraries`)."""
     global _verbose
     _verbose = verbose
@@ -71,6 +72,11 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # read by diffusers / transformers when they are imported (by whichever command needs them)
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # training is long work whose INFO lines (data found, resumed at step N, time limit reached) are its report
+    logging.getLogger("refalign.training").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def quiet_libraries() -> None:
