@@ -9,7 +9,7 @@ Each row is a fresh Python process (median of ``--repeat`` runs; the OS file cac
 * the libraries alone (import torch, diffusers' UNet and pipeline, transformers' DINOv2), the floor of any cold run;
 * OpenCV Telea on the same case, CLI-free (import cv2 + numpy + PIL, read, inpaint, write), its import / compute.
 
-    python benchmarks/bench_startup.py --repeat 3
+    python benchmarks/bench_startup.py --repeat 5 [--compare OLD_CHECKOUT/src]
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ print(json.dumps({"import": t1 - t0, "load": 0.0, "compute": t2 - t1}))
 """
 
 
-def wall(cmd: list[str], expect: int = 0) -> float:
+def wall(cmd: list[str], expect: int = 0, env: dict | None = None) -> float:
     """Wall-clock seconds of one process, checking its exit code."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != expect:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
@@ -101,34 +101,45 @@ def make_case(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="Another refalign source folder (e.g. an older checkout's src/) to time the CLI rows of")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "refalign.cli"]
     with tempfile.TemporaryDirectory() as tmp:
         case = make_case(Path(tmp))
-        refine = [*cli, "refine", str(case / "image.png"), "--mask", str(case / "mask.png"), "-r",
+        refine = ["refine", str(case / "image.png"), "--mask", str(case / "mask.png"), "-r",
                   str(case / "reference.png"), "-o", str(case / "out.png"), "--overwrite"]
-        bad = [*cli, "refine", str(case / "missing.png"), "--mask", str(case / "mask.png"), "-r",
-               str(case / "reference.png")]
-        rows = {
-            "refalign --version": [wall([*cli, "--version"]) for _ in range(args.repeat)],
-            "refalign refine, bad input (exit 2)": [wall(bad, expect=2) for _ in range(args.repeat)],
-            "refalign refine 512x512, cold CLI": [wall(refine) for _ in range(args.repeat)],
+        bad = ["refine", str(case / "missing.png"), "--mask", str(case / "mask.png"), "-r", str(case / "reference.png")]
+        runs = {
+            "refalign --version": lambda env: wall([*cli, "--version"], env=env),
+            "refalign refine, bad input (exit 2)": lambda env: wall([*cli, *bad], expect=2, env=env),
+            "refalign refine 512x512, cold CLI": lambda env: wall([*cli, *refine], env=env),
         }
-        parts = {"refalign (in-process split)": [breakdown(REFINE_BREAKDOWN, case) for _ in range(args.repeat)],
-                 "torch + diffusers + transformers alone": [breakdown(LIBRARIES_ONLY, case)
-                                                            for _ in range(args.repeat)],
-                 "OpenCV Telea, CLI-free": [breakdown(TELEA_BREAKDOWN, case) for _ in range(args.repeat)]}
+        splits = {"refalign (in-process split)": REFINE_BREAKDOWN,
+                  "torch + diffusers + transformers alone": LIBRARIES_ONLY,
+                  "OpenCV Telea, CLI-free": TELEA_BREAKDOWN}
+        envs = {"": None}
+        if args.compare is not None:
+            envs[f" [{args.compare}]"] = {**os.environ, "PYTHONPATH": str(args.compare.resolve())}
+        rows: dict[str, list] = {}
+        for _ in range(args.repeat):  # interleaved, so that a change in the machine's load hits every row alike
+            for name, run in runs.items():
+                for tag, env in envs.items():
+                    rows.setdefault(name + tag, []).append(run(env))
+            for name, script in splits.items():
+                rows.setdefault(name, []).append(breakdown(script, case))
     med = statistics.median
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{os.cpu_count()} CPUs, load average {load:.1f} at the end, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"| run (median of {args.repeat}, fresh process) | import s | load s | compute s | total s |")
     print("|---|---|---|---|---|")
-    for name, times in rows.items():
-        print(f"| {name} | | | | {med(times):.2f} |")
-    for name, runs in parts.items():
-        cols = [med(r[k] for r in runs) for k in ("import", "load", "compute", "total")]
-        print(f"| {name} | {cols[0]:.2f} | {cols[1]:.2f} | {cols[2]:.2f} | {cols[3]:.2f} |")
+    for name, values in rows.items():
+        if isinstance(values[0], dict):
+            cols = [med(r[k] for r in values) for k in ("import", "load", "compute", "total")]
+            print(f"| {name} | {cols[0]:.2f} | {cols[1]:.2f} | {cols[2]:.2f} | {cols[3]:.2f} |")
+        else:
+            print(f"| {name} | | | | {med(values):.2f} |")
 
 
 if __name__ == "__main__":
