@@ -38,9 +38,9 @@ def fail(message: str) -> None:
 
 def os_error_line(exc: OSError) -> str:
     """One line for a failed file operation: the path, what the system said, and what to do."""
-    path = exc.filename if exc.filename is not None else "output"
-    why = exc.strerror or type(exc).__name__
-    return f"{path}: {why}; check that the folder exists and is writable, or choose another output"
+    path = exc.filename if exc.filename is not None else "file"
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return f"{path}: {why}; check the path, its folder's permissions and the free space"
 
 
 def handle_errors(fn: Callable) -> Callable:
