@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from refalign.cli import app
-from refalign.eval.metrics import dilate
+from refalign.mask_ops import dilate
 from refalign.examples import EXAMPLE_SEED, assets_dir, damage_print, make_example, photo_example, print_mask
 
 runner = CliRunner()

@@ -23,6 +23,8 @@ from refalign.errors import OutputError, RefalignError
 from refalign.shipped import default_model_path
 
 EXIT_USER_ERROR = 2
+#: a batch command (``refine --cases``, ``bench``) ran but some cases failed; each failure is recorded per case
+EXIT_CASES_FAILED = 1
 #: Libraries whose INFO chatter is hidden unless ``-v``.
 NOISY_LOGGERS = ("diffusers", "transformers", "accelerate", "PIL", "matplotlib", "httpx", "urllib3", "gradio")
 

@@ -34,14 +34,16 @@ def bench(
     from refalign.cli._common import resolve_device, resolve_model
     from refalign.errors import InputError
     from refalign.eval.baselines import MODEL_METHODS
-    from refalign.eval.runner import BenchConfig, run_bench
+    from refalign.cli._common import EXIT_CASES_FAILED
+    from refalign.eval.runner import BenchConfig, load_results, run_bench
 
     if settings:
         from refalign.pipelines.config import RefalignConfig, apply_overrides
 
         if method not in MODEL_METHODS:
             raise InputError(f"--set changes the model's settings; method {method} uses no model")
-        apply_overrides(RefalignConfig(), list(settings))  # a bad key or value stops here, before any output
+        # a bad key or value stops here, before any output (the effect is checked on the checkpoint's own settings)
+        apply_overrides(RefalignConfig(), list(settings), check_effect=False)
     if method in MODEL_METHODS:
         model = resolve_model(model)
     cfg = BenchConfig(cases=cases, method=method, output=output, model=model, steps=steps, seed=seed, clip=clip,
@@ -49,3 +51,7 @@ def bench(
                       overrides=list(settings or []))
     out = run_bench(cfg)
     typer.echo(f"wrote {out / 'summary.md'}")
+    failed = sorted(name for name, r in load_results(out / "results.jsonl").items() if r.get("error"))
+    if failed:  # the exit-code convention of every batch command (README: exit codes)
+        typer.echo(f"{len(failed)} case(s) failed (the error is in results.jsonl): {', '.join(failed)}", err=True)
+        raise typer.Exit(EXIT_CASES_FAILED)

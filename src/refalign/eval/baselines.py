@@ -26,6 +26,7 @@ import numpy as np
 
 from refalign.errors import InputError
 from refalign.eval.cases import Case
+from refalign.fill import telea_fill
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
 PIXEL_METHODS = ("identity", "telea", "ns", "paste")
@@ -49,7 +50,7 @@ def identity(case: Case) -> MethodOutput:
 
 def opencv_inpaint(case: Case, flags: int, radius: int = 3) -> MethodOutput:
     """OpenCV inpainting of the mask; outside the mask the result is the input (OpenCV keeps it already)."""
-    out = cv2.inpaint(case.image, case.mask.astype(np.uint8) * 255, radius, flags)
+    out = telea_fill(case.image, case.mask, radius, navier_stokes=flags == cv2.INPAINT_NS)
     out[~case.mask] = case.image[~case.mask]
     return MethodOutput(out)
 
