@@ -166,7 +166,8 @@ def test_fully_transparent_reference_says_its_alpha_was_read_as_the_object(files
     ref = Image.open(files["reference"]).convert("RGBA")
     ref.putalpha(0)
     ref.save(files["reference"])
-    res = runner.invoke(app, ["refine", str(files["image"]), "--mask", str(files["mask"]), "-r", str(files["reference"])])
+    res = runner.invoke(app, ["refine", str(files["image"]), "--mask", str(files["mask"]), "-r",
+                              str(files["reference"])])
     line = _one_error_line(res, str(files["reference"]))
     assert "transparency is read as the object mask" in line and "--object-mask" in line
 

@@ -43,8 +43,8 @@ def refine(
         "the command stops and asks for --mask."
     ),
     reference: Optional[List[Path]] = typer.Option(
-        None, "--reference", "-r", metavar="PATH", help="Reference photo of the object; repeat it to give several photos (each "
-        "artifact region is refined from the one it aligns with best)."
+        None, "--reference", "-r", metavar="PATH", help="Reference photo of the object; repeat it to give several "
+        "photos (each artifact region is refined from the one it aligns with best)."
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: IMAGE.refined.png)."),
     reference_mask: Optional[Path] = typer.Option(
