@@ -59,6 +59,15 @@ def window_psnr_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, *
     return psnr(o, t), ssim(o, t)
 
 
+def box_psnr_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, *, margin: int = 8) -> tuple[float, float]:
+    """PSNR and SSIM of ``output`` against ``target`` over the artifact: the mask's bounding box grown by ``margin``
+    pixels on each side (DESIGN §7), clipped to the image."""
+    t, l, b, r = mask_bbox(mask)
+    h, w = mask.shape[:2]
+    ys, xs = slice(max(0, t - margin), min(h, b + margin)), slice(max(0, l - margin), min(w, r + margin))
+    return psnr(output[ys, xs], target[ys, xs]), ssim(output[ys, xs], target[ys, xs])
+
+
 def background_max_diff(output: np.ndarray, image: np.ndarray, mask: np.ndarray, *, dilation: int = 8) -> int:
     """Largest absolute pixel difference between output and input outside the mask dilated by ``dilation`` px
     (DESIGN §5 requires 0)."""

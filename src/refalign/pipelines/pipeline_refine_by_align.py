@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -46,6 +47,7 @@ from refalign.pipelines.subtoken import search_area
 from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
+from refalign.shipped import default_model_path
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import ModelFrame
@@ -76,14 +78,22 @@ class RefineByAlignPipeline(DiffusionPipeline):
         self.refalign_config.save(Path(save_directory) / FILE_NAME)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "RefineByAlignPipeline":
-        """Load a checkpoint folder (or a hub id, downloaded first). The folder is checked before loading; a missing
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs
+    ) -> "RefineByAlignPipeline":
+        """Load a checkpoint folder (or a hub id ``owner/name``, downloaded first); without an argument, the model
+        shipped with refalign (:func:`refalign.default_model_path`). The folder is checked before loading; a missing
         or corrupt part raises :class:`~refalign.errors.CheckpointError` naming the file."""
+        if pretrained_model_name_or_path is None:
+            pretrained_model_name_or_path = default_model_path()
         path = Path(pretrained_model_name_or_path)
-        if not path.exists() and not str(pretrained_model_name_or_path).startswith((".", "/", "~")) and "/" in str(
-            pretrained_model_name_or_path
-        ):
-            path = Path(snapshot_download(str(pretrained_model_name_or_path)))
+        if not path.exists() and _looks_like_hub_id(str(pretrained_model_name_or_path)):
+            try:
+                path = Path(snapshot_download(str(pretrained_model_name_or_path)))
+            except Exception as exc:  # offline, unknown repository, ...: one line naming what was asked for
+                raise CheckpointError(f"{pretrained_model_name_or_path}: no such folder, and the hub could not "
+                                      f"provide it ({type(exc).__name__}); give the path of a checkpoint "
+                                      "folder") from exc
         check_checkpoint(path)
         config = RefalignConfig.load(path / FILE_NAME)
         try:
@@ -646,3 +656,9 @@ def _reference_side_mask(name: str, mask, reference: np.ndarray) -> np.ndarray |
     if not m.any():
         raise InputError(f"{name}: mask marks no pixels; paint the region white (255) on black")
     return m
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
+    local path and is checked as a folder."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
