@@ -203,18 +203,13 @@ def write_outputs(items: Mapping[Path, object]) -> list[Path]:
 
 
 def run_summary(out, seconds: float) -> str:
-    """One line per run: how many windows, how each found its place in the reference (alignment path and
-    confidence, or the warped-reference guidance), and the time."""
+    """The run's summary: a line with the number of windows and the time, then one line per window — where its
+    pixels came from (the reference's own, the model, or kept as they were) and the registration behind it with its
+    confidence (``RefineOutput.reports``)."""
     n = len(out.windows)
-    parts = []
-    for i, a in enumerate(out.alignment or []):
-        how = a.path if not a.path_reason else f"{a.path}: {a.path_reason}"
-        parts.append(f"window {i + 1}: {how}, confidence {a.score:.2f}")
-    if not parts and out.guidance:
-        parts = [f"window {i + 1}: guidance {g}" for i, g in enumerate(out.guidance)]
-    if not parts:
-        parts = ["whole reference used (no alignment)"]
-    return f"refined {n} window{'s' if n != 1 else ''} in {seconds:.1f} s; " + "; ".join(parts)
+    kinds = ", ".join(f"{out.sources.count(k)} {k}" for k in dict.fromkeys(out.sources))
+    head = f"refined {n} window{'s' if n != 1 else ''} in {seconds:.1f} s ({kinds})"
+    return "\n".join([head] + [f"  {line}" for line in out.reports])
 
 
 ModelOption = typer.Option(None, "--model", "-m", help="Checkpoint folder (default: the model shipped with refalign).")

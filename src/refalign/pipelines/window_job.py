@@ -95,7 +95,8 @@ class WindowJob:
         if self.source == "kept":
             return (f"{where}: no reliable correspondence in the reference ({why}); region left as it was — paint "
                     "the matching region with --reference-mask")
-        return f"{where}: refined by the model ({why})"
+        conf = corr.confidence if corr is not None else 0.0
+        return f"{where}: refined by the model (registration: {why}; confidence {conf:.2f})"
 
     @property
     def window(self) -> Window:
