@@ -76,3 +76,17 @@ def test_offset_field_is_smooth_and_reaches_the_hole():
     # inside the hole the field continues the gradient of the known residual
     assert 5 < field[32, 32, 0] < 15
     assert abs(field[32, 32, 1]) < 1e-3
+
+
+def test_quantile_fit_maps_distributions_without_pixel_pairs():
+    from refalign.transfer.colour import fit_quantiles
+
+    rng = np.random.default_rng(5)
+    src = rng.uniform(0, 255, (2000, 3))
+    dst = 255.0 * (src / 255.0) ** 1.3 * [0.9, 1.0, 1.05]
+    shuffled = dst[rng.permutation(len(dst))]  # no correspondence at all
+    fit = fit_quantiles(src, np.clip(shuffled, 0, 255))
+    assert np.abs(fit.apply(src) - np.clip(dst, 0, 255)).mean() < 3.0
+    # monotone per channel: order is kept
+    grey = np.linspace(0, 255, 50)[:, None].repeat(3, 1)
+    assert (np.diff(fit.apply(grey), axis=0) >= -1e-4).all()

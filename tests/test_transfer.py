@@ -4,6 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import textured_image
+
 from refalign.transfer.engine import ReferenceView, hole_source
 from refalign.transfer.register import register_hole, score_warp
 from refalign.transfer.source import paste_hole, transfer_source
@@ -66,7 +68,7 @@ def test_local_registration_recovers_the_warp_and_the_source_matches_the_truth()
 
 def test_an_unrelated_reference_is_refused_with_a_reason():
     target = _scene(0)
-    other = _scene(7)  # same style, different content
+    other = textured_image(seed=9)  # another textured object: nothing of the hole's surroundings is in it
     hole = _hole(target.shape[:2])
     reg = register_hole(target, hole, other)
     assert not reg.ok
@@ -87,7 +89,7 @@ def test_hole_source_picks_the_registrable_reference():
     target = _scene()
     ref, _ = _warped_reference(target)
     hole = _hole(target.shape[:2])
-    views = [ReferenceView.prepare(_scene(9)), ReferenceView.prepare(ref)]
+    views = [ReferenceView.prepare(textured_image(seed=9)), ReferenceView.prepare(ref)]
     src = hole_source(target, hole, views)
     assert src.kind == "reference" and src.reference_index == 1
     assert "registered with reference 1" in src.describe()

@@ -92,8 +92,12 @@ def example_pictures(ex, out, scores) -> dict[str, object]:
     )
 
     windows = out.alignment or []
-    confidence = min((a.score for a in windows), default=None)
-    how = ", ".join(sorted({a.path for a in windows}))
+    registered = [c for c, src in zip(out.confidence, out.sources) if src.startswith("reference")]
+    if registered:  # the registration's confidence: the correspondence the repair actually used
+        confidence, how = min(registered), "registered, its own pixels copied"
+    else:
+        confidence = min((a.score for a in windows), default=None)
+        how = ", ".join(sorted({a.path for a in windows})) + "; alignment score"
     soft = combine_soft_maps(a.soft_on_reference() for a in windows)
     before, after = scores["doing nothing"][0], scores["refalign"][0]
     files = {

@@ -13,6 +13,9 @@ into the image's colours.
   quadratic must not extrapolate wildly there), and **colour balancing**: each pair is weighted by the inverse
   frequency of its colour (3-D histogram bins), so that a ring that is 90 % white shirt does not decide what the
   logo's navy becomes.
+* :func:`fit_quantiles` — a per-channel monotone map by histogram specification, which needs the same content in
+  both areas but no pixel pairs: what the refine path uses, since misregistered thin structures bend a pair fit
+  (:func:`refalign.transfer.register.fit_hole_colour`).
 * :func:`offset_field` — a smooth additive field (normalised convolution of the fit's residuals) for lighting that
   varies across the neighbourhood.
 
@@ -39,6 +42,8 @@ IRLS_STEPS = 6
 #: Fewest pairs for the quadratic model; between ``MIN_AFFINE`` and this, an affine map; below, gain/offset only.
 MIN_QUADRATIC = 60
 MIN_AFFINE = 12
+#: Levels of the histogram specification (:func:`fit_quantiles`).
+QUANTILES = 64
 
 
 def _features(c: np.ndarray, degree: int) -> np.ndarray:
@@ -59,6 +64,49 @@ def balance_weights(colours: np.ndarray, bins: int = BALANCE_BINS, floor: float 
     counts = np.bincount(idx, minlength=bins**3)
     w = 1.0 / np.maximum(counts[idx], max(3.0, floor * len(idx)))
     return w * (len(w) / w.sum())
+
+
+@dataclass(frozen=True)
+class QuantileFit:
+    """A per-channel monotone colour map by histogram specification (Gonzalez & Woods, §3.3.2): the source's
+    weighted quantiles are mapped onto the target's, linearly between :data:`QUANTILES` levels. It needs no pixel
+    correspondence, only the same content in both areas — so thin structures that a pixel-pair fit sees through
+    a misregistration (a white border paired with the red fabric beside it) cannot bend it. ``residual`` as
+    :class:`ColourFit`'s, ``num_pairs`` the pixels it was fitted on."""
+
+    source_levels: np.ndarray  # (QUANTILES, 3)
+    target_levels: np.ndarray  # (QUANTILES, 3)
+    residual: float
+    num_pairs: int
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        shape = pixels.shape
+        c = np.asarray(pixels, np.float64).reshape(-1, 3)
+        out = np.stack([np.interp(c[:, k], self.source_levels[:, k], self.target_levels[:, k]) for k in range(3)], 1)
+        return np.clip(out, 0, 255).astype(np.float32).reshape(shape)
+
+
+def _weighted_quantiles(values: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray:
+    order = np.argsort(values)
+    cum = np.cumsum(w[order])
+    cum = (cum - 0.5 * w[order]) / cum[-1]
+    return np.interp(q, cum, values[order])
+
+
+def fit_quantiles(source: np.ndarray, target: np.ndarray, source_weights: np.ndarray | None = None,
+                  target_weights: np.ndarray | None = None) -> QuantileFit:
+    """Histogram specification of ``source`` colours ``(N, 3)`` onto ``target`` colours ``(M, 3)`` (both in
+    [0, 255]; the two sets need not correspond pixel for pixel), per channel, with optional weights."""
+    src = np.asarray(source, np.float64).reshape(-1, 3)
+    dst = np.asarray(target, np.float64).reshape(-1, 3)
+    ws = np.ones(len(src)) if source_weights is None else np.asarray(source_weights, np.float64)
+    wd = np.ones(len(dst)) if target_weights is None else np.asarray(target_weights, np.float64)
+    q = np.linspace(0.0, 1.0, QUANTILES)
+    a = np.stack([_weighted_quantiles(src[:, k], ws, q) for k in range(3)], 1)
+    b = np.stack([_weighted_quantiles(dst[:, k], wd, q) for k in range(3)], 1)
+    a = np.maximum.accumulate(a + np.arange(QUANTILES)[:, None] * 1e-6, axis=0)  # strictly increasing for interp
+    fit = QuantileFit(a, b, float("nan"), len(src))
+    return fit
 
 
 @dataclass(frozen=True)

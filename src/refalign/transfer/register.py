@@ -14,8 +14,8 @@ on its own:
    test rejected;
 3. each candidate **scored on the known pixels around the hole** (:func:`score_warp`): the reference warped
    through it and colour-fitted (:mod:`refalign.transfer.colour`) must explain the ring around the hole — the
-   gradient correlation there is the gate (a wrong model leaves edges where there are none), the colour residual
-   the tie-break;
+   gradient correlation there is the gate (a wrong model leaves edges where there are none; on a flat ring, where
+   gradients say nothing, the colour residual);
 4. the best candidate is kept only if it clears :data:`MIN_GRADIENT_CORRELATION`, covers the hole and has enough
    inliers; otherwise the result says why not.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from refalign.transfer.colour import ColourFit, fit_colour
+from refalign.transfer.colour import ColourFit, QuantileFit, fit_quantiles
 from refalign.transfer.features import Features, detect, match_guided, match_ratio
 
 #: The neighbourhood whose features register a hole: a square of this × the hole's longer side ...
@@ -51,7 +51,7 @@ GUIDED_PX_PER_1000 = 12.0
 #: The ring around the hole on which a model is scored: within ``RING × hole side`` (clipped to ``RING_PX``).
 RING = 0.5
 RING_PX = (6, 48)
-#: The wider area the colour map is fitted on: ``COLOUR_RING ×`` the scoring ring.
+#: The wider area the colour map is fitted on: ``COLOUR_RING ×`` the scoring ring (:func:`fit_hole_colour`).
 COLOUR_RING = 3.0
 #: Acceptance: gradient correlation on the ring, and the share of the hole the warped reference must cover.
 MIN_GRADIENT_CORRELATION = 0.5
@@ -60,10 +60,6 @@ MIN_COVERAGE = 0.98
 #: judged on its colour residual instead (:data:`MAX_FLAT_RESIDUAL`).
 FLAT_GRADIENT = 2.0
 MAX_FLAT_RESIDUAL = 6.0
-#: On textured rings too, a model whose colour-fitted warp still misses the ring by more than this (grey levels)
-#: is refused: edges can correlate by chance, colours rarely do (the two wrong acceptances seen on the development
-#: cases had colour errors of 31–32; right ones at most 9).
-MAX_RESIDUAL = 16.0
 #: Resampling of the reference. Lanczos (8×8) keeps more of its fine detail than bilinear: on the 39 warp cases of
 #: the development benchmark, PSNR over the mask's box 36.36 (bilinear) → 38.03 (bicubic) → 38.26 dB (Lanczos),
 #: detail ratio 0.50 → 0.60 → 0.63.
@@ -91,7 +87,9 @@ class WarpScore:
             return False
         if self.texture < FLAT_GRADIENT:
             return self.residual <= MAX_FLAT_RESIDUAL
-        return self.gradient_correlation >= MIN_GRADIENT_CORRELATION and self.residual <= MAX_RESIDUAL
+        # the colour residual is no gate on textured rings: across two real photos a right model still leaves
+        # 20-38 grey levels at misregistered edges, a wrong one 40 (development cases); the gradients decide
+        return self.gradient_correlation >= MIN_GRADIENT_CORRELATION
 
     @property
     def confidence(self) -> float:
@@ -211,37 +209,58 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(rgb, np.float32) @ np.float32([0.299, 0.587, 0.114])
 
 
+def fit_hole_colour(warped: np.ndarray, valid: np.ndarray, sub_hole: np.ndarray, crop: np.ndarray,
+                    dist: np.ndarray, width: float) -> QuantileFit | ColourFit:
+    """The colour map for one hole: histogram specification (:func:`~refalign.transfer.colour.fit_quantiles`) of
+    the warped reference onto the image over the ring of ``COLOUR_RING × width`` around the hole, nearer pixels
+    weighing more.
+
+    Why not the pixel-pair polynomial (:func:`~refalign.transfer.colour.fit_colour`): across two real photos the
+    registration is off by a pixel or two, and thin structures then pair wrongly — the white border of a label
+    with the red fabric beside it — which bends a pair fit (on the shipped backpack pair the restored white label
+    came out dark red). The quantile map needs the same content in both areas, not the same pixels. On the 39
+    warp cases, where the pairs are exact, it costs 0.7 dB (37.52 vs 38.26 dB over the mask's box) and stays
+    within 0.3 dB of the same map through the true geometry."""
+    area = valid & ~sub_hole & (dist <= COLOUR_RING * width)
+    if area.sum() < 12:
+        return ColourFit.identity()
+    w = 1.0 / (1.0 + dist[area] / width)
+    return fit_quantiles(warped[area], crop[area], w, w)
+
+
 def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray) -> WarpScore:
     """Score a model (image → reference ``matrix``) on the known pixels around ``hole`` (``(H, W)`` bool).
 
-    The reference is warped onto the hole's surroundings and colour-fitted on a wide ring (nearer pixels weigh
-    more); on the scoring ring (:func:`ring_width`) the orientation-aware gradient correlation
-    ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)`` and the mean colour residual are measured, and the share of the hole the warp
-    covers.
+    The reference is warped onto the hole's surroundings and colour-fitted (:func:`fit_hole_colour`); on the
+    scoring ring (:func:`ring_width`) the orientation-aware gradient correlation ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)``
+    (at the scale :data:`SCORE_SIGMA`) and the mean colour residual are measured, and the share of the hole the
+    warp covers.
     """
     width = ring_width(hole)
-    box = square_around(box_of(hole), max(np.subtract(box_of(hole)[2:], box_of(hole)[:2])) + 2 * COLOUR_RING * width
-                        + 4, image.shape[:2])
+    side = max(np.subtract(box_of(hole)[2:], box_of(hole)[:2]))
+    box = square_around(box_of(hole), side + 2 * COLOUR_RING * width + 4, image.shape[:2])
     t, l, b, r = box
     sub_hole = hole[t:b, l:r]
     warped, valid = warp_box(reference, matrix, box)
     dist = distance_outside(sub_hole)
-    colour_area = valid & ~sub_hole & (dist <= COLOUR_RING * width)
+    crop = image[t:b, l:r]
     ring = valid & ~sub_hole & (dist > 1) & (dist <= width)
     coverage = float(valid[sub_hole].mean()) if sub_hole.any() else 0.0
-    if colour_area.sum() < 12 or ring.sum() < 12:
+    if ring.sum() < 12:
         return WarpScore(-1.0, float("inf"), coverage, 0.0, ColourFit.identity())
-    crop = image[t:b, l:r]
-    near = 1.0 / (1.0 + dist[colour_area] / width)
-    colour = fit_colour(warped[colour_area], crop[colour_area], near)
-    fitted = colour.apply(warped)
-    ga, gb = _gradients(_smooth(_grey(fitted))), _gradients(_smooth(_grey(crop)))
+    colour = fit_hole_colour(warped, valid, sub_hole, crop, dist, width)
+    # gradients only where the ring is (the colour box can be much larger)
+    ys, xs = np.nonzero(dist <= width + 4)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    fitted = colour.apply(warped[y0:y1, x0:x1])
+    near, ring = crop[y0:y1, x0:x1], ring[y0:y1, x0:x1]
+    ga, gb = _gradients(_smooth(_grey(fitted))), _gradients(_smooth(_grey(near)))
     dot = (ga[0] * gb[0] + ga[1] * gb[1])[ring].sum()
     na = (ga[0] ** 2 + ga[1] ** 2)[ring].sum()
     nb = (gb[0] ** 2 + gb[1] ** 2)[ring].sum()
     corr = float(dot / np.sqrt(max(na * nb, 1e-12)))
     texture = float(np.sqrt(gb[0] ** 2 + gb[1] ** 2)[ring].mean()) / 8.0  # Sobel 3×3 gives 8 on a unit ramp
-    residual = float(np.linalg.norm(fitted[ring] - crop[ring].astype(np.float32), axis=1).mean() / np.sqrt(3.0))
+    residual = float(np.linalg.norm(fitted[ring] - near[ring].astype(np.float32), axis=1).mean() / np.sqrt(3.0))
     return WarpScore(corr, residual, coverage, texture, colour)
 
 
@@ -374,8 +393,8 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
     if not top.score.passes:
         s = top.score
         why = (f"the warped reference covers {s.coverage:.0%} of the region" if s.coverage < MIN_COVERAGE else
-               f"the best model explains the surroundings poorly (gradient correlation {s.gradient_correlation:.2f},"
-               f" colour error {s.residual:.1f}; needs >= {MIN_GRADIENT_CORRELATION} and <= {MAX_RESIDUAL:g})")
+               f"the best model explains the surroundings poorly (gradient correlation {s.gradient_correlation:.2f}, "
+               f"needs {MIN_GRADIENT_CORRELATION}; colour error {s.residual:.1f})")
         return LocalRegistration(False, why, top, candidates, n)
     s = top.score
     return LocalRegistration(True, f"{top.name} from {top.inliers} inliers, gradient correlation "

@@ -2,7 +2,7 @@
 frequency band of the hole at the image's own resolution.
 
 ``source = C(warp(I_r, H)) + o``, with ``C`` the colour map fitted on the ring around the hole
-(:func:`refalign.transfer.colour.fit_colour`) and ``o`` a smooth offset field — the residual of that fit on the
+(:func:`refalign.transfer.register.fit_hole_colour`) and ``o`` a smooth offset field — the residual of that fit on the
 ring spread into the hole by normalised convolution (:func:`refalign.transfer.colour.offset_field`): lighting that
 changes across the neighbourhood, and the small photometric step a fit leaves at the hole's edge, are carried in
 smoothly, as a gradient-domain paste would. Only hole pixels are written (:func:`paste_hole`).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refalign.transfer.colour import ColourFit, offset_field
+from refalign.transfer.colour import ColourFit, QuantileFit, offset_field
 from refalign.transfer.register import COLOUR_RING, box_of, distance_outside, ring_width, square_around, warp_box
 
 
@@ -23,7 +23,7 @@ def transfer_box(hole: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def transfer_source(
-    image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, colour: ColourFit,
+    image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, colour: ColourFit | QuantileFit,
     *, offset: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """The reference's pixels for ``hole``: ``(source (h, w, 3) float32, valid (h, w) bool, box)`` in the box of
