@@ -9,6 +9,11 @@ memory should stay flat as the image grows.
 
     python benchmarks/bench_refine.py                       # sizes 512…4096 at 20 steps, steps 10…50 at 1024
     python benchmarks/bench_refine.py --sizes 512 4096 --steps-list 25 --repeats 5 --threads 2
+    python benchmarks/bench_refine.py --model src/refalign/default_model --sizes 1024 --steps 1 --steps-list 1 \
+        --set refinement.source=model --set refinement.source=reference   # one row per setting, same run
+
+The ``source`` column says where the window's pixels came from (``reference``: the registered reference's own
+pixels, no model pass; ``model``: the refiner; ``kept``: no reliable correspondence).
 """
 
 from __future__ import annotations
@@ -35,8 +40,16 @@ def _scene(size: int, artifact: int, seed: int = 0):
     image = np.empty((size, size, 3), np.uint8)
     image[..., 0], image[..., 1], image[..., 2] = base, 255 - base, 90
     del base
-    reps = -(-size // 64)
-    image += np.tile(rng.integers(0, 12, (64, 64, 3), dtype=np.uint8), (reps, reps, 1))[:size, :size]
+    # a 512-px tile of random blobs: distinctive features within any neighbourhood (so the registration of the
+    # transfer path can work, as on a real object), repeating only beyond the 512² reference
+    import cv2
+
+    tile = np.zeros((512, 512, 3), np.uint8)
+    for _ in range(400):
+        centre = tuple(int(v) for v in rng.integers(0, 512, 2))
+        cv2.circle(tile, centre, int(rng.integers(2, 9)), tuple(int(v) for v in rng.integers(0, 60, 3)), -1)
+    reps = -(-size // 512)
+    image += np.tile(tile, (reps, reps, 1))[:size, :size]
     mask = np.zeros((size, size), bool)
     c = size // 2
     yy_a, xx_a = np.mgrid[0:artifact, 0:artifact]
@@ -46,8 +59,8 @@ def _scene(size: int, artifact: int, seed: int = 0):
     return image, mask, reference
 
 
-def _load(model: str | None):
-    from refalign.pipelines.config import RefalignConfig
+def _load(model: str | None, settings: list[str] = ()):
+    from refalign.pipelines.config import RefalignConfig, apply_overrides
     from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 
     if model:
@@ -62,6 +75,8 @@ def _load(model: str | None):
 
         # the paper's layer 9 of 16 does not exist in the tiny U-Net; read the middle one (same cost)
         pipe.refalign_config.alignment.layer = len(cross_attention_layer_names(pipe.unet)) // 2
+    if settings:
+        pipe.refalign_config = apply_overrides(pipe.refalign_config, list(settings), check_effect=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -76,7 +91,7 @@ def worker(cfg: dict) -> dict:
 
     torch.set_num_threads(cfg["threads"])
     cv2.setNumThreads(cfg["threads"])
-    pipe = _load(cfg["model"])
+    pipe = _load(cfg["model"], cfg.get("settings", []))
     image, mask, reference = _scene(cfg["size"], cfg["artifact"])
     kwargs = dict(num_inference_steps=cfg["steps"], seed=0, no_align=cfg["no_align"])
     pipe(image, mask, reference, **{**kwargs, "num_inference_steps": 2})  # warm-up
@@ -95,6 +110,7 @@ def worker(cfg: dict) -> dict:
         "seconds": statistics.median(times),
         "regions": len(out.windows),
         "window": out.windows[0].size,
+        "source": ",".join(out.sources),
         "telea": statistics.median(telea),
         "call_mb": (rss.peak - rss.start) / 2**20,
     }
@@ -117,13 +133,15 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     p.add_argument("--steps", type=int, default=20, help="steps for the image-size sweep")
-    p.add_argument("--steps-list", type=int, nargs="+", default=[10, 25, 50], help="steps for the steps sweep")
+    p.add_argument("--steps-list", type=int, nargs="*", default=[10, 25, 50], help="steps for the steps sweep (none: no sweep)")
     p.add_argument("--steps-size", type=int, default=1024, help="image side for the steps sweep")
     p.add_argument("--artifact", type=int, default=32, help="artifact diameter in pixels")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads per worker")
     p.add_argument("--no-align", action="store_true", help="time the refinement stage only")
     p.add_argument("--model", default=None, help="checkpoint folder (default: tiny preset, random weights)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a refalign.json setting for one set of rows (repeat: one set of rows per --set, same run)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -132,20 +150,22 @@ def main(argv=None) -> None:
 
     base = dict(artifact=args.artifact, repeats=args.repeats, threads=args.threads, model=args.model,
                 no_align=args.no_align)
-    rows = [("size", s, args.steps) for s in args.sizes] + [("steps", args.steps_size, n) for n in args.steps_list]
+    sweeps = [("size", s, args.steps) for s in args.sizes] + [("steps", args.steps_size, n) for n in args.steps_list]
+    rows = [(sweep, size, steps, setting) for setting in (args.set or [None]) for sweep, size, steps in sweeps]
     stage = "refinement only" if args.no_align else "alignment + refinement"
     model = args.model or "tiny preset (random weights)"
     print(f"refalign refine — {model}, {stage}, {args.threads} thread(s), median of {args.repeats}")
     print("call MB: memory the refine call adds on top of the loaded model and inputs; peak MB: whole worker process")
-    header = f"{'sweep':<6} {'image':>10} {'steps':>5} {'regions':>7} {'window':>6} {'s/region':>9} {'call MB':>8} " \
-             f"{'peak MB':>8} {'Telea s':>8} {'ratio':>8}"
+    header = f"{'sweep':<6} {'image':>10} {'steps':>5} {'regions':>7} {'window':>6} {'source':>9} {'s/region':>9} " \
+             f"{'call MB':>8} {'peak MB':>8} {'Telea s':>8} {'ratio':>8}  setting"
     print(header)
     print("-" * len(header))
-    for sweep, size, steps in rows:
-        r = run_worker({**base, "size": size, "steps": steps})
+    for sweep, size, steps, setting in rows:
+        r = run_worker({**base, "size": size, "steps": steps, "settings": [setting] if setting else []})
         ratio = r["seconds"] / r["telea"] if r["telea"] > 0 else float("inf")
-        print(f"{sweep:<6} {f'{size}x{size}':>10} {steps:>5} {r['regions']:>7} {r['window']:>6} "
-              f"{r['seconds'] / r['regions']:>9.3f} {r['call_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['telea']:>8.4f} {ratio:>7.0f}x", flush=True)
+        print(f"{sweep:<6} {f'{size}x{size}':>10} {steps:>5} {r['regions']:>7} {r['window']:>6} {r['source']:>9} "
+              f"{r['seconds'] / r['regions']:>9.3f} {r['call_mb']:>8.0f} {r['peak_mb']:>8.0f} {r['telea']:>8.4f} "
+              f"{ratio:>7.0f}x  {setting or ''}", flush=True)
 
 
 if __name__ == "__main__":
