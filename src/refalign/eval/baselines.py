@@ -8,6 +8,10 @@
   masked template match of the artifact's surroundings, see :func:`template_correspondence`), resize the reference
   crop of ``C``'s bounding box onto the artifact mask's bounding box (axis-aligned scale + shift, no colour
   correction, no blending) and copy it inside the mask only. The source is recorded as ``correspondence_source``.
+* ``oracle`` — the upper bound on ``warp`` cases: the reference pulled back through the case's ground-truth
+  homography (``meta.json`` ``homography``), colour-fitted on the ring of known pixels around the mask
+  (:func:`fit_gain_offset`) and pasted in the mask. No method that reads the reference can do better than exact
+  geometry; on cases without ground-truth geometry it does not apply (:class:`NotApplicable`, not a failure).
 * ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
   no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
   case's ``reference_mask.png`` as the pipeline's ``object_mask``. ``refalign-noguide`` — a model trained with
@@ -28,9 +32,14 @@ from refalign.errors import InputError
 from refalign.eval.cases import Case
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
-PIXEL_METHODS = ("identity", "telea", "ns", "paste")
+PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
 MODEL_METHODS = ("refalign", "refalign-single", "refalign-noguide")
 METHODS = PIXEL_METHODS + MODEL_METHODS
+
+
+class NotApplicable(InputError):
+    """The method does not apply to this case (e.g. ``oracle`` without ground-truth geometry): the runner records
+    the case as skipped for this method, not as failed."""
 
 
 @dataclass
@@ -104,6 +113,52 @@ def paste_region(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, reg
     m = mask[t:b, l:r]
     out[t:b, l:r][m] = patch[m]
     return out
+
+
+def fit_gain_offset(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel least-squares gain and offset ``target ≈ gain · source + offset`` over corresponding pixels
+    (``(N, 3)`` arrays); ``(gain, offset)``, each ``(3,)``. A channel without spread keeps gain 1 and matches means.
+
+    The plain colour fit of the ``oracle`` baseline, kept here until the project's one colour-fit home
+    (``refalign.transfer.colour``) is merged; swap it for that then."""
+    src, tgt = source.reshape(-1, 3).astype(np.float64), target.reshape(-1, 3).astype(np.float64)
+    gain, offset = np.ones(3), np.zeros(3)
+    for ch in range(3):
+        x, y = src[:, ch], tgt[:, ch]
+        var = x.var()
+        if var > 1e-6:
+            gain[ch] = float(((x - x.mean()) * (y - y.mean())).mean() / var)
+        offset[ch] = float(y.mean() - gain[ch] * x.mean())
+    return gain, offset
+
+
+#: Width of the ring of known pixels around the mask on which the oracle fits its colour change.
+ORACLE_RING = 8
+
+
+def oracle(case: Case, *, ring: int = ORACLE_RING) -> MethodOutput:
+    """The reference through the ground-truth geometry, colour-fitted on the ring around the mask, pasted in the
+    mask (the module docstring's ``oracle``)."""
+    from refalign.eval.metrics import dilate
+
+    hom = case.meta.get("homography")
+    if hom is None:
+        raise NotApplicable(f"{case.path}: oracle needs the ground-truth geometry (meta.json 'homography', warp cases)")
+    h, w = case.mask.shape
+    hom = np.asarray(hom, np.float64)
+    # the case's reference is target warped by ``hom``: pull it back onto the image's pixel grid
+    back = cv2.warpPerspective(case.reference, hom, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    inside = cv2.warpPerspective(np.ones(case.reference.shape[:2], np.uint8), hom, (w, h),
+                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    band = dilate(case.mask, ring) & ~case.mask & inside
+    if band.sum() < 12:
+        raise NotApplicable(f"{case.path}: too few reference pixels around the mask to fit the oracle's colour")
+    gain, offset = fit_gain_offset(back[band], case.image[band])
+    fitted = np.clip(back.astype(np.float64) * gain + offset, 0, 255).round().astype(np.uint8)
+    out = case.image.copy()
+    paste = case.mask & inside
+    out[paste] = fitted[paste]
+    return MethodOutput(out, info={"oracle_coverage": float(paste.sum() / max(1, case.mask.sum()))})
 
 
 def _aligned_region(pipe, case: Case) -> np.ndarray | None:
@@ -180,6 +235,8 @@ def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0
         return lambda case: opencv_inpaint(case, cv2.INPAINT_NS)
     if name == "paste":
         return lambda case: paste(case, pipe)
+    if name == "oracle":
+        return oracle
     if name == "refalign-noguide" and not getattr(pipe, "uses_warped_guidance", False):
         raise InputError("--method refalign-noguide needs a model trained with warped-reference guidance "
                          "(model.warped_guidance); use --method refalign for this one")

@@ -1,21 +1,38 @@
-"""Reading text with Tesseract, for the OCR-agreement metric on text cases (logos, labels, print).
+"""Reading text, for the OCR-agreement metric on text cases (logos, labels, print).
 
-Uses the ``tesseract`` binary (Debian package ``tesseract-ocr``) through a subprocess; when it is not installed
-:func:`tesseract_available` is false and the runner skips the metric with one logged line.
+Two engines, the first one installed wins:
+
+* ``rapidocr`` — RapidOCR (``pip install 'refalign[ocr]'``, package ``rapidocr-onnxruntime``): PP-OCR detection and
+  recognition models in ONNX, shipped *inside its wheel*, run by onnxruntime on the CPU; needs no network.
+* ``tesseract`` — the ``tesseract`` binary (Debian package ``tesseract-ocr``) through a subprocess (optional).
+
+When neither is there :func:`ocr_engine` is ``None`` and the runner skips the metric with one logged line.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import shutil
 import subprocess
 
 import cv2
 import numpy as np
 
-#: Fewest alphanumeric characters Tesseract must read in the clean target window for a case to count as a text case.
+#: Fewest alphanumeric characters the OCR must read in the clean target for a case to count as a text case.
 MIN_TEXT_CHARS = 3
-#: Tesseract word confidence (0–100) above which a word of the target counts as real text, not texture read as text.
+#: Word confidence (0–100) above which a word of the target counts as real text, not texture read as text.
 TEXT_CONFIDENCE = 80.0
+ENGINES = ("rapidocr", "tesseract")
+
+
+def ocr_engine() -> str | None:
+    """The OCR engine :func:`read_text` uses: ``"rapidocr"``, ``"tesseract"`` or ``None`` when neither is installed."""
+    if importlib.util.find_spec("rapidocr_onnxruntime") is not None:
+        return "rapidocr"
+    if shutil.which("tesseract") is not None:
+        return "tesseract"
+    return None
 
 
 def tesseract_available() -> bool:
@@ -23,12 +40,29 @@ def tesseract_available() -> bool:
     return shutil.which("tesseract") is not None
 
 
-def _tesseract_tsv(image: np.ndarray, upscale_to: int, timeout: float) -> list[tuple[str, float]]:
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
+def _upscaled(image: np.ndarray, upscale_to: int) -> np.ndarray:
+    h, w = image.shape[:2]
     s = max(1.0, upscale_to / max(1, min(h, w)))
     if s > 1:
-        grey = cv2.resize(grey, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
+        image = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
+    return image
+
+
+@functools.lru_cache(maxsize=1)
+def _rapidocr():
+    from rapidocr_onnxruntime import RapidOCR  # deferred: optional, and loading its three models takes seconds
+
+    return RapidOCR()
+
+
+def _rapidocr_words(image: np.ndarray, upscale_to: int) -> list[tuple[str, float]]:
+    result, _ = _rapidocr()(cv2.cvtColor(_upscaled(image, upscale_to), cv2.COLOR_RGB2BGR))
+    # one line per detected text box: [box, text, score in 0..1], boxes in reading order
+    return [(str(text), 100.0 * float(score)) for _, text, score in (result or [])]
+
+
+def _tesseract_words(image: np.ndarray, upscale_to: int, timeout: float) -> list[tuple[str, float]]:
+    grey = _upscaled(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), upscale_to)
     ok, png = cv2.imencode(".png", grey)
     if not ok:
         return []
@@ -46,10 +80,17 @@ def _tesseract_tsv(image: np.ndarray, upscale_to: int, timeout: float) -> list[t
 
 
 def read_text(
-    image: np.ndarray, *, min_confidence: float = 0.0, min_word: int = 1, upscale_to: int = 400, timeout: float = 30.0
+    image: np.ndarray, *, min_confidence: float = 0.0, min_word: int = 1, upscale_to: int = 400,
+    timeout: float = 30.0, engine: str | None = None,
 ) -> str:
-    """Text Tesseract reads in an RGB crop (greyscale, enlarged so the short side is ``upscale_to`` px, one block
-    of text: ``--psm 6``), keeping words of confidence ≥ ``min_confidence`` (0–100) with at least ``min_word``
-    alphanumeric characters. ``""`` when nothing is read."""
-    words = _tesseract_tsv(image, upscale_to, timeout)
+    """Text read in an RGB crop (enlarged so the short side is ``upscale_to`` px), keeping words of confidence
+    ≥ ``min_confidence`` (0–100) with at least ``min_word`` alphanumeric characters. ``engine`` defaults to
+    :func:`ocr_engine`. ``""`` when nothing is read."""
+    engine = engine or ocr_engine()
+    if engine == "rapidocr":
+        words = _rapidocr_words(image, upscale_to)
+    elif engine == "tesseract":
+        words = _tesseract_words(image, upscale_to, timeout)
+    else:
+        raise RuntimeError("no OCR engine installed: pip install 'refalign[ocr]' (RapidOCR), or tesseract-ocr")
     return " ".join(w for w, c in words if c >= min_confidence and sum(ch.isalnum() for ch in w) >= min_word)
