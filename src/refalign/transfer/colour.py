@@ -1,0 +1,186 @@
+"""Photometric transfer: map the registered reference's colours onto the image's (DESIGN §6, issue 15 part 2).
+
+Two photos of one object differ in exposure, white balance and tone curve, and a generated image differs again.
+Pixels of the reference that registration put on top of *known* pixels of the image (outside the artifact) are
+pairs ``(reference colour, image colour)``; a smooth colour map fitted to them carries the hole's reference pixels
+into the image's colours.
+
+* :func:`fit_colour` — a per-channel polynomial of degree 2 with cross terms,
+  ``c_out = a_0 + Σ_i a_i c_i + Σ_{i≤j} a_ij c_i c_j`` (10 terms per output channel; the "root-polynomial /
+  polynomial colour correction" family, Finlayson et al. 2015, here the plain polynomial), fitted by iteratively
+  reweighted least squares with Tukey's biweight (robust to misregistered and occluded pairs), a ridge that pulls
+  the quadratic terms towards an affine map (the hole may hold colours the neighbourhood barely shows — a
+  quadratic must not extrapolate wildly there), and **colour balancing**: each pair is weighted by the inverse
+  frequency of its colour (3-D histogram bins), so that a ring that is 90 % white shirt does not decide what the
+  logo's navy becomes.
+* :func:`offset_field` — a smooth additive field (normalised convolution of the fit's residuals) for lighting that
+  varies across the neighbourhood.
+
+Colours are in ``[0, 255]`` floats; the fit works on ``c / 255``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Histogram bins per channel for colour balancing.
+BALANCE_BINS = 6
+#: Share of the pairs below which a colour bin is not weighted up to a full colour's weight.
+BALANCE_FLOOR = 0.005
+#: Tukey biweight tuning constant, in robust standard deviations (1.4826 · MAD).
+TUKEY_C = 4.685
+#: Ridge weight on the quadratic terms (relative to the number of pairs, on colours in [0, 1]).
+QUADRATIC_RIDGE = 0.001
+#: IRLS iterations.
+IRLS_STEPS = 6
+#: Fewest pairs for the quadratic model; between ``MIN_AFFINE`` and this, an affine map; below, gain/offset only.
+MIN_QUADRATIC = 60
+MIN_AFFINE = 12
+
+
+def _features(c: np.ndarray, degree: int) -> np.ndarray:
+    """``(N, 3)`` colours in [0, 1] → design matrix: 1, r, g, b (degree ≥ 1), r², g², b², rg, rb, gb (degree 2)."""
+    cols = [np.ones(len(c)), c[:, 0], c[:, 1], c[:, 2]]
+    if degree >= 2:
+        r, g, b = c[:, 0], c[:, 1], c[:, 2]
+        cols += [r * r, g * g, b * b, r * g, r * b, g * b]
+    return np.stack(cols, axis=1)
+
+
+def balance_weights(colours: np.ndarray, bins: int = BALANCE_BINS, floor: float = BALANCE_FLOOR) -> np.ndarray:
+    """Inverse-frequency weights of ``(N, 3)`` colours in [0, 255] over a ``bins³`` histogram, normalised to
+    mean 1: every occupied colour bin carries the same total weight, except bins holding less than ``floor`` of
+    the pairs (a few stray pixels must not weigh as much as a whole colour)."""
+    q = np.clip((np.asarray(colours, np.float64) * (bins / 256.0)).astype(int), 0, bins - 1)
+    idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+    counts = np.bincount(idx, minlength=bins**3)
+    w = 1.0 / np.maximum(counts[idx], max(3.0, floor * len(idx)))
+    return w * (len(w) / w.sum())
+
+
+@dataclass(frozen=True)
+class ColourFit:
+    """A fitted colour map (reference colours → image colours). ``coef``: ``(terms, 3)`` on colours in [0, 1];
+    ``degree``: 0 (offset), 1 (affine) or 2 (quadratic with cross terms); ``residual``: robust RMS error of the fit
+    on its pairs, in grey levels; ``num_pairs``: pairs it was fitted on."""
+
+    coef: np.ndarray
+    degree: int
+    residual: float
+    num_pairs: int
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """Map colours ``(..., 3)`` in [0, 255] → float32 ``(..., 3)`` clipped to [0, 255]."""
+        shape = pixels.shape
+        c = np.asarray(pixels, np.float64).reshape(-1, 3) / 255.0
+        if self.degree == 0:
+            out = c + self.coef[0]
+        else:
+            out = _features(c, self.degree) @ self.coef
+        return np.clip(out * 255.0, 0, 255).astype(np.float32).reshape(shape)
+
+    @staticmethod
+    def identity() -> "ColourFit":
+        return ColourFit(np.zeros((1, 3)), 0, float("nan"), 0)
+
+
+def _weighted_lstsq(X: np.ndarray, Y: np.ndarray, w: np.ndarray, ridge: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """argmin_A Σ w_n |X_n A − Y_n|² + Σ_k ridge_k |A_k − prior_k|² (normal equations)."""
+    Xw = X * w[:, None]
+    lhs = X.T @ Xw + np.diag(ridge)
+    rhs = Xw.T @ Y + ridge[:, None] * prior
+    return np.linalg.solve(lhs, rhs)
+
+
+def fit_colour(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None, *, degree: int | None = None,
+    balance: bool = True,
+) -> ColourFit:
+    """Robust colour map from ``source`` colours to ``target`` colours (both ``(N, 3)`` in [0, 255]).
+
+    Args:
+        source: the reference's colours at registered pixels; target: the image's colours there.
+        weights: optional per-pair prior weights (e.g. nearer the hole weighs more).
+        degree: 2 (quadratic with cross terms), 1 (affine) or 0 (per-channel offset); default: the highest the
+            number of pairs supports (:data:`MIN_QUADRATIC`, :data:`MIN_AFFINE`).
+        balance: weight pairs by the inverse frequency of their colour (:func:`balance_weights`).
+
+    Fitted by IRLS with Tukey's biweight on the per-pair colour error; the quadratic terms are ridge-regularised
+    towards 0 and the linear part towards the identity, so few or one-coloured pairs give a near-affine map.
+    """
+    src = np.asarray(source, np.float64).reshape(-1, 3) / 255.0
+    dst = np.asarray(target, np.float64).reshape(-1, 3) / 255.0
+    n = len(src)
+    if n == 0:
+        return ColourFit.identity()
+    if degree is None:
+        degree = 2 if n >= MIN_QUADRATIC else 1 if n >= MIN_AFFINE else 0
+    prior_w = np.ones(n) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+    if balance:
+        prior_w = prior_w * balance_weights(np.asarray(source, np.float64).reshape(-1, 3))
+    prior_w = prior_w * (n / max(prior_w.sum(), 1e-12))
+    if degree == 0:
+        return _fit_offset(src, dst, prior_w)
+    X = _features(src, degree)
+    prior = np.zeros((X.shape[1], 3))
+    prior[1:4] = np.eye(3)
+    ridge = np.full(X.shape[1], 1e-3 * n)
+    ridge[0] = 1e-6 * n
+    if degree >= 2:
+        ridge[4:] = QUADRATIC_RIDGE * n
+    w = prior_w
+    coef = _weighted_lstsq(X, dst, w, ridge, prior)
+    for _ in range(IRLS_STEPS):
+        err = np.linalg.norm(X @ coef - dst, axis=1)
+        scale = max(1.4826 * np.median(err), 1.0 / 255.0)
+        u = err / (TUKEY_C * scale)
+        w = prior_w * np.where(u < 1.0, (1.0 - u * u) ** 2, 0.0)
+        if w.sum() < 1e-9:
+            break
+        coef = _weighted_lstsq(X, dst, w, ridge, prior)
+    err = np.linalg.norm(X @ coef - dst, axis=1)
+    return ColourFit(coef, degree, _robust_rms(err, w), n)
+
+
+def _fit_offset(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> ColourFit:
+    offset = np.array([_weighted_median(dst[:, k] - src[:, k], w) for k in range(3)])
+    err = np.linalg.norm(src + offset - dst, axis=1)
+    return ColourFit(offset[None], 0, _robust_rms(err, w), len(src))
+
+
+def _weighted_median(values: np.ndarray, w: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(w[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2.0)])
+
+
+def _robust_rms(err: np.ndarray, w: np.ndarray) -> float:
+    """RMS of the per-pair error (in grey levels) over the pairs the robust fit kept."""
+    keep = w > 0
+    if not keep.any():
+        return float("inf")
+    return float(np.sqrt(np.average(err[keep] ** 2, weights=w[keep])) * 255.0)
+
+
+def offset_field(residual: np.ndarray, known: np.ndarray, sigma: float) -> np.ndarray:
+    """A smooth additive colour field from residuals known on part of a grid (normalised convolution,
+    Knutsson & Westin 1993): ``G_σ * (k · r) / G_σ * k``.
+
+    Args:
+        residual: ``(H, W, 3)`` float — target minus fitted colour where ``known``.
+        known: ``(H, W)`` bool or float weights.
+        sigma: Gaussian width in pixels (the scale over which lighting may vary).
+
+    Returns ``(H, W, 3)`` float32; where no known pixel is within reach, the field falls to 0 smoothly (the
+    denominator is floored at a share of its maximum), so it never extrapolates a lone outlier far.
+    """
+    k = np.asarray(known, np.float32)
+    r = np.asarray(residual, np.float32) * k[..., None]
+    ksize = int(2 * np.ceil(3 * sigma) + 1)
+    num = cv2.GaussianBlur(r, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)
+    den = cv2.GaussianBlur(k, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)
+    floor = max(float(den.max()) * 0.05, 1e-6)
+    return (num / np.maximum(den, floor)[..., None]).astype(np.float32)
