@@ -10,7 +10,7 @@
   correction, no blending) and copy it inside the mask only. The source is recorded as ``correspondence_source``.
 * ``oracle`` — the upper bound on ``warp`` cases: the reference pulled back through the case's ground-truth
   homography (``meta.json`` ``homography``), colour-fitted on the ring of known pixels around the mask
-  (:func:`fit_gain_offset`) and pasted in the mask. No method that reads the reference can do better than exact
+  (:func:`refalign.transfer.colour.fit_colour`, the project's one colour fit) and pasted in the mask. No method that reads the reference can do better than exact
   geometry; on cases without ground-truth geometry it does not apply (:class:`NotApplicable`, not a failure).
 * ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
   no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
@@ -30,6 +30,8 @@ import numpy as np
 
 from refalign.errors import InputError
 from refalign.eval.cases import Case
+from refalign.eval.metrics import dilate
+from refalign.transfer.colour import fit_colour
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
 PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
@@ -115,23 +117,6 @@ def paste_region(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, reg
     return out
 
 
-def fit_gain_offset(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel least-squares gain and offset ``target ≈ gain · source + offset`` over corresponding pixels
-    (``(N, 3)`` arrays); ``(gain, offset)``, each ``(3,)``. A channel without spread keeps gain 1 and matches means.
-
-    The plain colour fit of the ``oracle`` baseline, kept here until the project's one colour-fit home
-    (``refalign.transfer.colour``) is merged; swap it for that then."""
-    src, tgt = source.reshape(-1, 3).astype(np.float64), target.reshape(-1, 3).astype(np.float64)
-    gain, offset = np.ones(3), np.zeros(3)
-    for ch in range(3):
-        x, y = src[:, ch], tgt[:, ch]
-        var = x.var()
-        if var > 1e-6:
-            gain[ch] = float(((x - x.mean()) * (y - y.mean())).mean() / var)
-        offset[ch] = float(y.mean() - gain[ch] * x.mean())
-    return gain, offset
-
-
 #: Width of the ring of known pixels around the mask on which the oracle fits its colour change.
 ORACLE_RING = 8
 
@@ -139,8 +124,6 @@ ORACLE_RING = 8
 def oracle(case: Case, *, ring: int = ORACLE_RING) -> MethodOutput:
     """The reference through the ground-truth geometry, colour-fitted on the ring around the mask, pasted in the
     mask (the module docstring's ``oracle``)."""
-    from refalign.eval.metrics import dilate
-
     hom = case.meta.get("homography")
     if hom is None:
         raise NotApplicable(f"{case.path}: oracle needs the ground-truth geometry (meta.json 'homography', warp cases)")
@@ -153,8 +136,8 @@ def oracle(case: Case, *, ring: int = ORACLE_RING) -> MethodOutput:
     band = dilate(case.mask, ring) & ~case.mask & inside
     if band.sum() < 12:
         raise NotApplicable(f"{case.path}: too few reference pixels around the mask to fit the oracle's colour")
-    gain, offset = fit_gain_offset(back[band], case.image[band])
-    fitted = np.clip(back.astype(np.float64) * gain + offset, 0, 255).round().astype(np.uint8)
+    fit = fit_colour(back[band], case.image[band])
+    fitted = np.round(fit.apply(back)).astype(np.uint8)
     out = case.image.copy()
     paste = case.mask & inside
     out[paste] = fitted[paste]
