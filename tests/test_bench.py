@@ -303,3 +303,17 @@ def test_cli_bench_several_methods_and_folders_with_report(tmp_path):
     _scene_case(more, "a-warp", kind="warp")
     res = CliRunner().invoke(app, ["bench", str(root), str(more), "--method", "telea", "--output", str(tmp_path / "d")])
     assert res.exit_code == 2 and "also in" in res.output
+
+
+def test_box_psnr_agrees_with_the_independent_check(cases, tmp_path):
+    """benchmarks/check_box_psnr.py recomputes the headline metric from the PNG files with numpy alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = run_bench(BenchConfig(cases=cases, method="telea", output=tmp_path / "t", ocr=False))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "check_box_psnr.py"
+    proc = subprocess.run([sys.executable, str(script), str(cases), str(out), "--tolerance", "0.01"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 cases" in proc.stdout and "largest per case 0.0000 dB" in proc.stdout
