@@ -23,6 +23,7 @@ import numpy as np
 from refalign.errors import InputError
 from refalign.eval import metrics
 from refalign.eval.cases import Case, read_case
+from refalign.eval.report import figure_png, pyplot
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
 from refalign.windows import crop, mask_bbox, resize_image, square_window
 
@@ -173,16 +174,9 @@ def markdown_tables_html(markdown: str) -> str:
 
 
 def _plots(runs: dict[str, MethodRun], main: str, gains: dict[str, float | None]) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.info("report plots skipped: matplotlib is not installed (pip install 'refalign[eval]')")
+    plt = pyplot()
+    if plt is None:
         return []
-    import io
-
     uris = []
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
     methods = list(runs)
@@ -198,10 +192,7 @@ def _plots(runs: dict[str, MethodRun], main: str, gains: dict[str, float | None]
     ax.set_ylabel("PSNR over the artifact's box (dB)")
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    uris.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    uris.append("data:image/png;base64," + base64.b64encode(figure_png(fig, 100)).decode())
     vals = sorted(g for g in gains.values() if g is not None)
     if vals:
         fig, ax = plt.subplots(figsize=(6.0, 3.0))
@@ -210,10 +201,7 @@ def _plots(runs: dict[str, MethodRun], main: str, gains: dict[str, float | None]
         ax.set_xlabel("cases, sorted")
         ax.set_ylabel(f"{main} − best baseline (dB)")
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        uris.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+        uris.append("data:image/png;base64," + base64.b64encode(figure_png(fig, 100)).decode())
     return uris
 
 

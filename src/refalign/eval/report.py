@@ -156,9 +156,8 @@ def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
-    """``per_kind.png`` (mean box PSNR per artifact kind, one bar per reference kind) and ``miou_hist.png``
-    (histogram of correspondence IoU) when there is something to plot."""
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or ``None`` (logged once per call) when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -166,6 +165,27 @@ def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         logger.info("plots skipped: matplotlib is not installed (pip install 'refalign[eval]')")
+        return None
+    return plt
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
+    """``per_kind.png`` (mean box PSNR per artifact kind, one bar per reference kind) and ``miou_hist.png``
+    (histogram of correspondence IoU) when there is something to plot."""
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     ok = [r for r in records if not r.get("error")]
@@ -185,7 +205,6 @@ def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
         ax.legend(title="reference")
         fig.tight_layout()
         written.append(_save(fig, output / "per_kind.png"))
-        plt.close(fig)
     ious = [float(r["iou"]) for r in ok if r.get("iou") is not None]
     if ious:
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -195,16 +214,11 @@ def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
         ax.set_title(f"mIoU = {np.mean(ious):.3f} (n = {len(ious)})")
         fig.tight_layout()
         written.append(_save(fig, output / "miou_hist.png"))
-        plt.close(fig)
     return written
 
 
 def _save(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, figure_png(fig))
     return path
 
 
