@@ -30,9 +30,10 @@ from refalign.windows import crop, mask_bbox, resize_image, square_window
 logger = logging.getLogger(__name__)
 
 BASELINES = ("identity", "telea", "ns")
-#: Side of each crop in the page, in pixels; crops show the artifact with twice its size of context on each side.
-THUMB = 176
-CONTEXT = 3.0
+#: Side of each crop in the page, in pixels; crops show the artifact's box enlarged ``CONTEXT`` times (its
+#: surroundings, for judging seams), so a row of input, reference, five methods and the truth fits a 1400 px page.
+THUMB = 140
+CONTEXT = 1.8
 OUTLINE = (255, 40, 200)  # magenta: visible on most objects
 
 

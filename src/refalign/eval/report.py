@@ -73,6 +73,7 @@ def grouped(records: list[dict[str, Any]], field: str) -> dict[str, list[dict[st
 
 
 def _table(rows: list[tuple[str, str, dict[str, Any]]], first: str) -> list[str]:
+    rows = [r for r in rows if r[2]["n"] or r[2]["failed"]] or rows  # a subset a method skipped entirely: no row
     keys = [c for c in COLUMNS if any(c[0] in row for _, _, row in rows)]
     head = [first, "Method", *[t for _, t, _ in keys], "n", "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
