@@ -30,7 +30,7 @@ import numpy as np
 
 from refalign.errors import InputError
 from refalign.eval.cases import Case
-from refalign.eval.metrics import dilate
+from refalign.pipelines.zoom import dilate
 from refalign.transfer.colour import fit_colour
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 

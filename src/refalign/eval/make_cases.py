@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import is_case, write_case
-from refalign.eval.metrics import dilate
+from refalign.pipelines.zoom import dilate
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
 from refalign.registration import register
 from refalign.windows import mask_bbox, resize_image, resize_mask

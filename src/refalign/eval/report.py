@@ -38,6 +38,7 @@ COLUMNS = (
     ("iou", "mIoU", "{:.3f}"),
     ("background", "BG max", "{:.0f}"),
     ("ocr", "OCR", "{:.3f}"),
+    ("ocr_edits", "OCR edits ↓", "{:.2f}"),
     ("seconds", "s/case", "{:.3f}"),
 )
 
