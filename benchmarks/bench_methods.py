@@ -55,6 +55,8 @@ def main() -> None:
         run = make_method(name, pipe, steps=args.steps)
         times = []
         for case in cases:
+            if name == "oracle" and "homography" not in case.meta:
+                continue  # the oracle applies to warp cases only
             samples = []
             for _ in range(args.repeat):
                 start = time.perf_counter()
@@ -78,6 +80,8 @@ def main() -> None:
 def cold_seconds(method: str, case_dirs: list, model: str | None, steps: int | None) -> float:
     """Mean wall-clock seconds of one ``refalign bench`` process per case (a fresh interpreter each time)."""
     times = []
+    if method == "oracle":  # warp cases only
+        case_dirs = [c for c in case_dirs if c.name.endswith("-warp")] or case_dirs
     with tempfile.TemporaryDirectory() as tmp:
         for i, case in enumerate(case_dirs):
             cmd = [sys.executable, "-m", "refalign.cli", "bench", str(case), "--method", method, "--output",
