@@ -317,3 +317,31 @@ def test_box_psnr_agrees_with_the_independent_check(cases, tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 cases" in proc.stdout and "largest per case 0.0000 dB" in proc.stdout
+
+
+def test_ocr_scores_text_cases_only_where_the_artifact_hurt_the_text(tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the `ocr` extra (rapidocr-onnxruntime) is not installed")
+    import cv2
+
+    from refalign.eval.baselines import MethodOutput
+    from refalign.eval.cases import read_case
+    from refalign.eval.metrics import normalise_text
+    from refalign.eval.runner import case_metrics
+
+    target = np.full((120, 320, 3), 255, np.uint8)
+    cv2.putText(target, "REFINE", (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (0, 0, 0), 5)
+    on_text = np.zeros((120, 320), bool)
+    on_text[40:90, 130:190] = True  # covers the letters in the middle
+    off_text = np.zeros((120, 320), bool)
+    off_text[100:116, 140:170] = True  # below the word
+    for name, mask in (("on", on_text), ("off", off_text)):
+        image = target.copy()
+        image[mask] = 255  # the artifact erases what it covers
+        write_case(tmp_path / name, image=image, mask=mask, reference=target, target=target)
+    on, off = read_case(tmp_path / "on"), read_case(tmp_path / "off")
+    fixed = case_metrics(on, MethodOutput(on.target.copy()), ocr=True)
+    broken = case_metrics(on, MethodOutput(on.image.copy()), ocr=True)
+    # the expected string is what the clean target reads in the artifact's window (part of the word here)
+    assert fixed["ocr"] == 1.0 and fixed["ocr_edits"] == 0 and normalise_text(fixed["ocr_truth"]) in "refine"
+    assert broken["ocr"] < 1.0 and broken["ocr_edits"] >= 1
+    assert "ocr" not in case_metrics(off, MethodOutput(off.image.copy()), ocr=True)  # the text was never hurt

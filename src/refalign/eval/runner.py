@@ -133,10 +133,12 @@ def case_metrics(case: Case, out: MethodOutput, *, scorer=None, ocr: bool = Fals
         from refalign.eval.ocr import MIN_TEXT_CHARS, TEXT_CONFIDENCE, read_text
         from refalign.windows import crop
 
-        win = metrics.artifact_window(case.mask)  # a text case: meta "text", or confident words in the target
+        win = metrics.artifact_window(case.mask)  # the expected text: meta "text", or confident words of the target
         truth = case.meta.get("text") or read_text(
             crop(case.target, win), min_confidence=TEXT_CONFIDENCE, min_word=MIN_TEXT_CHARS)
-        if len(metrics.normalise_text(truth)) >= MIN_TEXT_CHARS:
+        # a text case: the target reads as text there and the artifact changed what the input reads
+        if len(metrics.normalise_text(truth)) >= MIN_TEXT_CHARS and \
+                metrics.ocr_agreement(read_text(crop(case.image, win)), truth) < 1.0:
             read = read_text(crop(refined, win))
             m.update(ocr=metrics.ocr_agreement(read, truth), ocr_truth=truth, ocr_read=read,
                      ocr_edits=metrics.edit_distance(metrics.normalise_text(read), metrics.normalise_text(truth)))
