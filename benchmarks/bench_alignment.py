@@ -98,7 +98,7 @@ def run_pass(unet, x, enc, mask, mode: str, layers):
 
     from refalign.attention import CrossAttentionStore, capture_cross_attention, resize_query_mask
     from refalign.attention.aggregate import query_grid_shape
-    from refalign.pipelines.summary import cross_attention_layer_names
+    from refalign.models.unet import cross_attention_layer_names
 
     if mode == "none":
         unet(x, 500, encoder_hidden_states=enc)
@@ -139,7 +139,7 @@ def worker(spec: dict) -> dict:
     torch.set_grad_enabled(False)
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    from refalign.pipelines.summary import cross_attention_layer_names
+    from refalign.models.unet import cross_attention_layer_names
 
     unet, x, enc, mask = build(spec["model"], spec["quick"])
     n_layers = len(cross_attention_layer_names(unet))

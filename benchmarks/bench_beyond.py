@@ -15,10 +15,7 @@ import statistics
 import time
 from collections import defaultdict
 
-
-def iou(a, b) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
+from refalign.mask_ops import iou
 
 
 def bench_detect(cases) -> None:

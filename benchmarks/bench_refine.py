@@ -58,7 +58,7 @@ def _load(model: str | None):
         comps = build_components("tiny", seed=0)
         res = comps.pop("resolution")
         pipe = RefineByAlignPipeline(**comps, refalign_config=RefalignConfig(preset="tiny", resolution=res))
-        from refalign.pipelines.summary import cross_attention_layer_names
+        from refalign.models.unet import cross_attention_layer_names
 
         # the paper's layer 9 of 16 does not exist in the tiny U-Net; read the middle one (same cost)
         pipe.refalign_config.alignment.layer = len(cross_attention_layer_names(pipe.unet)) // 2
@@ -72,6 +72,8 @@ def worker(cfg: dict) -> dict:
     import numpy as np
     import torch
 
+    from refalign.fill import telea_fill
+
     torch.set_num_threads(cfg["threads"])
     cv2.setNumThreads(cfg["threads"])
     pipe = _load(cfg["model"])
@@ -84,11 +86,10 @@ def worker(cfg: dict) -> dict:
             t0 = time.perf_counter()
             out = pipe(image, mask, reference, **kwargs)
             times.append(time.perf_counter() - t0)
-    m8 = mask.astype(np.uint8) * 255
     telea = []
     for _ in range(cfg["repeats"]):
         t0 = time.perf_counter()
-        cv2.inpaint(image, m8, 3, cv2.INPAINT_TELEA)
+        telea_fill(image, mask)
         telea.append(time.perf_counter() - t0)
     return {
         "seconds": statistics.median(times),

@@ -194,7 +194,7 @@ def _cases(root, with_gt=2, without_gt=1):
 
 
 def test_search_shapes_one_pass_per_step_and_outputs(tmp_path, engineered):
-    from refalign.pipelines.alignment import search_alignment
+    from refalign.eval.alignment_search import search_alignment
 
     pipe = engineered
     cases = _cases(tmp_path / "cases")
@@ -218,7 +218,7 @@ def test_search_shapes_one_pass_per_step_and_outputs(tmp_path, engineered):
 
 
 def test_search_without_ground_truth_is_an_error(tmp_path, dummy_pipeline):
-    from refalign.pipelines.alignment import search_alignment
+    from refalign.eval.alignment_search import search_alignment
 
     cases = _cases(tmp_path / "cases", with_gt=0, without_gt=1)
     with pytest.raises(InputError, match="correspondence.png"):
@@ -228,7 +228,7 @@ def test_search_without_ground_truth_is_an_error(tmp_path, dummy_pipeline):
 def test_heatmap_without_matplotlib(tmp_path, monkeypatch):
     import builtins
 
-    from refalign.pipelines.alignment_search import write_heatmap
+    from refalign.eval.alignment_search import write_heatmap
 
     real_import = builtins.__import__
 
@@ -246,7 +246,7 @@ def test_heatmap_without_matplotlib(tmp_path, monkeypatch):
 
 
 def test_store_alignment_defaults(tmp_path, dummy_checkpoint):
-    from refalign.pipelines.alignment_search import SearchResult, store_alignment_defaults
+    from refalign.eval.alignment_search import SearchResult, store_alignment_defaults
     from refalign.pipelines.config import RefalignConfig
 
     ckpt = tmp_path / "ckpt"

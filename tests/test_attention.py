@@ -103,7 +103,7 @@ def test_attention_probabilities_rows_sum_to_one():
 
 
 def test_capture_swaps_only_read_layers_and_restores(dummy_pipeline):
-    from refalign.pipelines.summary import cross_attention_layer_names
+    from refalign.models.unet import cross_attention_layer_names
 
     unet = dummy_pipeline.unet
     names = cross_attention_layer_names(unet)

@@ -124,7 +124,7 @@ def test_refalign_needs_a_model(cases, tmp_path):
 
 def test_cli_bench(cases, tmp_path):
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--output", str(tmp_path / "o"), "--no-ocr"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "c-broken" in res.output, res.output  # the broken case: exit 1
     assert (tmp_path / "o" / "summary.md").is_file()
     res = CliRunner().invoke(app, ["bench", str(tmp_path / "none"), "--method", "telea", "--output", str(tmp_path / "p")])
     assert res.exit_code == 2 and "no such cases folder" in res.output
@@ -136,7 +136,7 @@ def test_cli_bench_semantic_scores_from_user_folders(cases, tmp_path):
     paths = save_tiny_scoring_models(tmp_path / "models")
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "identity", "--output", str(tmp_path / "o"),
                                    "--no-ocr", "--clip", paths["clip"], "--dino", paths["dino"], "--blip", paths["blip"]])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "c-broken" in res.output, res.output  # the broken case: exit 1
     rec = load_results(tmp_path / "o" / "results.jsonl")["a-warp"]
     assert {"clip_i", "dino", "clip_t"} <= set(rec) and rec["reference_region"] == "ground truth"
     assert "CLIP-I" in (tmp_path / "o" / "summary.md").read_text()
@@ -149,7 +149,7 @@ def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
         pytest.skip("RefineByAlignPipeline.__call__ is not built yet")
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "refalign", "--output", str(tmp_path / "o"),
                                    "--model", str(dummy_checkpoint), "--steps", "2", "--no-ocr", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "c-broken" in res.output, res.output  # the broken case: exit 1
     rec = load_results(tmp_path / "o" / "results.jsonl")
     assert "error" not in rec["a-warp"], rec["a-warp"].get("error")
     assert rec["a-warp"]["background"] == 0 and "iou" in rec["a-warp"]
@@ -160,7 +160,7 @@ def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
     assert res.exit_code == 2 and "warped-reference guidance" in res.output
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "paste", "--output", str(tmp_path / "p"),
                                    "--model", str(dummy_checkpoint), "--no-ocr", "--device", "cpu"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "c-broken" in res.output, res.output  # the broken case: exit 1
     rec = load_results(tmp_path / "p" / "results.jsonl")["b-multiview"]
     assert rec["correspondence_source"] == "refalign alignment" or "no correspondence region" in rec.get("error", "")
 
@@ -172,12 +172,12 @@ def test_bench_set_changes_the_checkpoints_settings_for_the_run(cases, tmp_path,
             "cpu", "--steps", "1"]
     res = CliRunner().invoke(app, args + ["--output", str(tmp_path / "o"), "--set", "refinement.num_samples=2",
                                           "--set", "refinement.paste_mode=residual"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "c-broken" in res.output, res.output  # the broken case: exit 1
     rec = load_results(tmp_path / "o" / "results.jsonl")["a-warp"]
     assert rec["settings"] == ["refinement.num_samples=2", "refinement.paste_mode=residual"]
     for bad, words in (("refinement.num_sample=2", "expected SECTION.KEY=VALUE"),
                        ("refinement.num_samples=many", "must be int"),
-                       ("refinement.feather=wide", "must be float | None"),
+                       ("refinement.feather=wide", "must be a number"),
                        ("refinement.paste_mode=sideways", "paste_mode")):
         res = CliRunner().invoke(app, args + ["--output", str(tmp_path / "bad"), "--set", bad])
         assert res.exit_code == 2 and words in res.output, res.output

@@ -112,3 +112,24 @@ def test_bad_refinement_settings_are_refused_at_load(section, key, value, words)
     (data[section] if section else data)[key] = value
     with pytest.raises(CheckpointError, match=words):
         RefalignConfig.from_dict(data, source="ckpt/refalign.json")
+
+
+@pytest.mark.parametrize(
+    "settings, named",
+    [(["alignment.score=0.9"], "alignment.score"),
+     (["refinement.reference_fill=0"], "refinement.reference_fill"),
+     (["refinement.paste_mode=window", "refinement.detail_transfer=true"], "refinement.detail_transfer"),
+     (["refinement.paste_mode=window", "refinement.ramp=1.0"], "refinement.ramp"),
+     (["refinement.masked_content=fill"], "refinement.masked_content")],
+)
+def test_set_refuses_fixed_settings_and_silent_no_ops(settings, named):
+    from refalign.errors import InputError
+    from refalign.pipelines.config import apply_overrides
+
+    with pytest.raises(InputError, match=named.replace(".", r"\.")) as err:
+        apply_overrides(RefalignConfig(), settings)
+    assert "\n" not in str(err.value)
+    # the same combinations are accepted when they do something
+    ok = apply_overrides(RefalignConfig(), ["refinement.paste_mode=residual", "refinement.ramp=1.0",
+                                            "refinement.masked_content=fill", "refinement.strength=0.5"])
+    assert ok.refinement.ramp == 1.0 and ok.refinement.masked_content == "fill"

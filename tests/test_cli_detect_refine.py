@@ -126,7 +126,7 @@ def test_warped_guidance_and_detected_mask_reach_the_pipeline(files, monkeypatch
 
 
 def test_batch_forwards_warped_guidance(tmp_path):
-    from refalign.pipelines import batch
+    from refalign.eval import batch
 
     case = tmp_path / "cases" / "c0"
     case.mkdir(parents=True)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import synthetic_scene
 from refalign.cli import app
-from refalign.pipelines import batch
+from refalign.eval import batch
 from refalign.pipelines.outputs import RefineOutput
 
 runner = CliRunner()

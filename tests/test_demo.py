@@ -234,11 +234,13 @@ def test_build_demo_page_and_handler_errors(inputs, tmp_path):
 def allowed_changes(pipe, mask: np.ndarray) -> np.ndarray:
     """Pixels the pipeline may change for ``mask``: the mask dilated by the paste radius of its zoom windows
     (``refalign_config.refinement.dilation`` model pixels, scaled to each window; paper §3.5 zoom-in paste)."""
-    from refalign.pipelines.zoom import dilate, dilation_radius, plan_windows
+    from refalign.mask_ops import dilate
+    from refalign.pipelines.zoom import plan_windows
+    from refalign.windows import ModelFrame
 
     cfg = pipe.refalign_config.refinement
     plans = plan_windows(mask, context=cfg.context, min_size=cfg.min_window, merge_growth=cfg.merge_growth)
-    radius = max(dilation_radius(p.window, pipe.resolution, cfg.dilation) for p in plans)
+    radius = max(ModelFrame(p.window, pipe.resolution).radius(cfg.dilation) for p in plans)
     return dilate(mask, radius)
 
 

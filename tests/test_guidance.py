@@ -9,7 +9,9 @@ import pytest
 from refalign.data.perturb import ColorSpec
 from refalign.data.procedural import procedural_objects
 from refalign.data.samples import MODES, SampleSpec, alignment_sample, multiview_sample, refinement_sample
-from refalign.guidance import empty_guidance, jitter, warp_to_window, window_to_source
+from refalign.guidance import empty_guidance, jitter, warp_to_window
+from refalign.mask_ops import dilate
+from refalign.windows import ModelFrame, window_to_source
 from refalign.windows import Window
 
 NO_COLOUR = ColorSpec(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, gamma=0.0)
@@ -136,7 +138,8 @@ def test_pipeline_registers_each_window_and_feeds_the_warp(one_thread):
 def test_telea_fill_conditioning_changes_only_the_hole():
     import torch
 
-    from refalign.fill import telea_fill, telea_fill_tensor
+    from refalign.fill import telea_fill
+    from refalign.pipelines.pipeline_refine_by_align import telea_fill_tensor
     from conftest import make_dummy_pipeline
 
     rng = np.random.default_rng(0)
@@ -203,7 +206,7 @@ def test_detail_transfer_restores_the_fine_band_from_the_registered_reference(on
     size, res = plan.window.size, 32
     pixels, valid = warp_to_window(reference, np.ones(reference.shape[:2], bool),
                                    P @ window_to_source(plan.window, size), size)
-    detail = zoom.reference_detail(pixels, valid, res)
+    detail = zoom.reference_detail(pixels, valid, ModelFrame(plan.window, res))
     assert detail.shape == (size, size, 3) and np.abs(detail).max() > 10
     assert not detail[~valid].any()
     base, fill_win, hole = zoom.classical_fill(image, mask, plan, res)
@@ -227,7 +230,7 @@ def test_detail_transfer_restores_the_fine_band_from_the_registered_reference(on
     on = pipe(image, mask, reference, reference_mask=whole, seed=0)
     assert on.guidance[0].startswith("warp (")
     changed = (on.image != off).any(-1)
-    assert changed.any() and not (changed & ~zoom.dilate(mask, 8)).any()
+    assert changed.any() and not (changed & ~dilate(mask, 8)).any()
     flat = np.full_like(reference, 120)
     assert (pipe(image, mask, flat, reference_mask=whole, seed=0).image
             == pipe(image, mask, flat, reference_mask=whole, seed=0, warped_guidance=False).image).all()

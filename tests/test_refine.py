@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from refalign.errors import InputError
+from refalign.mask_ops import dilate
 from refalign.pipelines import zoom
+from refalign.pipelines.correspondence import Correspondence
+from refalign.windows import ModelFrame
 from refalign.pipelines.outputs import RefineOutput
 
 HAS_ALIGN = importlib.util.find_spec("refalign.pipelines.alignment") is not None
@@ -23,18 +26,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _fake_align(calls):
     """Stand-in for the alignment stage: M* = the left half of the reference."""
 
-    def align(image, mask, reference, step=None, layer=None, object_mask=None, generator=None, **kw):
+    def align(image, mask, reference, object_mask=None, generator=None, **kw):
         calls.append({"mask": mask.copy(), "object_mask": object_mask})
         m = np.zeros(reference.shape[:2], bool)
         m[:, : reference.shape[1] // 2] = True
-        return SimpleNamespace(mask=m, soft_map=np.zeros((8, 8), np.float32), step=0, layer=3, score=None)
+        return SimpleNamespace(mask=m, soft_map=np.zeros((8, 8), np.float32), step=0, layer=3, score=None,
+                               correspondence=Correspondence(m, "cross-attention", m_star=m))
 
     return align
 
 
 def _outside_dilated(mask, windows, pipe):
     """Pixels farther from the mask than the largest dilation radius used."""
-    r = max(zoom.dilation_radius(w, pipe.resolution, pipe.refalign_config.refinement.dilation) for w in windows)
+    r = max(ModelFrame(w, pipe.resolution).radius(pipe.refalign_config.refinement.dilation) for w in windows)
     return zoom.distance_to(mask) > r
 
 
@@ -132,7 +136,7 @@ def test_callback_called_per_step_and_can_replace_latents(dummy_pipeline, scene)
 
 
 def test_reference_mask_skips_alignment(dummy_pipeline, scene, monkeypatch):
-    monkeypatch.setattr(dummy_pipeline, "align", lambda *a, **k: pytest.fail("alignment must be skipped"))
+    monkeypatch.setattr(dummy_pipeline, "_align", lambda *a, **k: pytest.fail("alignment must be skipped"))
     region = np.zeros(scene["reference"].shape[:2], bool)
     region[10:40, 20:60] = True
     out = dummy_pipeline(scene["image"], scene["mask"], scene["reference"], reference_mask=region, seed=0)
@@ -143,7 +147,7 @@ def test_reference_mask_skips_alignment(dummy_pipeline, scene, monkeypatch):
 
 def test_alignment_runs_per_window(dummy_pipeline, scene, monkeypatch):
     calls = []
-    monkeypatch.setattr(dummy_pipeline, "align", _fake_align(calls))
+    monkeypatch.setattr(dummy_pipeline, "_align", _fake_align(calls))
     image = np.full((200, 200, 3), 90, np.uint8)
     mask = np.zeros((200, 200), bool)
     mask[5:10, 5:10] = True
@@ -277,7 +281,7 @@ def test_residual_mode_and_feather_from_refalign_json(dummy_pipeline, scene):
     changed_wide = (wide != scene["image"]).any(-1)
     changed_narrow = (narrow != scene["image"]).any(-1)
     assert changed_narrow.sum() < changed_wide.sum()
-    assert not (changed_narrow & ~zoom.dilate(scene["mask"], 3)).any()
+    assert not (changed_narrow & ~dilate(scene["mask"], 3)).any()
 
 
 def test_num_samples_draws_a_batch_and_averages(dummy_pipeline, scene, monkeypatch):

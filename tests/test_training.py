@@ -99,7 +99,7 @@ def test_overfitting_one_batch_lowers_both_losses(tmp_path):
     cfg = dummy_config(tmp_path, "align_loss_weight=1.0", "embedding_dropout=0.0")
     pipe = build_pipeline(cfg)
     model = RefinerModel(pipe.unet, pipe.reference_encoder)
-    ds = SynthesisDataset(procedural_objects(2, size=64), sample_spec(cfg.data, 32, 32), alignment_ratio=1.0)
+    ds = SynthesisDataset(procedural_objects(2, size=64), sample_spec(cfg.data, pipe.refalign_config, 32), alignment_ratio=1.0)
     batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
     layers = capture_layers(model, cfg)
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
@@ -272,3 +272,17 @@ def test_high_timestep_share_draws_that_share_from_the_top_of_the_schedule():
     assert 0.5 < top < 0.6 and biased.min() >= 0 and biased.max() <= 999  # 0.5 + 0.5 · 0.1 expected
     with pytest.raises(InputError, match="high_timestep_share"):
         dummy_config(Path("unused"), "high_timestep_share=1.5")
+
+
+def test_training_writes_the_window_geometry_the_samples_read(tmp_path):
+    from refalign.training.data_setup import sample_spec
+    from refalign.training.model import build_pipeline
+
+    cfg = dummy_config(tmp_path, "data.align_context=3.0", "data.refine_context=2.5", "data.min_window=48")
+    pipe = build_pipeline(cfg)
+    rc = pipe.refalign_config
+    assert (rc.alignment.context, rc.refinement.context) == (3.0, 2.5)
+    assert rc.alignment.min_window == rc.refinement.min_window == 48 and rc.refinement.reference_fill == 128
+    spec = sample_spec(cfg.data, rc, 32)
+    assert (spec.align_context, spec.refine_context, spec.min_window, spec.fill) == (3.0, 2.5, 48, 128)
+    assert spec.resolution == rc.resolution

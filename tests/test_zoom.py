@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from refalign.mask_ops import dilate
 from refalign.pipelines import zoom
-from refalign.windows import Window, connected_regions
+from refalign.windows import ModelFrame, Window, connected_regions
 
 
 def _mask(h, w, *boxes):
@@ -67,7 +68,7 @@ def test_paste_weights_stay_inside_dilated_mask():
     own = _mask(50, 50, (20, 20, 30, 30))
     w = zoom.paste_weights(own, radius=3)
     assert (w[own] == 1).all()
-    dil = zoom.dilate(own, 3)
+    dil = dilate(own, 3)
     assert (w[~dil] == 0).all() and (w[dil] > 0).all()
     assert ((w > 0) & (w < 1)).any()
 
@@ -122,4 +123,4 @@ def test_masked_reference_and_crop():
 
 @pytest.mark.parametrize("size,res,dil,expected", [(64, 64, 3, 3), (256, 64, 3, 12), (16, 64, 3, 1)])
 def test_dilation_radius_scales_with_zoom(size, res, dil, expected):
-    assert zoom.dilation_radius(Window(0, 0, size), res, dil) == expected
+    assert ModelFrame(Window(0, 0, size), res).radius(dil) == expected

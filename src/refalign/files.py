@@ -12,10 +12,12 @@ RGB, 16-bit images scale to 8 bits; EXIF orientation is applied.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-import warnings
+import threading
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Union
 
@@ -24,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from refalign.errors import InputError, OutputError
 
+logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 ImageLike = Union[PathLike, Image.Image, np.ndarray]
 
@@ -31,6 +34,13 @@ ImageLike = Union[PathLike, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000
 #: Smallest side accepted, in pixels.
 MIN_SIDE = 8
+#: Output extensions and the format each is written in: lossless ones, and JPEG at a stated quality.
+OUTPUT_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+JPEG_QUALITY = 95
+SAVE_OPTIONS = {"JPEG": {"quality": JPEG_QUALITY}, "WEBP": {"lossless": True, "exact": True},
+                "TIFF": {"compression": "tiff_lzw"}}
+#: Serialises the swap of PIL's own pixel limit for the one given (requests of the demo run in threads).
+_PIL_LIMIT = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -48,22 +58,21 @@ def _open(path: PathLike, what: str, max_pixels: int) -> Image.Image:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an {what} file; give the path of a PNG or JPEG")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            w, h = img.size
-            if w * h > max_pixels:
-                raise InputError(
-                    f"{path}: {w}x{h} is over the limit of {max_pixels:,} pixels; downscale it or raise --max-pixels"
-                )
-            img.load()
+        # ``max_pixels`` is the limit, not PIL's own (89 Mpx, which would silently cap --max-pixels): PIL's check
+        # is off while this file is opened, and the size is checked here, from the header, before decoding
+        with _PIL_LIMIT:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                img = _open_checked(path, max_pixels)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except InputError:
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file refalign can read; give a PNG or JPEG") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise InputError(f"{path}: image is too large to decode safely; downscale it") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: image is truncated or corrupt ({exc}); re-export it") from None
     if min(img.size) < MIN_SIDE:
         raise InputError(f"{path}: {img.size[0]}x{img.size[1]} is too small; give an image at least {MIN_SIDE} px a side")
@@ -71,6 +80,20 @@ def _open(path: PathLike, what: str, max_pixels: int) -> Image.Image:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block is not worth refusing the image for
         pass
+    return img
+
+
+def _open_checked(path: Path, max_pixels: int) -> Image.Image:
+    img = Image.open(path)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise InputError(
+            f"{path}: {w}x{h} is over the limit of {max_pixels:,} pixels; downscale it or raise --max-pixels"
+        )
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format in ("GIF", "PNG", "WEBP"):  # animations (a multi-page TIFF gives its first page)
+        raise InputError(f"{path}: animated image with {frames} frames; export the one frame to use as a PNG")
+    img.load()
     return img
 
 
@@ -212,9 +235,23 @@ def check_output(path: PathLike, *, overwrite: bool = False, protected: tuple[Pa
         raise OutputError(f"{path}: is a folder; give a file name")
     if not path.parent.exists():
         raise OutputError(f"{path.parent}: output folder does not exist; create it first")
-    if path.suffix.lower() not in Image.registered_extensions():
-        raise OutputError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
+    output_format(path)
+    if OUTPUT_FORMATS[path.suffix.lower()] == "JPEG":
+        logger.warning("%s: JPEG is lossy (saved at quality %d), so pixels outside the mask will not stay "
+                       "bit-identical; use .png, .tif or .webp to keep them", path, JPEG_QUALITY)
     return path
+
+
+def output_format(path: PathLike) -> str:
+    """The PIL format an output extension is written in; other extensions (``.gif``: 256 colours, ``.ico``:
+    256×256, ``.xbm``/``.msp``: 1 bit, ...) would silently lose pixels and are refused with one line."""
+    path = Path(path)
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{path}: {path.suffix or 'no extension'} is not an output format refalign writes without "
+                          "losing pixels; use .png, .tif, .webp (lossless) or .jpg (quality "
+                          f"{JPEG_QUALITY})")
+    return fmt
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
@@ -232,20 +269,48 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    remove_stale_temps(path)
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Delete the temporary files :func:`write_bytes_atomic` left for ``path`` when a run was killed mid-write
+    (``.NAME.*.tmp``, mode 0600, in the same folder); returns what was removed."""
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        try:
+            stale.unlink()
+            removed.append(stale)
+        except OSError:  # gone already, or not ours to delete
+            pass
+    if removed:
+        logger.info("removed %d temporary file(s) of %s left by an interrupted run", len(removed), path)
+    return removed
+
+
+def is_complete_image(path: PathLike) -> bool:
+    """Whether ``path`` is an image file that decodes to the end (an empty or truncated output is not finished)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return False
+    return True
 
 
 def save_image(image: np.ndarray | Image.Image, path: PathLike) -> None:
-    """Save an RGB image or a mask (``bool`` → 0/255) atomically; the format follows the extension."""
+    """Save an RGB image or a mask (``bool`` → 0/255) atomically; the format follows the extension (PNG, TIFF and
+    WebP lossless; JPEG at :data:`JPEG_QUALITY`; others are refused, see :func:`output_format`)."""
     import io
 
     path = Path(path)
+    fmt = output_format(path)
     if isinstance(image, np.ndarray):
         if image.dtype == bool:
             image = image.astype(np.uint8) * 255
         image = Image.fromarray(image)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     buf = io.BytesIO()
-    image.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    image.save(buf, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
     write_bytes_atomic(path, buf.getvalue())
 
 

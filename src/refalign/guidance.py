@@ -17,18 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from refalign.windows import Window
-
-GREY = 128
-
-
-def window_to_source(window: Window, resolution: int) -> np.ndarray:
-    """3×3 affine map from the pixels of ``window`` resized to ``resolution`` (its frame) back to the source image
-    it was cropped from (pixel-centre aligned, like ``cv2.resize``)."""
-    s = window.size / float(resolution)
-    return np.array(
-        [[s, 0.0, window.left + 0.5 * s - 0.5], [0.0, s, window.top + 0.5 * s - 0.5], [0.0, 0.0, 1.0]]
-    )
+from refalign.fill import GREY
 
 
 def warp_to_window(

@@ -1,12 +1,15 @@
-"""Square windows around masked regions: the geometry of zoom-in inpainting (paper §3.4, after PAL).
+"""Window primitives (paper §3.4, after PAL): squares around masked regions, crops, resizes, and the model frame.
 
 Pure numpy functions shared by inference (alignment and refinement windows), training (zoom-in crops around the
 artifact) and evaluation. A :class:`Window` is a square in image coordinates that may stick out of the image; crops
 pad the outside by edge replication and report which part of the crop is real image (``valid``).
+:class:`ModelFrame` is a window seen at the model's resolution: the one model ↔ image pixel conversion. Planning
+the windows of a mask and pasting the refined ones back is :mod:`refalign.pipelines.zoom`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -31,6 +34,47 @@ class Window:
 
     def as_tuple(self) -> tuple[int, int, int]:
         return (self.top, self.left, self.size)
+
+
+def window_to_source(window: Window, resolution: int) -> np.ndarray:
+    """3×3 affine map from the pixels of ``window`` resized to ``resolution`` (its frame) back to the source image
+    it was cropped from (pixel-centre aligned, like ``cv2.resize``)."""
+    s = window.size / float(resolution)
+    return np.array(
+        [[s, 0.0, window.left + 0.5 * s - 0.5], [0.0, s, window.top + 0.5 * s - 0.5], [0.0, 0.0, 1.0]]
+    )
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """A window as the model sees it, resized to ``resolution``: the one place where lengths given in *model
+    pixels* (dilation, feather, ramp, margins — fixed fractions of every window) become *image pixels*."""
+
+    window: Window
+    resolution: int
+
+    def image_px(self, model_px: float) -> float:
+        """A length of ``model_px`` model pixels in image pixels: ``model_px · size / resolution``."""
+        return model_px * self.window.size / self.resolution
+
+    def radius(self, model_px: float) -> int:
+        """``ceil`` of :meth:`image_px`, at least 1: a dilation or blend radius in whole image pixels."""
+        return max(1, int(math.ceil(self.image_px(model_px))))
+
+    def reference_radius(self, model_px: float, area_scale: float) -> int:
+        """``model_px`` model pixels in *reference* pixels, where a homography magnifies area by ``area_scale``
+        (lengths by its square root) at the window."""
+        return int(np.ceil(model_px * (self.window.size / self.resolution * np.sqrt(max(area_scale, 1e-6)))))
+
+    def centre(self) -> tuple[float, float]:
+        """``(x, y)`` in image pixels of the model-frame point ``(resolution / 2, resolution / 2)`` — the window's
+        centre to within half a model pixel (where the registration's local scale is read)."""
+        half = self.resolution / 2.0
+        return tuple(self.to_source()[:2] @ [half, half, 1.0])
+
+    def to_source(self, size: int | None = None) -> np.ndarray:
+        """:func:`window_to_source` of this window seen at ``size`` pixels (default: the model's resolution)."""
+        return window_to_source(self.window, self.resolution if size is None else size)
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -18,6 +18,7 @@ import torch
 
 from refalign.attention.aggregate import attention_probabilities, correspondence_from_probs
 from refalign.attention.store import CrossAttentionStore
+from refalign.models.unet import cross_attention_layer_names
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ class AlignmentCaptureProcessor:
         layer: the layer's index in :func:`~refalign.pipelines.summary.cross_attention_layer_names` order.
         block_elements: cap on the size of a materialised probability block (see :data:`DEFAULT_BLOCK_ELEMENTS`).
     """
-
     def __init__(self, store: CrossAttentionStore, layer: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS):
         self.store = store
         self.layer = int(layer)
@@ -110,8 +110,6 @@ class AlignmentCaptureProcessor:
 
 def resolve_layers(unet, layers) -> list[tuple[int, str]]:
     """``[(index, module name)]`` of the cross-attention layers to read; an index out of range is a ``ValueError``."""
-    from refalign.pipelines.summary import cross_attention_layer_names
-
     names = cross_attention_layer_names(unet)
     if not names:
         raise ValueError("this U-Net has no cross-attention layers (attn2) to read")

@@ -13,6 +13,8 @@ import typer
 from refalign.errors import RefalignError
 
 EXIT_USER_ERROR = 2
+#: a batch command (``refine --cases``, ``bench``) ran but some cases failed; each failure is recorded per case
+EXIT_CASES_FAILED = 1
 
 
 def fail(message: str) -> None:

@@ -2,7 +2,7 @@
 search.
 
 Both check every input and output path before the model loads (DESIGN §5); the work is done by
-:func:`refalign.pipelines.alignment.align` and :func:`refalign.pipelines.alignment.search_alignment`.
+:func:`refalign.pipelines.alignment.align` and :func:`refalign.eval.alignment_search.search_alignment`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from refalign.checks import check_seed, check_steps, num_train_timesteps
 from refalign.cli._common import DeviceOption, ModelOption, OverwriteOption, handle_errors
 from refalign.errors import InputError, OutputError
 from refalign.files import DEFAULT_MAX_PIXELS
@@ -54,6 +55,7 @@ def align(
     from refalign.files import check_output, load_refine_inputs, save_image
 
     # 1. every input and output checked before the model loads
+    check_seed(seed)
     inputs = load_refine_inputs(image, mask, reference, object_mask, max_pixels=max_pixels)
     protected = tuple(p for p in (image, mask, reference, object_mask) if p is not None)
     output = check_output(output or default_output(image), overwrite=overwrite, protected=protected)
@@ -102,9 +104,10 @@ def align_search(
     """Grid-search the diffusion step and layer whose cross-attention aligns best (mIoU) on a set of cases."""
     from refalign.cli._common import load_pipeline, resolve_model
     from refalign.eval.cases import CORRESPONDENCE, list_cases
-    from refalign.pipelines.alignment import search_alignment
+    from refalign.eval.alignment_search import search_alignment
 
     # 1. inputs and outputs checked before the model loads
+    check_seed(seed), check_steps(steps, num_train_timesteps(resolve_model(model)))
     folders = list_cases(cases)
     if not any((f / CORRESPONDENCE).is_file() for f in folders):
         raise InputError(f"{cases}: no case has a {CORRESPONDENCE} (the ground truth the search scores against)")
@@ -131,6 +134,6 @@ def align_search(
     )
     typer.echo(f"wrote {', '.join(str(output / f) for f in SEARCH_FILES)}")
     if write_defaults:
-        from refalign.pipelines.alignment_search import store_alignment_defaults
+        from refalign.eval.alignment_search import store_alignment_defaults
 
         typer.echo(f"updated {store_alignment_defaults(model_path, result)}")

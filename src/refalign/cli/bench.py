@@ -42,7 +42,8 @@ def bench(
     from refalign.cli._common import default_model_path, resolve_device, resolve_model
     from refalign.errors import InputError
     from refalign.eval.baselines import MODEL_METHODS
-    from refalign.eval.runner import BenchConfig, list_all_cases, load_results, run_bench, run_comparison
+    from refalign.cli._common import EXIT_CASES_FAILED
+    from refalign.eval.runner import RESULTS, BenchConfig, list_all_cases, load_results, run_bench, run_comparison
 
     methods = list(dict.fromkeys(m for arg in methods for m in arg.split(",") if m))
     uses_model = [m for m in methods if m in MODEL_METHODS]
@@ -51,7 +52,8 @@ def bench(
 
         if not uses_model:
             raise InputError(f"--set changes the model's settings; method {methods[0]} uses no model")
-        apply_overrides(RefalignConfig(), list(settings))  # a bad key or value stops here, before any output
+        # a bad key or value stops here, before any output (the effect is checked on the checkpoint's own settings)
+        apply_overrides(RefalignConfig(), list(settings), check_effect=False)
     if uses_model:
         model = resolve_model(model)
     default = default_model_path()
@@ -59,15 +61,22 @@ def bench(
     cfg = BenchConfig(cases=list(cases), method=methods[0], output=output, model=model, steps=steps, seed=seed,
                       clip=clip, dino=dino, blip=blip, ocr=ocr, device=resolve_device(device) if device else None,
                       overrides=list(settings or []), seen_model=seen_model)
+    case_dirs = list_all_cases(cfg.cases)
+    names = {p.name for p in case_dirs}
     if len(methods) > 1:
         out = run_comparison(cfg, methods, report=report)
+        folders = {m: out / m for m in methods}
     else:
         out = run_bench(cfg)
+        folders = {cfg.method: out}
         if report:
-            from refalign.eval.runner import RESULTS, write_report_page
+            from refalign.eval.runner import write_report_page
 
-            case_dirs = list_all_cases(cfg.cases)
-            names = {p.name for p in case_dirs}
             records = {n: r for n, r in load_results(out / RESULTS).items() if n in names}
             write_report_page(out, case_dirs, {cfg.method: (out, records)}, (out / "summary.md").read_text())
     typer.echo(f"wrote {out / 'summary.md'}" + (f" and {out / 'report.html'}" if report else ""))
+    failed = sorted({f"{name} ({m})" if len(methods) > 1 else name for m, folder in folders.items()
+                     for name, r in load_results(folder / RESULTS).items() if name in names and r.get("error")})
+    if failed:  # the exit-code convention of every batch command (README: exit codes); skipped cases do not count
+        typer.echo(f"{len(failed)} case(s) failed (the error is in results.jsonl): {', '.join(failed)}", err=True)
+        raise typer.Exit(EXIT_CASES_FAILED)

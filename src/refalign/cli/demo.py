@@ -41,13 +41,14 @@ def demo(
     except ImportError:
         raise RefalignError("the web demo needs gradio; install it with: pip install 'refalign[demo]'") from None
     from refalign.cli._common import load_pipeline
-    from refalign.demo.app import build_demo, launch
+    from refalign.demo.app import build_demo, launch, serving_folder
 
     check_port(host, port)
     pipe = load_pipeline(model, device)  # once, before serving; requests queue on it
-    page = build_demo(pipe)
-    typer.echo(f"refalign demo on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    try:
-        launch(page, host=host, port=port, quiet=True)
-    except OSError:  # taken between the check and the launch
-        raise RefalignError(f"--port {port}: {host}:{port} is in use; choose another port") from None
+    with serving_folder() as folder:  # uploads and downloads, removed on every exit (also SIGTERM)
+        page = build_demo(pipe, output_root=folder / "outputs")
+        typer.echo(f"refalign demo on http://{host}:{port} (Ctrl-C to stop)", err=True)
+        try:
+            launch(page, host=host, port=port, quiet=True)
+        except OSError:  # taken between the check and the launch
+            raise RefalignError(f"--port {port}: {host}:{port} is in use; choose another port") from None

@@ -28,7 +28,10 @@ def detect(
     colour, and flag regions that disagree. Works when image and reference show the same, mostly planar view."""
     import numpy as np
 
+    from refalign.checks import check_number
     from refalign.detect import detect_artifacts
+
+    check_number(z, "--z", lo=0.0), check_number(max_regions, "--max-regions", lo=1, integer=True)
     from refalign.files import check_output, load_image, load_object_mask, load_reference, save_image
 
     img = load_image(image)

@@ -13,9 +13,13 @@ from typing import List, Optional
 
 import typer
 
-from refalign.cli._common import DeviceOption, ModelOption, OverwriteOption, handle_errors
+from refalign.checks import check_number, check_seed, check_steps, num_train_timesteps
+from refalign.cli._common import EXIT_CASES_FAILED, DeviceOption, ModelOption, OverwriteOption, handle_errors
 from refalign.errors import InputError
 from refalign.files import DEFAULT_MAX_PIXELS
+
+#: Largest --guidance accepted (classifier-free guidance far above ~20 only saturates the window).
+MAX_GUIDANCE = 100.0
 
 
 def default_output(image: Path) -> Path:
@@ -58,35 +62,36 @@ def refine(
         "trained with it (no effect on other models; off for ablations)."
     ),
     detect_z: float = typer.Option(
-        4.0, "--detect-z", min=0.0, help="Detector threshold (robust z-score; lower finds more); only without --mask."
+        4.0, "--detect-z", help="Detector threshold (robust z-score; lower finds more); only without --mask."
     ),
     cases: Optional[Path] = typer.Option(None, "--cases", help="Refine every case folder under DIR instead."),
     model: Optional[str] = ModelOption,
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Guidance scale (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the model's)."),
+    guidance: Optional[float] = typer.Option(
+        None, "--guidance", help=f"Guidance scale, 0 to {MAX_GUIDANCE:g} (default: the model's)."
+    ),
     strength: Optional[float] = typer.Option(
-        None, "--strength", min=0.0, max=1.0, help="1 = repaint fully; lower keeps more (default: the model's)."
+        None, "--strength", help="1 = repaint fully; lower keeps more (default: the model's)."
     ),
     masked_content: Optional[str] = typer.Option(
         None, "--masked-content", help="With --strength < 1, start from the artifact ('original') or from a "
         "classical fill of it ('fill') (default: the model's)."
     ),
     samples: Optional[int] = typer.Option(
-        None, "--samples", min=1, help="Samples per artifact, averaged (the least-squares estimate; more is "
+        None, "--samples", help="Samples per artifact, averaged (the least-squares estimate; more is "
         "smoother and slower) (default: the model's)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same device → same output)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
     save_correspondence: Optional[Path] = typer.Option(
         None, "--save-correspondence", help="Also save the matched reference region as a mask PNG."
     ),
     overwrite: bool = OverwriteOption,
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Largest image accepted."),
 ) -> None:
     """Repaint the masked artifact of IMAGE from a reference photo (align, then refine). Without --mask, the
     artifact is detected from IMAGE's disagreement with the registered reference (as `refalign detect` does)."""
-    if strength is not None and strength <= 0.0:
-        raise InputError("--strength must be above 0")
+    _check_numbers(steps, guidance, strength, samples, seed, detect_z, max_pixels)
     if masked_content not in (None, "original", "fill"):
         raise InputError(f"--masked-content {masked_content}: use original or fill")
     if no_align and reference_mask is not None:
@@ -100,6 +105,25 @@ def refine(
         return
     _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
                 overwrite, max_pixels, call, detect_z=detect_z)
+
+
+def _check_numbers(steps, guidance, strength, samples, seed, detect_z, max_pixels) -> None:
+    """Every number finite and in range before any work (a NaN or infinite one would paint garbage, exit 0)."""
+    check_number(steps, "--steps", lo=1, integer=True)
+    check_number(guidance, "--guidance", lo=0.0, hi=MAX_GUIDANCE)
+    check_number(strength, "--strength", lo=0.0, hi=1.0, lo_open=True)
+    check_number(samples, "--samples", lo=1, integer=True)
+    check_number(detect_z, "--detect-z", lo=0.0)
+    check_seed(seed)
+    check_number(max_pixels, "--max-pixels", lo=1, integer=True)
+
+
+def _check_steps_for(model, steps) -> None:
+    """``--steps`` against the model's scheduler (a DDIM schedule has at most its training timesteps), read from
+    the checkpoint's JSON before the model loads."""
+    from refalign.cli._common import resolve_model
+
+    check_steps(steps, num_train_timesteps(resolve_model(model)))
 
 
 def _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
@@ -147,6 +171,7 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         inputs = dataclasses.replace(inputs, mask=detected)
 
     # 2. the model, then both stages
+    _check_steps_for(model, call["num_inference_steps"])
     pipe = load_pipeline(model, device)
     if extra:
         refs = [inputs.reference] + [r.image for r in extra]
@@ -205,7 +230,7 @@ def _refine_batch(cases, image, mask, reference, output, reference_mask, save_co
     from accelerate import PartialState
 
     from refalign.cli._common import load_pipeline
-    from refalign.pipelines.batch import ERROR, find_cases, refine_cases
+    from refalign.eval.batch import ERROR, find_cases, refine_cases
 
     extra = [n for n, v in (("IMAGE", image), ("--mask", mask), ("--reference", reference), ("--output", output),
                             ("--reference-mask/--object-mask", reference_mask), ("--save-correspondence", save_correspondence))
@@ -213,6 +238,7 @@ def _refine_batch(cases, image, mask, reference, output, reference_mask, save_co
     if extra:
         raise InputError(f"--cases reads each case folder's own files; drop {', '.join(extra)}")
     find_cases(cases)  # a bad folder fails before the model loads
+    _check_steps_for(model, call["num_inference_steps"])
     state = PartialState(cpu=_wants_cpu(device))
     pipe = load_pipeline(model, device or str(state.device))
     pipe.set_progress_bar_config(disable=True)
@@ -224,7 +250,7 @@ def _refine_batch(cases, image, mask, reference, output, reference_mask, save_co
     if report.failed:
         typer.echo(f"failed cases have a {ERROR} in their folder: "
                    + ", ".join(p.name for p, _ in report.failed), err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CASES_FAILED)
 
 
 def _wants_cpu(device) -> bool:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from refalign.fill import GREY
+
 
 @dataclass
 class ColorSpec:
@@ -114,7 +116,7 @@ def sample_geometry(rng: np.random.Generator, spec: GeometrySpec, size: int) -> 
     return np.eye(3)
 
 
-def warp_image(image: np.ndarray, h: np.ndarray, size: int, fill: int = 128) -> np.ndarray:
+def warp_image(image: np.ndarray, h: np.ndarray, size: int, fill: int = GREY) -> np.ndarray:
     """Apply T (bilinear) to an image already resized to ``size × size``; outside is filled with ``fill``."""
     return cv2.warpPerspective(
         image, h, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 3

@@ -23,6 +23,8 @@ from PIL import Image
 from refalign.data.masks import detail_map
 from refalign.data.samples import ObjectPhoto
 from refalign.errors import InputError
+from refalign.files import load_image, load_object_mask
+from refalign.mask_ops import grabcut_foreground
 from refalign.windows import resize_image, resize_mask
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,6 @@ MASK_SUFFIX = ".mask.png"
 
 
 def _load_rgb(path: Path, max_side: int) -> np.ndarray:
-    from refalign.files import load_image
 
     image = load_image(path)
     h, w = image.shape[:2]
@@ -51,15 +52,7 @@ def grabcut_mask(image: np.ndarray, margin: float = 0.08, iterations: int = 4, w
         s = work_side / max(full_hw)
         image = resize_image(image, (max(1, round(full_hw[0] * s)), max(1, round(full_hw[1] * s))))
     h, w = image.shape[:2]
-    rect = (int(w * margin), int(h * margin), max(1, int(w * (1 - 2 * margin))), max(1, int(h * (1 - 2 * margin))))
-    gc = np.zeros((h, w), np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), gc, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-    mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n > 1:
-        mask = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    mask, rect = grabcut_foreground(image, margin=margin, iterations=iterations, seed=0)
     if mask.sum() < 0.02 * h * w:
         mask = np.zeros((h, w), bool)
         mask[rect[1] : rect[1] + rect[3], rect[0] : rect[0] + rect[2]] = True
@@ -91,7 +84,6 @@ def read_multiview_folder(
             image = _load_rgb(path, max_side)
             mask_path = path.with_name(path.stem + MASK_SUFFIX)
             if mask_path.is_file():
-                from refalign.files import load_object_mask
 
                 full = load_object_mask(mask_path, Image.open(path).size[::-1], image_name=str(path))
                 mask, source = resize_mask(full, image.shape[:2], conservative=False), "file"

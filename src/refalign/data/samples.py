@@ -42,8 +42,12 @@ from refalign.data.perturb import (
     warp_image,
     warp_mask,
 )
-from refalign.guidance import GREY, empty_guidance, jitter, warp_to_window, window_to_source
-from refalign.windows import Window, crop, crop_square, mask_bbox, resize_image, resize_mask, square_box, square_window
+from refalign.fill import GREY
+from refalign.guidance import empty_guidance, jitter, warp_to_window
+from refalign.mask_ops import dilate
+from refalign.windows import (
+    Window, crop, crop_square, mask_bbox, resize_image, resize_mask, square_box, square_window, window_to_source,
+)
 
 MODES = {"alignment": 0, "refinement": 1, "multiview": 2}
 
@@ -66,8 +70,10 @@ class ObjectPhoto:
 class SampleSpec:
     """Sizes and randomness of sample synthesis.
 
-    ``resolution`` is the model's window side R, ``reference_size`` the encoder's input side Rr; ``min_window``
-    is the smallest window in source pixels (inference: 64)."""
+    ``resolution`` is the model's window side R, ``reference_size`` the encoder's input side Rr. The window
+    geometry the pipeline must share — ``align_context``, ``refine_context``, ``min_window`` (the smallest window
+    in source pixels) and the neutral ``fill`` grey — is read from the model's ``refalign.json``
+    (:func:`refalign.training.data_setup.sample_spec`), which training writes."""
 
     resolution: int = 64
     reference_size: int = 64
@@ -81,6 +87,7 @@ class SampleSpec:
     geometry: GeometrySpec = field(default_factory=GeometrySpec)
     warp_drop: float = 0.3  # share of samples whose warped-reference guidance is dropped
     warp_jitter: float = 1.0  # registration error simulated on the guidance warp, window pixels
+    fill: int = GREY  # grey outside the reference region, of the padding and of missing guidance
 
 
 def resize_mask_exact(mask: np.ndarray, size: int) -> np.ndarray:
@@ -116,15 +123,15 @@ def make_reference(
     reference pixel coordinates (crop, resize and T composed)."""
     top, left, side = square_crop_of_region(region)
     matrix = np.linalg.inv(window_to_source(Window(top, left, side), size))
-    seg = np.where(region[..., None], image, np.uint8(GREY)).astype(np.uint8)
-    ref = resize_image(crop_square(seg, Window(top, left, side), GREY), size)
+    seg = np.where(region[..., None], image, np.uint8(spec.fill)).astype(np.uint8)
+    ref = resize_image(crop_square(seg, Window(top, left, side), spec.fill), size)
     keep = resize_mask_exact(crop_square(region, Window(top, left, side), False), size)
     masks = [resize_mask_exact(crop_square(m & region, Window(top, left, side), False), size) for m in tracked]
     if rng is not None and geometric:
         h = sample_geometry(rng, spec.geometry, size)
         warped = [warp_mask(m, h, size) for m in masks]
         if all(w.any() for w, m in zip(warped, masks) if m.any()):  # never push the correspondence out of frame
-            ref = warp_image(ref, h, size, GREY)
+            ref = warp_image(ref, h, size, spec.fill)
             keep = warp_mask(keep, h, size)
             masks = warped
             matrix = h @ matrix
@@ -147,10 +154,10 @@ def _guidance(ref: np.ndarray, region: np.ndarray, matrix: np.ndarray, win: Wind
     """``warped``/``warp_valid`` of a sample: ``region`` of ``ref`` pulled onto the window (photo → reference
     ``matrix``), jittered, or dropped at rate ``spec.warp_drop``."""
     if rng.random() < spec.warp_drop:
-        warped, valid = empty_guidance(spec.resolution)
+        warped, valid = empty_guidance(spec.resolution, spec.fill)
     else:
         to_ref = jitter(matrix @ window_to_source(win, spec.resolution), rng, spec.warp_jitter, spec.resolution)
-        warped, valid = warp_to_window(ref, region, to_ref, spec.resolution)
+        warped, valid = warp_to_window(ref, region, to_ref, spec.resolution, spec.fill)
     return {"warped": warped, "warp_valid": valid}
 
 
@@ -170,10 +177,7 @@ def refinement_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: Sample
     image, mask, win = _window_sample(photo, artifact, spec.refine_context, spec)
     t, l, b, r = mask_bbox(artifact)
     radius = int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l)))
-    region = artifact
-    if radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        region = cv2.dilate(artifact.astype(np.uint8), kernel).astype(bool)
+    region = dilate(artifact, radius)
     ref, (corr, keep), matrix = make_reference(photo.image, region, [artifact, region], spec.reference_size, rng, spec)
     return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["refinement"],
             **_guidance(ref, keep, matrix, win, rng, spec)}

@@ -14,17 +14,22 @@ limits the alignment to the object), as on the command line (DESIGN §5).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from refalign.demo.visuals import before_after, combine_soft_maps, demo_overlay
 from refalign.errors import InputError, RefalignError
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 MAX_STEPS = 200
 MAX_GUIDANCE = 20.0
+#: Name prefix of a server's private folder (then its process id): uploads and downloads, removed on exit.
+SERVING_PREFIX = "refalign-serving-"
 #: Per-request output folders older than this are removed when a new request comes in.
 KEEP_OUTPUTS_SECONDS = 3600
 
@@ -131,23 +138,103 @@ def read_reference_editor(value: Mapping | None) -> tuple[np.ndarray, np.ndarray
 def _check_controls(steps: Any, guidance: Any, seed: Any) -> tuple[int, float, int]:
     try:
         steps_i = int(steps)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InputError(f"steps: {steps!r} is not a whole number; choose 1 to {MAX_STEPS}") from None
     if not 1 <= steps_i <= MAX_STEPS or steps_i != float(steps):
         raise InputError(f"steps: {steps} is out of range; choose a whole number from 1 to {MAX_STEPS}")
     try:
         guidance_f = float(guidance)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InputError(f"guidance: {guidance!r} is not a number; choose 0 to {MAX_GUIDANCE:g}") from None
     if not 0.0 <= guidance_f <= MAX_GUIDANCE:
         raise InputError(f"guidance: {guidance_f:g} is out of range; choose 0 to {MAX_GUIDANCE:g}")
     try:
         seed_i = int(seed)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise InputError(f"seed: {seed!r} is not a whole number; give 0 or more") from None
     if seed_i < 0 or seed_i != float(seed) or seed_i >= 2**63:
         raise InputError(f"seed: {seed} is not a whole number from 0 to 2^63-1")
     return steps_i, guidance_f, seed_i
+
+
+def upload_problem(exc: BaseException, what: str) -> str:
+    """One line saying what is wrong with an uploaded file — never gradio's internal text, which names the
+    server's temporary paths."""
+    if isinstance(exc, Image.DecompressionBombError) or "decompression bomb" in str(exc).lower():
+        return f"the {what} upload is too large to decode; downscale it below {DEFAULT_MAX_PIXELS:,} pixels"
+    if isinstance(exc, UnidentifiedImageError):
+        return f"the {what} upload is empty or not an image; upload a PNG or JPEG"
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        return f"the {what} upload is truncated or corrupt; export it again and upload it"
+    return f"the {what} upload could not be read ({type(exc).__name__}); upload a PNG or JPEG"
+
+
+def guard_uploads(editor, what: str) -> None:
+    """Make a bad upload to ``editor`` (a ``gr.ImageEditor``) a one-line message in the page and one line in the
+    log, instead of gradio's text (with temporary paths) and a traceback: its ``preprocess`` is wrapped."""
+    import gradio as gr
+
+    preprocess = editor.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except Exception as exc:  # whatever PIL raised on the file: the message says what, the log one line
+            message = upload_problem(exc, what)
+            logger.warning("rejected an upload: %s (%s)", message, type(exc).__name__)
+            raise gr.Error(html.escape(message), title="Cannot read the upload", print_exception=False) from None
+
+    editor.preprocess = checked
+
+
+@contextlib.contextmanager
+def serving_folder() -> Iterator[Path]:
+    """A private temporary folder for one server — gradio's uploads (``GRADIO_TEMP_DIR``) and the downloads —
+    removed on every exit: a normal return, Ctrl-C, and SIGTERM/SIGHUP (turned into ``KeyboardInterrupt``, which
+    gradio's server loop answers by shutting down). Users' images do not outlive the server."""
+    _remove_orphans(Path(tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=f"{SERVING_PREFIX}{os.getpid()}-"))
+    saved = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                handlers[name] = signal.signal(getattr(signal, name), _interrupt)
+    try:
+        yield root
+    finally:
+        for name, handler in handlers.items():
+            signal.signal(getattr(signal, name), handler)
+        if saved is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = saved
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_orphans(tmp: Path) -> None:
+    """Remove the serving folders of demo servers that were killed outright (SIGKILL runs no cleanup): each folder
+    is named after its server's process id, and a folder whose process is gone is an orphan."""
+    for folder in tmp.glob(f"{SERVING_PREFIX}*-*"):
+        pid = folder.name[len(SERVING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed %s, left by a demo server that was killed", folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # --------------------------------------------------------------------------------------------------- one request
@@ -302,6 +389,8 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
                 label="Skip alignment",
                 info="Condition on the whole reference (paint a region on it to use that region instead)",
             )
+        guard_uploads(image_in, "image")
+        guard_uploads(reference_in, "reference")
         run = gr.Button("Refine", variant="primary", elem_id="refalign-run")
         status = gr.Markdown(elem_id="refalign-status")
         with gr.Row(equal_height=True):

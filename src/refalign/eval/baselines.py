@@ -30,7 +30,8 @@ import numpy as np
 
 from refalign.errors import InputError
 from refalign.eval.cases import Case
-from refalign.pipelines.zoom import dilate
+from refalign.fill import telea_fill
+from refalign.mask_ops import dilate
 from refalign.transfer.colour import fit_colour
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
@@ -60,7 +61,7 @@ def identity(case: Case) -> MethodOutput:
 
 def opencv_inpaint(case: Case, flags: int, radius: int = 3) -> MethodOutput:
     """OpenCV inpainting of the mask; outside the mask the result is the input (OpenCV keeps it already)."""
-    out = cv2.inpaint(case.image, case.mask.astype(np.uint8) * 255, radius, flags)
+    out = telea_fill(case.image, case.mask, radius, navier_stokes=flags == cv2.INPAINT_NS)
     out[~case.mask] = case.image[~case.mask]
     return MethodOutput(out)
 

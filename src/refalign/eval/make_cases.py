@@ -44,6 +44,7 @@ from refalign.eval import synth
 from refalign.eval.cases import is_case, write_case
 from refalign.pipelines.zoom import dilate
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
+from refalign.mask_ops import dilate, grabcut_foreground
 from refalign.registration import register
 from refalign.windows import mask_bbox, resize_image, resize_mask
 
@@ -127,15 +128,7 @@ def grabcut_object_mask(image: np.ndarray, *, seed: int = 0, margin: float = 0.0
     h, w = image.shape[:2]
     small = fit_size(image, work_side)
     sh, sw = small.shape[:2]
-    rect = (int(margin * sw), int(margin * sh), int((1 - 2 * margin) * sw), int((1 - 2 * margin) * sh))
-    gc = np.zeros((sh, sw), np.uint8)
-    cv2.setRNGSeed(seed)
-    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), gc, rect, np.zeros((1, 65)), np.zeros((1, 65)), 5,
-                cv2.GC_INIT_WITH_RECT)
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    if n > 1:
-        fg = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    fg = grabcut_foreground(small, margin=margin, iterations=5, seed=seed)[0].astype(np.uint8)
     flood = fg.copy()
     cv2.floodFill(flood, np.zeros((sh + 2, sw + 2), np.uint8), (0, 0), 1)  # corner is outside the box: background
     fg = fg | (1 - flood)

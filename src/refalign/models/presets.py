@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from refalign.models.codecs import PixelUnshuffleCodec, latent_channels
@@ -90,8 +91,6 @@ def build_components(
         ``{"unet", "codec", "reference_encoder", "scheduler", "resolution"}`` — the first four are the
         keyword arguments of :class:`~refalign.pipelines.RefineByAlignPipeline`.
     """
-    import torch
-
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if seed is not None:

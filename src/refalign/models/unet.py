@@ -8,6 +8,18 @@ import torch
 from diffusers import UNet2DConditionModel
 
 
+def cross_attention_layer_names(unet) -> list[str]:
+    """Names of the U-Net's cross-attention modules (``attn2`` of each transformer block), in U-Net order
+    (down → mid → up) — the numbering of the paper's layer index ``l``."""
+    names = [n for n, _ in unet.named_modules() if n.endswith(".attn2")]
+    order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+    return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), _numeric_key(n)))
+
+
+def _numeric_key(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in name.split(".")[1:]]
+
+
 def inpainting_in_channels(latent_channels: int) -> int:
     """Noisy latent + masked-image latent + 1 mask channel."""
     return 2 * latent_channels + 1

@@ -10,14 +10,16 @@ Geometry (matching the alignment-mode training samples of :mod:`refalign.data.sa
 * **image** — a square window around the artifact, :func:`refalign.windows.square_window` with
   ``AlignmentDefaults.context`` (4× the artifact's bbox: the model must see enough of the object to know which part
   of it the artifact is) and ``min_window``, resized to ``pipe.resolution``;
-* **reference** — ``I_r ⊗ M_o`` when an object mask ``object_mask`` is given (neutral grey
-  :data:`REFERENCE_FILL` outside it), cropped to the square centred on the mask's bbox (the whole reference's
+* **reference** — ``I_r ⊗ M_o`` when an object mask ``object_mask`` is given (the neutral grey
+  :data:`refalign.fill.GREY` outside it), cropped to the square centred on the mask's bbox (the whole reference's
   square otherwise), padded with the same grey, resized to the encoder's input. The token grid covers that square,
   so ``M*`` is mapped back through it exactly and limited to the reference (and to ``object_mask``).
 * **noise** — the window's latent is noised to the timestep of schedule index ``step`` (0 = first = noisiest, the
   paper's ``t = 0``) with a seeded generator; alignment at any step costs one U-Net pass.
 
-The step × layer grid search (paper §3.3, §A.1) lives in :mod:`refalign.pipelines.alignment_search`.
+Sub-token alignment (ours) and everything else that registers the window with the reference go through the
+window's one :class:`~refalign.pipelines.correspondence.Correspondence`. The step × layer grid search (paper §3.3,
+§A.1) lives in :mod:`refalign.eval.alignment_search`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from refalign.attention import (
     CrossAttentionStore,
@@ -38,15 +41,15 @@ from refalign.attention import (
 from refalign.attention.postprocess import PostprocessResult, upsample_soft
 from refalign.errors import InputError
 from refalign.files import as_mask, as_rgb, check_mask
+from refalign.fill import GREY
+from refalign.models.unet import cross_attention_layer_names
+from refalign.pipelines.correspondence import Correspondence, find_correspondence
 from refalign.windows import (
-    Window, crop, crop_square, mask_bbox, paste_square, resize_image, resize_mask, square_box, square_window,
-    valid_region,
+    ModelFrame, Window, crop, crop_square, mask_bbox, paste_square, resize_image, resize_mask, square_box,
+    square_window, valid_region,
 )
 
 logger = logging.getLogger(__name__)
-
-#: Grey given to reference pixels outside the object mask and to the square padding (``data.samples.GREY``).
-REFERENCE_FILL = 128
 
 
 @dataclass
@@ -70,6 +73,8 @@ class AlignmentOutput:
         path: ``"cross-attention"`` (``mask`` is the token-level ``M*``) or ``"warp"`` (sub-token alignment refined
             it geometrically, :mod:`refalign.pipelines.subtoken`); ``path_reason`` says why.
         homography: image → reference homography of the sub-token path, when one was fitted.
+        correspondence: the window's :class:`~refalign.pipelines.correspondence.Correspondence` (``mask``,
+            ``path``, ``path_reason`` and ``homography`` are read from it).
     """
 
     soft_map: np.ndarray
@@ -86,6 +91,7 @@ class AlignmentOutput:
     path: str = "cross-attention"
     path_reason: str = ""
     homography: np.ndarray | None = None
+    correspondence: Correspondence | None = None
 
     def soft_on_reference(self) -> np.ndarray:
         """The soft map bilinearly upsampled onto the reference: ``(H_ref, W_ref)`` float32 in ``[0, 1]``."""
@@ -112,16 +118,17 @@ class PreparedAlignment:
 
 # ------------------------------------------------------------------------------------------------ geometry
 def reference_square(
-    reference: np.ndarray, object_mask: np.ndarray | None
+    reference: np.ndarray, object_mask: np.ndarray | None, fill: int = GREY
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """The reference the encoder reads during alignment and the square box it covers (see module docs)."""
+    """The reference the encoder reads during alignment and the square box it covers (see module docs); ``fill``
+    is the model's neutral grey (``refinement.reference_fill``)."""
     h, w = reference.shape[:2]
     if object_mask is None:
         box = square_box((0, 0, h, w))
-        return crop_square(reference, box, REFERENCE_FILL), box.as_tuple()
+        return crop_square(reference, box, fill), box.as_tuple()
     box = square_box(mask_bbox(object_mask))
-    seg = np.where(object_mask[..., None], reference, np.uint8(REFERENCE_FILL)).astype(np.uint8)
-    return crop_square(seg, box, REFERENCE_FILL), box.as_tuple()
+    seg = np.where(object_mask[..., None], reference, np.uint8(fill)).astype(np.uint8)
+    return crop_square(seg, box, fill), box.as_tuple()
 
 
 def _check_object_mask(object_mask, reference: np.ndarray) -> np.ndarray | None:
@@ -141,8 +148,6 @@ def _check_object_mask(object_mask, reference: np.ndarray) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------------ model side
 def check_step_layer(pipe, step: int, layer: int, num_inference_steps: int) -> None:
     """Refuse a schedule index or layer index that does not exist (never clamp)."""
-    from refalign.pipelines.summary import cross_attention_layer_names
-
     if not 0 <= int(step) < int(num_inference_steps):
         raise InputError(
             f"step {step} is out of range: the schedule has {num_inference_steps} steps (0-{num_inference_steps - 1})"
@@ -158,25 +163,34 @@ def check_step_layer(pipe, step: int, layer: int, num_inference_steps: int) -> N
 def prepare_alignment(
     pipe, image, mask, reference, object_mask=None, generator: torch.Generator | None = None
 ) -> PreparedAlignment:
-    """Validate the inputs, cut the alignment window, encode the reference and draw the noise (no U-Net pass)."""
-    cfg = pipe.refalign_config.alignment
+    """Validate the inputs, then :func:`prepare_checked`."""
+    image, mask, reference, object_mask = check_alignment_inputs(image, mask, reference, object_mask)
+    return prepare_checked(pipe, image, mask, reference, object_mask, generator)
+
+
+def check_alignment_inputs(image, mask, reference, object_mask=None):
+    """``(image, mask, reference, object_mask)`` as checked arrays (one :class:`InputError` line if not)."""
     image = as_rgb(image)
     mask = check_mask(as_mask(mask), image.shape[:2], name="mask", image_name="image")
     reference = as_rgb(reference)
-    object_mask = _check_object_mask(object_mask, reference)
+    return image, mask, reference, _check_object_mask(object_mask, reference)
 
+
+def prepare_checked(
+    pipe, image: np.ndarray, mask: np.ndarray, reference: np.ndarray, object_mask: np.ndarray | None,
+    generator: torch.Generator | None = None,
+) -> PreparedAlignment:
+    """Cut the alignment window, encode the reference and draw the noise (no U-Net pass) from checked arrays."""
+    cfg = pipe.refalign_config.alignment
     window = square_window(mask_bbox(mask), image.shape[:2], context=float(cfg.context), min_size=int(cfg.min_window))
     res = pipe.resolution
     win_image = resize_image(crop(image, window), res)
     win_mask = resize_mask(crop(mask, window) & valid_region(mask.shape, window), res, conservative=True)
 
-    ref_pixels, box = reference_square(reference, object_mask)
+    ref_pixels, box = reference_square(reference, object_mask, pipe.refalign_config.refinement.reference_fill)
     tokens = pipe.encode_reference(pipe.image_to_tensor(resize_image(ref_pixels, pipe.reference_encoder.image_size)))
     mask_t = pipe.mask_to_tensor(win_mask)
     image_latents, masked_latents, latent_mask = pipe.prepare_inpainting_inputs(pipe.image_to_tensor(win_image), mask_t)
-
-    from diffusers.utils.torch_utils import randn_tensor
-
     if generator is None:
         generator = torch.Generator("cpu").manual_seed(int(cfg.seed))
     noise = randn_tensor(
@@ -251,11 +265,24 @@ def align(pipe, image, mask, reference, step: int | None = None, layer: int | No
     Costs exactly one U-Net forward pass (plus one reference-encoder pass). Raises :class:`InputError` for bad inputs
     or an out-of-range ``step``/``layer``.
     """
+    image, mask, reference, object_mask = check_alignment_inputs(image, mask, reference, object_mask)
+    return align_checked(pipe, image, mask, reference, object_mask, step=step, layer=layer, generator=generator,
+                         subtoken=subtoken)
+
+
+def align_checked(
+    pipe, image: np.ndarray, mask: np.ndarray, reference: np.ndarray, object_mask: np.ndarray | None = None, *,
+    step: int | None = None, layer: int | None = None, generator: torch.Generator | None = None,
+    subtoken: bool | None = None, register: bool = False, frame: ModelFrame | None = None, dilation: float = 0.0,
+) -> AlignmentOutput:
+    """:func:`align` on checked arrays, with the window's one correspondence
+    (:func:`~refalign.pipelines.correspondence.find_correspondence`; ``register``, ``frame`` and ``dilation``
+    are passed on to it for the refinement window's warped guidance)."""
     cfg = pipe.refalign_config.alignment
     step = int(cfg.step if step is None else step)
     layer = int(cfg.layer if layer is None else layer)
     check_step_layer(pipe, step, layer, cfg.num_inference_steps)
-    prepared = prepare_alignment(pipe, image, mask, reference, object_mask, generator)
+    prepared = prepare_checked(pipe, image, mask, reference, object_mask, generator)
     maps, timestep = capture_maps(pipe, prepared, step, [layer], cfg.num_inference_steps)
     raw = maps[layer]
     post, m_star = correspondence_mask(raw, prepared, noise_z=cfg.noise_z, threshold=cfg.threshold)
@@ -263,18 +290,15 @@ def align(pipe, image, mask, reference, step: int | None = None, layer: int | No
         logger.warning("alignment at step %d, layer %d found no region (flat correspondence map)", step, layer)
     logger.debug("aligned at step %d (t=%d), layer %d: score %.3f, %d noise token(s) removed",
                  step, timestep, layer, post.score, int(post.noise_peaks.sum()))
-    path, reason, homography = "cross-attention", "", None
-    if cfg.subtoken if subtoken is None else subtoken:
-        from refalign.pipelines.subtoken import refine_correspondence
-
-        geo = refine_correspondence(as_rgb(image), as_mask(mask), as_rgb(reference), m_star,
-                                    object_mask=prepared.object_mask)
-        m_star, path, reason, homography = geo.mask, geo.path, geo.reason, geo.homography
-        logger.info("sub-token alignment: %s (%s)", path, reason)
+    subtoken = bool(cfg.subtoken if subtoken is None else subtoken)
+    corr = find_correspondence(image, mask, reference, m_star, path="cross-attention", object_mask=object_mask,
+                               subtoken=subtoken, register=register, frame=frame, dilation=dilation)
+    if subtoken:
+        logger.info("sub-token alignment: %s (%s)", corr.path, corr.reason)
     return AlignmentOutput(
         soft_map=post.soft_map,
         raw_map=raw.astype(np.float32),
-        mask=m_star,
+        mask=corr.mask,
         token_mask=post.token_mask,
         step=step,
         layer=layer,
@@ -283,14 +307,8 @@ def align(pipe, image, mask, reference, step: int | None = None, layer: int | No
         window=prepared.window,
         reference_box=prepared.reference_box,
         noise_peaks=post.noise_peaks,
-        path=path,
-        path_reason=reason,
-        homography=homography,
+        path=corr.path,
+        path_reason=corr.reason,
+        homography=corr.homography,
+        correspondence=corr,
     )
-
-
-def search_alignment(pipe, cases_dir, **kwargs):
-    """Grid search of (step, layer) — see :func:`refalign.pipelines.alignment_search.search_alignment`."""
-    from refalign.pipelines.alignment_search import search_alignment as _search
-
-    return _search(pipe, cases_dir, **kwargs)

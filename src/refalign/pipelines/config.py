@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refalign.errors import CheckpointError
+from refalign.checks import check_refalign_config
+from refalign.errors import CheckpointError, InputError
+from refalign.files import write_bytes_atomic
+from refalign.fill import GREY
+from refalign.typed_config import build_typed, set_dotted
 
 FORMAT_VERSION = 1
 FILE_NAME = "refalign.json"
@@ -95,7 +99,7 @@ class RefinementDefaults:
     dilation: float = 3.0
     merge_growth: float = 2.5
     reference_context: float = 1.0
-    reference_fill: int = 128
+    reference_fill: int = GREY
     strength: float = 1.0
     masked_content: str = "original"
     feather: float | None = None
@@ -127,6 +131,15 @@ class RefalignConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def set_window_geometry(self, *, align_context: float, refine_context: float, min_window: int,
+                            fill: int = GREY) -> None:
+        """Record the window geometry a model is trained with — the alignment and refinement window contexts,
+        the smallest window and the neutral fill grey — so that inference and the training sample builders
+        (:func:`refalign.training.data_setup.sample_spec`) read the same values from ``refalign.json``."""
+        self.alignment.context, self.alignment.min_window = float(align_context), int(min_window)
+        self.refinement.context, self.refinement.min_window = float(refine_context), int(min_window)
+        self.refinement.reference_fill = int(fill)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = FILE_NAME) -> "RefalignConfig":
         data = dict(data)
@@ -134,11 +147,14 @@ class RefalignConfig:
         if version > FORMAT_VERSION:
             raise CheckpointError(f"{source}: format version {version} is newer than this refalign supports; upgrade refalign")
         try:
-            alignment = AlignmentDefaults(**data.pop("alignment", {}))
-            refinement = RefinementDefaults(**data.pop("refinement", {}))
+            alignment = build_typed(AlignmentDefaults, data.pop("alignment", {}), "alignment", source)
+            refinement = build_typed(RefinementDefaults, data.pop("refinement", {}), "refinement", source)
             config = cls(alignment=alignment, refinement=refinement, **data)
+        except InputError as exc:
+            raise CheckpointError(f"{exc}; fix the file") from None
         except TypeError as exc:
             raise CheckpointError(f"{source}: unexpected content ({exc}); re-save the checkpoint") from None
+        check_refalign_config(config, source, CheckpointError)
         if config.refinement.paste_mode not in ("window", "residual"):
             raise CheckpointError(f"{source}: paste_mode {config.refinement.paste_mode!r} is not window or residual; "
                                   "fix the file")
@@ -154,8 +170,6 @@ class RefalignConfig:
         return config
 
     def save(self, path: str | Path) -> None:
-        from refalign.files import write_bytes_atomic
-
         write_bytes_atomic(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
@@ -172,45 +186,62 @@ class RefalignConfig:
         return cls.from_dict(data, source=str(path))
 
 
-_WRONG = object()
+#: Settings ``--set`` refuses, and why: a measurement of the checkpoint, or a value the model was trained with.
+FIXED = {
+    "alignment.score": "a measurement (the mIoU of the searched step and layer); `refalign align-search` writes it",
+    "refinement.reference_fill": "the grey the model was trained with; change it by training",
+}
 
 
-def _typed(value: Any, annotation: str) -> Any:
-    """``value`` (parsed YAML) as the field type ``annotation`` names (``"float | None"``, …; an int is taken
-    for a float), or ``_WRONG``."""
-    names = {part.strip() for part in annotation.split("|")}
-    if value is None:
-        return None if "None" in names else _WRONG
-    if isinstance(value, bool):
-        return value if "bool" in names else _WRONG
-    if isinstance(value, int) and "int" not in names:
-        return float(value) if "float" in names else _WRONG
-    return value if type(value).__name__ in names else _WRONG
+def _no_op(config: RefalignConfig) -> list[tuple[str, str]]:
+    """``(setting, why)`` for every setting of ``config`` that would silently do nothing."""
+    r = config.refinement
+    out = []
+    if r.paste_mode == "window":
+        if r.detail_transfer:
+            out.append(("refinement.detail_transfer", "adds detail only with refinement.paste_mode=residual"))
+        if r.ramp > 0:
+            out.append(("refinement.ramp", "fades the change in only with refinement.paste_mode=residual"))
+    if r.masked_content == "fill" and r.strength >= 1.0:
+        out.append(("refinement.masked_content", "chooses the start only with refinement.strength < 1"))
+    return out
 
 
-def apply_overrides(config: RefalignConfig, overrides: list[str]) -> RefalignConfig:
+def apply_overrides(config: RefalignConfig, overrides: list[str], *, check_effect: bool = True) -> RefalignConfig:
     """A copy of ``config`` with ``section.key=value`` settings applied (``alignment.*`` / ``refinement.*``), e.g.
     ``["refinement.num_samples=1", "alignment.subtoken=false"]``; values are parsed as YAML and must have the
-    field's type. A bad key or value raises :class:`~refalign.errors.InputError` naming it."""
-    import yaml
-
-    from refalign.errors import InputError
-
-    out = RefalignConfig.from_dict(config.to_dict())
-    sections = {"alignment": out.alignment, "refinement": out.refinement}
+    field's type (:mod:`refalign.typed_config`, the training config's mechanism). Refused with one
+    :class:`~refalign.errors.InputError` line naming the setting: an unknown key or a wrong value, a :data:`FIXED`
+    setting, and a setting that the result would silently ignore (detail transfer or a ramp with the window paste,
+    a fill start with strength 1; ``check_effect=False`` skips this last check, for checking the keys and values
+    before the checkpoint they apply to is loaded)."""
+    sections = {"alignment": AlignmentDefaults, "refinement": RefinementDefaults}
+    known = [f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)]
+    touched = set()
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        section, _, name = key.strip().partition(".")
-        target = sections.get(section)
-        fields = {f.name: f for f in dataclasses.fields(target)} if target is not None else {}
-        if not sep or name not in fields:
-            known = ", ".join(f"{s}.{f.name}" for s, t in sections.items() for f in dataclasses.fields(t))
-            raise InputError(f"--set {item}: expected SECTION.KEY=VALUE with one of {known}")
-        value = _typed(yaml.safe_load(raw), str(fields[name].type))
-        if value is _WRONG:
-            raise InputError(f"--set {item}: {key} must be {fields[name].type}, got {raw!r}")
-        setattr(target, name, value)
+        key, sep, _ = item.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise InputError(f"--set {item}: expected SECTION.KEY=VALUE with one of "
+                             f"{', '.join(k for k in known if k not in FIXED)}")
+        if key in FIXED:
+            raise InputError(f"--set {item}: {key} cannot be set: {FIXED[key]}")
+        touched.add(key)
+    data = set_dotted(config.to_dict(), overrides)
     try:
-        return RefalignConfig.from_dict(out.to_dict(), source="--set")
+        result = RefalignConfig.from_dict(data, source="--set")
     except CheckpointError as exc:
         raise InputError(f"{exc}".replace("; fix the file", "; choose another value")) from None
+    for key, why in _no_op(result) if check_effect else []:
+        if touched & _NO_OP_PARTNERS[key]:
+            raise InputError(f"--set: {key}={getattr(result.refinement, key.split('.')[1])!r} {why}; "
+                             f"set {key} too, or change the other setting")
+    return result
+
+
+#: The settings whose combination :func:`_no_op` judges (a ``--set`` of any of them can make the combination).
+_NO_OP_PARTNERS = {
+    "refinement.detail_transfer": {"refinement.detail_transfer", "refinement.paste_mode"},
+    "refinement.ramp": {"refinement.ramp", "refinement.paste_mode"},
+    "refinement.masked_content": {"refinement.masked_content", "refinement.strength"},
+}

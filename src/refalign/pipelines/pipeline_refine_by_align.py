@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,11 +22,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub import snapshot_download
+from PIL import Image
 
+# diffusers only loads components from modules already imported: refalign's codec and encoder must be
+import refalign.models.reference_encoder  # noqa: F401
+from refalign.checks import check_number, check_seed, check_steps, require_finite
 from refalign.errors import CheckpointError, InputError
+from refalign.files import as_mask, as_rgb, check_mask
+from refalign.fill import RADIUS, telea_fill
+from refalign.guidance import empty_guidance
 from refalign.models import codecs
+from refalign.models.unet import guided_in_channels
+from refalign.pipelines.alignment import align, align_checked
 from refalign.pipelines.checkpoint import check_checkpoint
 from refalign.pipelines.config import FILE_NAME, RefalignConfig
+from refalign.pipelines.correspondence import find_correspondence, warped_reference
+from refalign.pipelines.outputs import RefineOutput
+from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
+from refalign.pipelines.window_job import RefineSettings, WindowJob
+from refalign.pipelines.zoom import ZoomWindow, classical_fill, crop_reference, paste, plan_windows, window_inputs
+from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +78,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not path.exists() and not str(pretrained_model_name_or_path).startswith((".", "/", "~")) and "/" in str(
             pretrained_model_name_or_path
         ):
-            from huggingface_hub import snapshot_download
-
             path = Path(snapshot_download(str(pretrained_model_name_or_path)))
         check_checkpoint(path)
         config = RefalignConfig.load(path / FILE_NAME)
-        # diffusers only loads components from modules already imported; make sure refalign's are (a fresh process)
-        import refalign.models.codecs  # noqa: F401
-        import refalign.models.reference_encoder  # noqa: F401
         try:
             pipe = super().from_pretrained(path, **kwargs)
         except CheckpointError:
@@ -137,8 +150,6 @@ class RefineByAlignPipeline(DiffusionPipeline):
         image = image.to(self.device)
         mask = mask.to(self.device)
         if self.refalign_config.masked_fill == "telea":
-            from refalign.fill import telea_fill_tensor
-
             if filled is not None:
                 masked = filled.to(self.device) * mask + image * (1 - mask)
             else:
@@ -181,8 +192,6 @@ class RefineByAlignPipeline(DiffusionPipeline):
     def uses_warped_guidance(self) -> bool:
         """Whether R reads warped-reference guidance channels (:mod:`refalign.guidance`; decided by the U-Net's
         input width)."""
-        from refalign.models.unet import guided_in_channels
-
         return self.unet.config.in_channels == guided_in_channels(codecs.latent_channels(self.codec))
 
     @torch.no_grad()
@@ -195,9 +204,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not self.uses_warped_guidance:
             return None
         if warped is None:
-            from refalign.guidance import empty_guidance
-
-            pixels, none = empty_guidance(self.resolution)
+            pixels, none = empty_guidance(self.resolution, self.refalign_config.refinement.reference_fill)
             warped = self.image_to_tensor(pixels).repeat(batch_size, 1, 1, 1)
             valid = self.mask_to_tensor(none).repeat(batch_size, 1, 1, 1)
         lat = codecs.encode(self.codec, warped.to(self.device))
@@ -207,9 +214,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------------------------------ stages
     def align(self, image, mask, reference, step: int | None = None, layer: int | None = None, **kwargs):
         """Alignment stage (paper Algorithm 1). See :func:`refalign.pipelines.alignment.align`."""
-        from refalign.pipelines.alignment import align
-
         return align(self, image, mask, reference, step=step, layer=layer, **kwargs)
+
+    def _align(self, image, mask, reference, object_mask, **kwargs):
+        """The alignment stage of one window × reference on checked arrays, with its correspondence
+        (:func:`~refalign.pipelines.alignment.align_checked`)."""
+        return align_checked(self, image, mask, reference, object_mask, **kwargs)
 
     # ------------------------------------------------------------------------------------------ refinement
     @property
@@ -268,7 +278,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             subtoken: refine ``M*`` beyond the token grid by feature matching (default: the checkpoint's
                 ``alignment.subtoken``); each window's :class:`AlignmentOutput` says which path was taken.
             warped_guidance: for a model trained with warped-reference guidance (:attr:`uses_warped_guidance`),
-                register each window with its reference and feed the warped reference (``False``: feed the
+                feed each window the reference warped by its correspondence's registration (``False``: feed the
                 no-guidance input, for ablations); ``RefineOutput.guidance`` says what each window got.
             num_inference_steps, guidance_scale: DDIM steps and classifier-free guidance scale (defaults:
                 ``refalign_config.refinement``; ``guidance_scale <= 1`` runs the conditional pass only).
@@ -289,14 +299,39 @@ class RefineByAlignPipeline(DiffusionPipeline):
         Returns:
             :class:`~refalign.pipelines.outputs.RefineOutput`.
         """
-        from refalign.pipelines.outputs import RefineOutput
-        from refalign.pipelines.zoom import (
-            classical_fill, crop_reference, paste, plan_windows, reference_detail, residual_patch, window_inputs,
-        )
-        from refalign.windows import resize_image
-
         cfg = self.refalign_config.refinement
-        steps = int(num_inference_steps or cfg.num_inference_steps)
+        # 1. Settings and inputs, checked once
+        run = self._settings(num_inference_steps, guidance_scale, strength, masked_content, num_samples, generator,
+                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs)
+        inputs = self._check_inputs(image, mask, reference, reference_mask, object_mask, no_align, run, output_type)
+        check_number(context, "context", lo=0.0, lo_open=True)
+        self._interrupt = False
+
+        # 2. Split the mask into regions and plan one zoom-in window per region (close regions share one)
+        plans = plan_windows(inputs.mask, context=float(context or cfg.context), min_size=cfg.min_window,
+                             merge_growth=cfg.merge_growth)
+        logger.debug("refining %d window(s): %s", len(plans), [p.window for p in plans])
+
+        strategy = paste_strategy(cfg)
+        result, jobs = inputs.image.copy(), []
+        for plan in plans:
+            # 3. The window's job: its correspondence (once per reference), tokens, guidance and fill
+            job = self._window_job(plan, inputs, run, strategy, subtoken=subtoken, guided=warped_guidance)
+            # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
+            refined = self._denoise_window(job, run)
+            # 5. Back to image scale and paste inside the dilated mask only
+            paste(result, strategy.patch(job, refined), job.weights, job.window)
+            jobs.append(job)
+        self.maybe_free_model_hooks()
+
+        # 6. Output
+        return self._output(result, jobs, inputs, output_type)
+
+    def _settings(self, steps, guidance_scale, strength, masked_content, num_samples, generator, seed, callback,
+                  tensor_inputs) -> RefineSettings:
+        """The call's settings over the checkpoint's defaults, each checked (one :class:`InputError` line)."""
+        cfg = self.refalign_config.refinement
+        steps = int(steps or cfg.num_inference_steps)
         self._guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
         strength = float(cfg.strength if strength is None else strength)
         num_samples = int(cfg.num_samples if num_samples is None else num_samples)
@@ -305,9 +340,25 @@ class RefineByAlignPipeline(DiffusionPipeline):
         masked_content = str(cfg.masked_content if masked_content is None else masked_content)
         if masked_content not in ("original", "fill"):
             raise InputError(f"masked_content must be 'original' or 'fill', got {masked_content!r}")
-        self._interrupt = False
+        check_steps(steps, self.scheduler.config.num_train_timesteps, "num_inference_steps")
+        check_number(self._guidance_scale, "guidance_scale", lo=0.0)
+        if not 0.0 < strength <= 1.0:
+            raise InputError(f"strength must be in (0, 1], got {strength}")
+        if int(steps * strength) < 1:
+            raise InputError(f"strength {strength} of {steps} steps leaves no step to run; raise either")
+        bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise InputError(f"callback_on_step_end_tensor_inputs: {bad} not in {self._callback_tensor_inputs}")
+        if generator is not None and seed is not None:
+            raise InputError("pass either generator or seed, not both")
+        if generator is None and seed is not None:
+            generator = torch.Generator("cpu").manual_seed(int(check_seed(seed, "seed")))
+        return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs))
 
-        # 1. Check inputs
+    def _check_inputs(self, image, mask, reference, reference_mask, object_mask, no_align, run: RefineSettings,
+                      output_type) -> "CheckedInputs":
+        """The image, its mask, every reference and its object mask, and the user's reference mask, each read and
+        checked once (one :class:`InputError` line naming what is wrong)."""
         several = isinstance(reference, (list, tuple))
         references = list(reference) if several else [reference]
         object_masks = list(object_mask) if isinstance(object_mask, (list, tuple)) else [object_mask]
@@ -316,135 +367,94 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not references or (object_mask is not None and len(object_masks) != len(references)):
             raise InputError(f"give one object mask per reference ({len(references)}), or none")
         object_masks = object_masks if object_mask is not None else [None] * len(references)
-        checked = [
-            self._check_inputs(image, mask, ref, reference_mask, obj, steps, strength, output_type,
-                               callback_on_step_end_tensor_inputs)
-            for ref, obj in zip(references, object_masks)
-        ]
-        image, mask, reference, reference_mask, object_mask = checked[0]
-        references = [c[2] for c in checked]
-        object_masks = [c[4] for c in checked]
-        if generator is not None and seed is not None:
-            raise InputError("pass either generator or seed, not both")
-        if generator is None and seed is not None:
-            generator = torch.Generator("cpu").manual_seed(int(seed))
-
-        # 2. Split the mask into regions and plan one zoom-in window per region (close regions share one)
-        plans = plan_windows(
-            mask, context=float(context or cfg.context), min_size=cfg.min_window, merge_growth=cfg.merge_growth
-        )
-        logger.debug("refining %d window(s): %s", len(plans), [p.window for p in plans])
-
-        result = image.copy()
-        alignments: list | None = [] if reference_mask is None and not no_align else None
-        correspondences: list = [reference_mask.copy() if reference_mask is not None else None] * len(references)
-        chosen: list[int] = []
-        guidance_paths: list[str] = []
-        for plan in plans:
-            # 3. The reference region: the user's, the whole reference, or M* from the alignment stage (with
-            #    several references, the one whose correspondence is strongest and most compact)
-            region, index = reference_mask, 0
-            if region is None and not no_align:
-                candidates = [
-                    self.align(image, plan.full_mask(mask.shape), ref, object_mask=obj, generator=generator,
-                               subtoken=subtoken)
-                    for ref, obj in zip(references, object_masks)
-                ]
-                index = max(range(len(candidates)), key=lambda i: (candidates[i].mask.any(), candidates[i].score))
-                aligned = candidates[index]
-                if several:
-                    logger.info("window %s: reference %d of %d (alignment scores %s)", plan.window, index,
-                                len(candidates), ", ".join(f"{c.score:.3f}" for c in candidates))
-                alignments.append(aligned)
-                region = np.asarray(aligned.mask, bool)
-                if not region.any():
-                    logger.warning("alignment found no matching region for window %s; using the whole reference",
-                                   plan.window)
-                    region = None
-                else:
-                    prev = correspondences[index]
-                    correspondences[index] = region.copy() if prev is None else prev | region
-            chosen.append(index)
-            ref_pixels = crop_reference(references[index], region, self.reference_encoder.image_size,
-                                        context=cfg.reference_context, fill=cfg.reference_fill)
-            tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
-
-            warp, detail = None, None
-            if self.uses_warped_guidance:
-                geo, how = (None, "off") if not warped_guidance else self._window_registration(
-                    image, mask, plan, references[index], region, object_masks[index],
-                    alignments[-1] if region is not None and alignments else None, cfg.dilation)
-                if geo is not None:
-                    warp = self._warp_window(references[index], geo, plan, self.resolution)
-                    if warp is None:
-                        how = "none (the warped reference misses the window)"
-                    elif cfg.detail_transfer and cfg.paste_mode == "residual":
-                        full = self._warp_window(references[index], geo, plan, plan.window.size)
-                        detail = reference_detail(*full, self.resolution) if full is not None else None
-                guidance_paths.append(how)
-                logger.info("window %s: warped-reference guidance %s", plan.window, how)
-
-            # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
-            image_win, inpaint_win, weights = window_inputs(image, mask, plan, self.resolution, cfg.dilation,
-                                                            cfg.feather)
-            fill_start = strength < 1.0 and masked_content == "fill"
-            base = fill_win = hole = None
-            if fill_start or cfg.paste_mode == "residual" or self.refalign_config.masked_fill == "telea":
-                # one classical fill serves the model's masked input, the fill start and the residual paste
-                base, fill_win, hole = classical_fill(image, mask, plan, self.resolution)
-            refined = self._denoise_window(image_win, inpaint_win, tokens, steps, strength, generator,
-                                           callback_on_step_end, callback_on_step_end_tensor_inputs, warp,
-                                           fill_win if fill_start else None, fill_win, num_samples)
-
-            # 5. Back to image scale and paste inside the dilated mask only
-            if cfg.paste_mode == "residual":
-                inside = detail * hole[..., None] if detail is not None else None
-                patch = residual_patch(base, refined, fill_win, inside, hole,
-                                       cfg.ramp * plan.window.size / self.resolution)
-            else:
-                patch = resize_image(refined, plan.window.size)
-            paste(result, patch, weights, plan.window)
-
-        self.maybe_free_model_hooks()
-        # 6. Output
-        if output_type == "pil":
-            from PIL import Image
-
-            result = Image.fromarray(result)
-        correspondence = correspondences if several else correspondences[0]
-        return RefineOutput(result, correspondence, alignments, [p.window for p in plans], chosen, guidance_paths)
-
-    def _check_inputs(self, image, mask, reference, reference_mask, object_mask, steps, strength, output_type,
-                      tensor_inputs):
-        from refalign.files import as_mask, as_rgb, check_mask
-
+        if output_type not in ("np", "pil"):
+            raise InputError(f"output_type must be 'np' or 'pil', got {output_type!r}")
         image = as_rgb(image)
         if mask is None:
             raise InputError("mask: missing; paint the artifact white (255) on black")
         mask = check_mask(as_mask(mask), image.shape[:2], name="mask")
-        reference = as_rgb(reference)
-        masks = []
-        for name, m in (("reference_mask", reference_mask), ("object_mask", object_mask)):
-            m = as_mask(m)
-            if m is not None:
-                if m.shape != reference.shape[:2]:
-                    raise InputError(f"{name}: mask is {m.shape[1]}x{m.shape[0]} but the reference is "
-                                     f"{reference.shape[1]}x{reference.shape[0]}; use a mask of the same size")
-                if not m.any():
-                    raise InputError(f"{name}: mask marks no pixels; paint the region white (255) on black")
-            masks.append(m)
-        if steps < 1:
-            raise InputError(f"num_inference_steps must be at least 1, got {steps}")
-        if not 0.0 < strength <= 1.0:
-            raise InputError(f"strength must be in (0, 1], got {strength}")
-        if int(steps * strength) < 1:
-            raise InputError(f"strength {strength} of {steps} steps leaves no step to run; raise either")
-        if output_type not in ("np", "pil"):
-            raise InputError(f"output_type must be 'np' or 'pil', got {output_type!r}")
-        bad = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
-        if bad:
-            raise InputError(f"callback_on_step_end_tensor_inputs: {bad} not in {self._callback_tensor_inputs}")
-        return image, mask, reference, masks[0], masks[1]
+        references = [as_rgb(r) for r in references]
+        reference_mask = _reference_side_mask("reference_mask", reference_mask, references[0])
+        object_masks = [_reference_side_mask("object_mask", m, r) for m, r in zip(object_masks, references)]
+        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several)
+
+    def _window_job(self, plan: ZoomWindow, inputs: "CheckedInputs", run: RefineSettings,
+                    strategy: WindowPaste | ResidualPaste, *, subtoken: bool | None, guided: bool) -> WindowJob:
+        """Work out one window's job: correspondence, tokens, guidance, what the model sees, and its fill."""
+        cfg = self.refalign_config.refinement
+        job = WindowJob(plan, ModelFrame(plan.window, self.resolution), plan.full_mask(inputs.mask.shape))
+        guided = guided and self.uses_warped_guidance
+        self._correspond(job, inputs, run, subtoken=subtoken, register=guided)
+        reference = inputs.references[job.reference_index]
+        ref_pixels = crop_reference(reference, job.region, self.reference_encoder.image_size,
+                                    context=cfg.reference_context, fill=cfg.reference_fill)
+        job.tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
+        if self.uses_warped_guidance:
+            self._guide(job, reference, guided)
+        strategy.prepare(job, reference, cfg.reference_fill)
+        job.image, job.inpaint, job.weights = window_inputs(inputs.image, inputs.mask, plan, self.resolution,
+                                                            cfg.dilation, cfg.feather)
+        if run.fill_start or strategy.needs_fill or self.refalign_config.masked_fill == "telea":
+            # one classical fill serves the model's masked input, the fill start and the residual paste
+            job.fill = classical_fill(inputs.image, inputs.mask, plan, self.resolution)
+        return job
+
+    def _correspond(self, job: WindowJob, inputs: "CheckedInputs", run: RefineSettings, *, subtoken: bool | None,
+                    register: bool) -> None:
+        """The window's correspondence: the user's region, the whole reference, or the alignment stage with every
+        reference (one correspondence each) and the one whose ``M*`` is strongest and most compact."""
+        dilation = self.refalign_config.refinement.dilation
+        if inputs.reference_mask is not None or inputs.no_align:
+            path = "user" if inputs.reference_mask is not None else "whole"
+            job.correspondence = find_correspondence(
+                inputs.image, job.mask, inputs.references[0], inputs.reference_mask, path=path,
+                object_mask=inputs.object_masks[0], register=register, frame=job.frame, dilation=dilation)
+            return
+        candidates = [
+            self._align(inputs.image, job.mask, ref, obj, generator=run.generator, subtoken=subtoken,
+                        register=register, frame=job.frame, dilation=dilation)
+            for ref, obj in zip(inputs.references, inputs.object_masks)
+        ]
+        index = max(range(len(candidates)), key=lambda i: (candidates[i].mask.any(), candidates[i].score))
+        if inputs.several:
+            logger.info("window %s: reference %d of %d (alignment scores %s)", job.window, index, len(candidates),
+                        ", ".join(f"{c.score:.3f}" for c in candidates))
+        job.reference_index, job.alignment = index, candidates[index]
+        job.correspondence = job.alignment.correspondence
+        if job.region is None:
+            logger.warning("alignment found no matching region for window %s; using the whole reference", job.window)
+
+    def _guide(self, job: WindowJob, reference: np.ndarray, guided: bool) -> None:
+        """The warped-reference guidance of a guided model: the reference warped onto the window through the
+        window's correspondence, or why not."""
+        if not guided:
+            job.guidance = "off"
+        else:
+            job.guidance = job.correspondence.guidance
+            job.warp = warped_reference(job.correspondence, reference, job.frame, self.resolution,
+                                        self.refalign_config.refinement.reference_fill)
+            if job.warp is None and job.correspondence.valid_region is not None:
+                job.guidance = "none (the warped reference misses the window)"
+        logger.info("window %s: warped-reference guidance %s", job.window, job.guidance)
+
+    def _output(self, result: np.ndarray, jobs: list[WindowJob], inputs: "CheckedInputs", output_type: str):
+        """The :class:`RefineOutput` of the call: the image, the union of the regions used per reference, and per
+        window its alignment, reference and guidance."""
+        regions: list = [inputs.reference_mask.copy() if inputs.reference_mask is not None else None]
+        regions *= len(inputs.references)
+        for job in jobs:
+            if job.alignment is not None and job.region is not None:
+                prev = regions[job.reference_index]
+                regions[job.reference_index] = job.region.copy() if prev is None else prev | job.region
+        aligned = inputs.reference_mask is None and not inputs.no_align
+        return RefineOutput(
+            Image.fromarray(result) if output_type == "pil" else result,
+            regions if inputs.several else regions[0],
+            [j.alignment for j in jobs] if aligned else None,
+            [j.window for j in jobs],
+            [j.reference_index for j in jobs],
+            [j.guidance for j in jobs] if self.uses_warped_guidance else [],
+        )
 
     def _timesteps(self, steps: int, strength: float) -> torch.Tensor:
         """The schedule after ``strength`` (as diffusers' img2img: skip the first ``(1 - strength)`` of it)."""
@@ -459,109 +469,124 @@ class RefineByAlignPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
-    def _window_registration(self, image, mask, plan, reference, region, object_mask, aligned, dilation):
-        """How the reference maps onto one window: ``((homography, valid_region), how)`` or ``(None, why not)``.
-
-        The image → reference homography comes from the sub-token path of the alignment when it fitted one,
-        otherwise from :func:`~refalign.pipelines.subtoken.refine_correspondence` run now (features in a ring
-        around the artifact), which here trusts a reliable registration even where it disagrees with ``M*`` (on
-        warp cases a wrong ``M*`` was the cause every time it was measured). The valid region is the matched
-        region ``M*`` (the whole reference when there is none) dilated by the inpainting dilation plus two model
-        pixels, so it covers what is repainted.
-        """
-        from refalign.guidance import window_to_source
-        from refalign.pipelines.subtoken import refine_correspondence
-        from refalign.pipelines.zoom import dilate
-        from refalign.registration import local_area_scale
-
-        homography, target = None, None
-        if aligned is not None and aligned.path == "warp" and aligned.homography is not None:
-            homography, reason, target = aligned.homography, aligned.path_reason, aligned.mask
-        else:
-            m_star = region if region is not None else np.ones(reference.shape[:2], bool)
-            geo = refine_correspondence(image, plan.full_mask(mask.shape), reference, m_star, object_mask=object_mask,
-                                        trusted_inliers=0)
-            if geo.path != "warp":
-                return None, f"none ({geo.reason})"
-            homography, reason, target = geo.homography, geo.reason, geo.mask
-        to_source = window_to_source(plan.window, self.resolution)
-        centre = tuple(to_source[:2] @ [self.resolution / 2.0, self.resolution / 2.0, 1.0])
-        ref_px = plan.window.size / self.resolution * np.sqrt(max(local_area_scale(homography, centre), 1e-6))
-        valid_region = dilate(target, int(np.ceil((dilation + 2.0) * ref_px)))
-        return (homography, valid_region), f"warp ({reason})"
-
-    @staticmethod
-    def _warp_window(reference, geo, plan, size: int):
-        """The reference warped onto ``plan``'s window at ``size`` pixels: ``(pixels, valid)``, or ``None`` when
-        nothing of the valid region lands in it (``geo`` from :meth:`_window_registration`)."""
-        from refalign.guidance import warp_to_window, window_to_source
-
-        homography, valid_region = geo
-        pixels, valid = warp_to_window(reference, valid_region, homography @ window_to_source(plan.window, size), size)
-        return (pixels, valid) if valid.any() else None
-
-    def _denoise_window(self, image_win, inpaint_win, cond_tokens, steps, strength, generator, callback,
-                        tensor_inputs, warp=None, init_win=None, fill_win=None, num_samples: int = 1) -> np.ndarray:
+    def _denoise_window(self, job: WindowJob, run: RefineSettings) -> np.ndarray:
         """Sample one window at model resolution; returns the decoded window ``(res, res, 3) uint8`` — the mean
         of ``num_samples`` samples drawn in one batch (an estimate of the posterior mean, which minimises the
         expected squared error; 1 = one sample, as the paper).
 
-        ``init_win`` (strength < 1 only) replaces the window as the content that is noised to start from.
-        ``fill_win`` is the classical fill a ``masked_fill="telea"`` model sees under the mask (default: Telea at
-        model resolution, as in training).
-        Masked-latent inpainting: the U-Net sees the masked-image latent and the mask; after each step the latent
-        outside the mask is reset to the input's latent noised to the next timestep (clean after the last), so the
-        window's known part stays the input's.
+        Masked-latent inpainting: the U-Net sees the masked-image latent (under the mask: zero, or the window's
+        classical fill for a ``masked_fill="telea"`` model) and the mask; after each step the latent outside the
+        mask is reset to the input's latent noised to the next timestep (clean after the last), so the window's
+        known part stays the input's. With ``strength < 1`` sampling starts from the window (or, with
+        ``masked_content="fill"``, from its classical fill) noised to the first timestep.
         """
-        from diffusers.utils.torch_utils import randn_tensor
+        cond = self._window_conditioning(job, run.num_samples)
+        timesteps = self._timesteps(run.steps, run.strength)
+        self._num_timesteps = len(timesteps)
+        noise = randn_tensor(cond.image_latents.shape, generator=run.generator, device=self.device,
+                             dtype=cond.image_latents.dtype)
+        if run.strength >= 1.0:
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            start = cond.image_latents
+            if run.fill_start:
+                start = codecs.encode(self.codec, self.image_to_tensor(job.fill.model)).to(start.dtype)
+                start = start.repeat(run.num_samples, 1, 1, 1)
+            latents = self.scheduler.add_noise(start, noise, timesteps[:1])
+        latents = self._sample(latents, noise, cond, timesteps, run)
+        latents = require_finite(latents, "the model's output for this window")  # refused, never pasted
+        pixels = codecs.decode(self.codec, latents.to(cond.image_latents.dtype))
+        return self.tensor_to_image(require_finite(pixels.float().mean(0, keepdim=True), "the decoded window"))
 
+    def _window_conditioning(self, job: WindowJob, num_samples: int) -> "WindowConditioning":
+        """The U-Net's conditioning of one window, repeated for ``num_samples`` and classifier-free guidance."""
         image_latents, masked_latents, latent_mask = self.prepare_inpainting_inputs(
-            self.image_to_tensor(image_win), self.mask_to_tensor(inpaint_win),
-            filled=self.image_to_tensor(fill_win) if fill_win is not None else None,
+            self.image_to_tensor(job.image), self.mask_to_tensor(job.inpaint),
+            filled=self.image_to_tensor(job.fill.model) if job.fill is not None else None,
         )
         k = max(1, int(num_samples))
         image_latents, latent_mask = image_latents.repeat(k, 1, 1, 1), latent_mask.repeat(k, 1, 1, 1)
-        cond_tokens = cond_tokens.repeat(k, 1, 1)
-        cfg_on = self.do_classifier_free_guidance
-        tokens = torch.cat([cond_tokens, self.unconditional_tokens(cond_tokens.shape[0])]) if cfg_on else cond_tokens
-        n = 2 if cfg_on else 1
-        masked_in, mask_in = masked_latents.repeat(n * k, 1, 1, 1), latent_mask.repeat(n, 1, 1, 1)
-        guidance = self.guidance_latents(
-            *((self.image_to_tensor(warp[0]), self.mask_to_tensor(warp[1])) if warp is not None else (None, None))
+        cond_tokens = job.tokens.repeat(k, 1, 1)
+        n = 2 if self.do_classifier_free_guidance else 1
+        tokens = torch.cat([cond_tokens, self.unconditional_tokens(cond_tokens.shape[0])]) if n == 2 else cond_tokens
+        warp = (self.image_to_tensor(job.warp[0]), self.mask_to_tensor(job.warp[1])) if job.warp else (None, None)
+        guidance = self.guidance_latents(*warp)
+        return WindowConditioning(
+            image_latents, latent_mask, masked_latents.repeat(n * k, 1, 1, 1), latent_mask.repeat(n, 1, 1, 1),
+            tokens, guidance.repeat(n * k, 1, 1, 1) if guidance is not None else None, n,
         )
-        guidance = guidance.repeat(n * k, 1, 1, 1) if guidance is not None else None
 
-        timesteps = self._timesteps(steps, strength)
-        self._num_timesteps = len(timesteps)
-        noise = randn_tensor(image_latents.shape, generator=generator, device=self.device, dtype=image_latents.dtype)
-        if strength >= 1.0:
-            latents = noise * self.scheduler.init_noise_sigma
-        else:
-            start = image_latents
-            if init_win is not None:
-                start = codecs.encode(self.codec, self.image_to_tensor(init_win)).to(image_latents.dtype)
-                start = start.repeat(k, 1, 1, 1)
-            latents = self.scheduler.add_noise(start, noise, timesteps[:1])
-        extra = self._extra_step_kwargs(generator)
+    def _sample(self, latents, noise, cond: "WindowConditioning", timesteps, run: RefineSettings) -> torch.Tensor:
+        """The DDIM loop of one window (classifier-free guidance, known latents reset after each step)."""
+        extra = self._extra_step_kwargs(run.generator)
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                x = torch.cat([latents] * n) if cfg_on else latents
+                x = torch.cat([latents] * cond.copies) if cond.copies > 1 else latents
                 x = self.scheduler.scale_model_input(x, t)
-                noise_pred = self.unet_forward(x, t, masked_in, mask_in, tokens, guidance)
-                if cfg_on:
-                    cond, uncond = noise_pred.chunk(2)
-                    noise_pred = uncond + self._guidance_scale * (cond - uncond)
+                noise_pred = self.unet_forward(x, t, cond.masked_in, cond.mask_in, cond.tokens, cond.guidance)
+                if cond.copies > 1:
+                    conditional, unconditional = noise_pred.chunk(2)
+                    noise_pred = unconditional + self._guidance_scale * (conditional - unconditional)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
-                known = image_latents
+                known = cond.image_latents
                 if i < len(timesteps) - 1:
-                    known = self.scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2])
-                latents = (1.0 - latent_mask) * known + latent_mask * latents
-                if callback is not None:
-                    available = {"latents": latents, "noise_pred": noise_pred, "tokens": tokens}
-                    out = callback(self, i, t, {k: available[k] for k in tensor_inputs}) or {}
+                    known = self.scheduler.add_noise(cond.image_latents, noise, timesteps[i + 1 : i + 2])
+                latents = (1.0 - cond.latent_mask) * known + cond.latent_mask * latents
+                if run.callback is not None:
+                    available = {"latents": latents, "noise_pred": noise_pred, "tokens": cond.tokens}
+                    out = run.callback(self, i, t, {k: available[k] for k in run.callback_inputs}) or {}
                     latents = out.pop("latents", latents)
                 bar.update()
-        pixels = codecs.decode(self.codec, latents.to(image_latents.dtype))
-        return self.tensor_to_image(pixels.float().mean(0, keepdim=True))
+        return latents
+
+
+def telea_fill_tensor(images: torch.Tensor, masks: torch.Tensor, radius: int = RADIUS) -> torch.Tensor:
+    """:func:`refalign.fill.telea_fill` on a batch: ``(B, 3, H, W)`` in ``[-1, 1]`` and ``(B, 1, H, W)`` masks
+    (>= 0.5 = masked) → ``(B, 3, H, W)`` in ``[-1, 1]`` (8-bit quantised inside the mask, exact outside)."""
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    holes = (masks.detach().cpu()[:, 0] >= 0.5).numpy()
+    filled = np.stack([telea_fill(p, h, radius) for p, h in zip(pixels.numpy(), holes)])
+    out = torch.from_numpy(filled).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(images.device, images.dtype)
+    return torch.where(masks >= 0.5, out, images)
+
+
+@dataclass
+class CheckedInputs:
+    """The inputs of one pipeline call after their one check: arrays, ``(H, W)`` bool masks."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    references: list[np.ndarray]
+    object_masks: list[np.ndarray | None]
+    reference_mask: np.ndarray | None
+    no_align: bool
+    several: bool
+
+
+@dataclass
+class WindowConditioning:
+    """One window's U-Net conditioning: ``image_latents`` and ``latent_mask`` per sample, the masked-image latent,
+    mask, tokens and guidance of the U-Net's batch (``copies`` = 2 with classifier-free guidance)."""
+
+    image_latents: torch.Tensor
+    latent_mask: torch.Tensor
+    masked_in: torch.Tensor
+    mask_in: torch.Tensor
+    tokens: torch.Tensor
+    guidance: torch.Tensor | None
+    copies: int
+
+
+def _reference_side_mask(name: str, mask, reference: np.ndarray) -> np.ndarray | None:
+    """A mask on the reference (``reference_mask``, ``object_mask``): read, same size, not empty."""
+    m = as_mask(mask)
+    if m is None:
+        return None
+    if m.shape != reference.shape[:2]:
+        raise InputError(f"{name}: mask is {m.shape[1]}x{m.shape[0]} but the reference is "
+                         f"{reference.shape[1]}x{reference.shape[0]}; use a mask of the same size")
+    if not m.any():
+        raise InputError(f"{name}: mask marks no pixels; paint the region white (255) on black")
+    return m

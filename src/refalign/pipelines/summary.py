@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def cross_attention_layer_names(unet) -> list[str]:
-    """Names of the U-Net's cross-attention modules (``attn2`` of each transformer block), in U-Net order
-    (down → mid → up) — the numbering of the paper's layer index ``l``."""
-    names = [n for n, _ in unet.named_modules() if n.endswith(".attn2")]
-    order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
-    return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), _numeric_key(n)))
-
-
-def _numeric_key(name: str) -> list:
-    return [int(p) if p.isdigit() else p for p in name.split(".")[1:]]
+from refalign.models.unet import cross_attention_layer_names
+from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 
 
 def summarize_checkpoint(path: str) -> dict[str, Any]:
-    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
-
+    """What ``refalign info`` prints: components and their sizes, the settings of ``refalign.json``."""
     pipe = RefineByAlignPipeline.from_pretrained(path)
     comps: dict[str, Any] = {}
     total = 0

@@ -1,5 +1,7 @@
-"""Zoom-in inpainting geometry (paper §3.4–3.5, after PAL): windows around artifact regions, the feathered
-paste-back, and the reference-region crop ``I_r ⊗ M*``.
+"""Zoom-in planning and pasting (paper §3.4–3.5, after PAL): which windows to refine, what the model sees of each,
+how its answer goes back into the image, and the reference-region crop ``I_r ⊗ M*``. The window primitives
+themselves (:class:`~refalign.windows.Window`, crops, resizes, the model ↔ image pixel frame) live in
+:mod:`refalign.windows`.
 
 Everything here is pure numpy on image-scale arrays; the pipeline only ever sends window crops resized to the
 model's resolution to the networks, so the cost of the model and the codec does not depend on the image's size.
@@ -12,21 +14,24 @@ Definitions used throughout:
   real context), padded by edge replication where it must stick out;
 * **dilated mask** — the pixels within Euclidean distance ``r`` of the region, with
   ``r = ceil(dilation · window.size / resolution)`` image pixels (``dilation`` is given in model pixels, so the
-  blend band is the same fraction of every window). The model inpaints the dilated mask; the paste weight is 1 on
-  the artifact and falls linearly to ``1/(r+1)`` at distance ``r``; beyond ``r`` it is exactly 0, so every pixel
-  outside the dilated mask keeps its input value bit for bit.
+  blend band is the same fraction of every window; :class:`~refalign.windows.ModelFrame`). The model inpaints the
+  dilated mask; the paste weight is 1 on the artifact and falls linearly to ``1/(r+1)`` at distance ``r``; beyond
+  ``r`` it is exactly 0, so every pixel outside the dilated mask keeps its input value bit for bit.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from refalign.checks import require_finite
+from refalign.fill import GREY, telea_fill
+from refalign.mask_ops import dilate, distance_to
 from refalign.windows import (
-    Window, crop, mask_bbox, resize_image, resize_mask, square_box, square_window, valid_region,
+    ModelFrame, Window, crop, mask_bbox, resize_image, resize_mask, square_box, square_window, valid_region,
 )
 
 BBox = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right exclusive
@@ -133,28 +138,10 @@ def plan_windows(
     return sorted(plans, key=lambda p: -p.window.size)
 
 
-def dilation_radius(window: Window, resolution: int, dilation: float) -> int:
-    """Radius ``r`` in image pixels of the dilated mask of a window: ``ceil(dilation · size / resolution)``,
-    at least 1 (``dilation`` is in model pixels)."""
-    return max(1, int(math.ceil(dilation * window.size / resolution)))
-
-
 def paste_radius(window: Window, resolution: int, dilation: float, feather: float | None = None) -> int:
     """How far beyond the artifact the paste of a window reaches, in image pixels: the ``feather`` band (model
     pixels), or the inpainting ``dilation`` when no feather is set."""
-    return dilation_radius(window, resolution, dilation if feather is None else feather)
-
-
-def distance_to(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every pixel to the nearest true pixel of ``mask`` (0 on the mask)."""
-    if not mask.any():
-        return np.full(mask.shape, np.inf, np.float32)
-    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels within Euclidean distance ``radius`` of ``mask`` (a disk dilation)."""
-    return distance_to(mask) <= radius
+    return ModelFrame(window, resolution).radius(dilation if feather is None else feather)
 
 
 def paste_weights(region_mask: np.ndarray, radius: int, valid: np.ndarray | None = None) -> np.ndarray:
@@ -169,7 +156,9 @@ def paste_weights(region_mask: np.ndarray, radius: int, valid: np.ndarray | None
 
 def paste(image: np.ndarray, patch: np.ndarray, weights: np.ndarray, window: Window) -> None:
     """Blend ``patch`` (the refined window at image scale, ``(size, size, 3) uint8``) into ``image`` in place with
-    ``weights``; pixels of weight 0 are not written at all, so they stay bit-identical."""
+    ``weights``; pixels of weight 0 are not written at all, so they stay bit-identical. A patch or weights with a
+    NaN or infinite value are refused (:class:`~refalign.checks.NonFiniteError`) before anything is written."""
+    require_finite(patch, "the refined window"), require_finite(weights, "the paste weights")
     h, w = image.shape[:2]
     t0, l0 = max(0, window.top), max(0, window.left)
     t1, l1 = min(h, window.bottom), min(w, window.right)
@@ -185,22 +174,29 @@ def paste(image: np.ndarray, patch: np.ndarray, weights: np.ndarray, window: Win
     old[sel] = blended
 
 
-def reference_detail(pixels: np.ndarray, valid: np.ndarray, resolution: int) -> np.ndarray:
-    """The band of a warped reference (at image scale, the window's frame) that a model working at ``resolution``
-    cannot carry: ``pixels`` minus their round trip through ``resolution`` (area down, bilinear up — the path of
-    the model's own change in :func:`residual_patch`). Zero where the warp is invalid or within one model pixel of
-    its edge (there the round trip mixed in the grey fill). ``(size, size, 3) float32``.
+def reference_detail(pixels: np.ndarray, valid: np.ndarray, frame: ModelFrame) -> np.ndarray:
+    """The band of a warped reference (at image scale, the window's frame) that a model working at the frame's
+    resolution cannot carry: ``pixels`` minus their round trip through that resolution (area down, bilinear up —
+    the path of the model's own change in :func:`residual_patch`). Zero where the warp is invalid or within two
+    model pixels of its edge (there the round trip mixed in the grey fill). ``(size, size, 3) float32``.
     """
-    size = pixels.shape[0]
+    size, resolution = pixels.shape[0], frame.resolution
     low = cv2.resize(pixels, (resolution, resolution), interpolation=cv2.INTER_AREA)
     low = cv2.resize(low, (size, size), interpolation=cv2.INTER_LINEAR)
-    inner = ~dilate(~valid, int(np.ceil(2.0 * size / resolution)))
+    inner = ~dilate(~valid, frame.radius(2.0))
     return (pixels.astype(np.float32) - low.astype(np.float32)) * inner[..., None]
 
 
-def classical_fill(
-    image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", resolution: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class ClassicalFill(NamedTuple):
+    """A window's one classical fill (:func:`classical_fill`): ``base`` at image scale, ``model`` at the model's
+    resolution, and the ``hole`` it filled (image scale, the window's frame)."""
+
+    base: np.ndarray
+    model: np.ndarray
+    hole: np.ndarray
+
+
+def classical_fill(image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", resolution: int) -> ClassicalFill:
     """One classical (Telea) fill of a window at image scale and its copy at model resolution.
 
     Returns ``(base, fill_win, hole)``: ``base`` ``(size, size, 3) uint8`` is the window with ``hole`` — every
@@ -210,11 +206,9 @@ def classical_fill(
     ``fill`` start and the residual paste all use this one fill, so the paste's low band (model) and high band
     (``base``) are split by the same resize (:func:`residual_patch`).
     """
-    from refalign.fill import telea_fill
-
     hole = crop(mask, plan.window) | plan.region_mask()
     base = telea_fill(crop(image, plan.window), hole)
-    return base, resize_image(base, resolution), hole
+    return ClassicalFill(base, resize_image(base, resolution), hole)
 
 
 def residual_patch(
@@ -245,7 +239,7 @@ def residual_patch(
     patch = base.astype(np.float32) + delta
     if detail is not None:
         patch += detail
-    return np.clip(np.round(patch), 0, 255).astype(np.uint8)
+    return np.clip(np.round(require_finite(patch, "the residual patch")), 0, 255).astype(np.uint8)
 
 
 def window_inputs(
@@ -260,7 +254,7 @@ def window_inputs(
     window's own regions at image scale (see :func:`paste_weights`).
     """
     win = plan.window
-    r = dilation_radius(win, resolution, dilation)
+    r = ModelFrame(win, resolution).radius(dilation)
     own = plan.region_mask()
     everything = crop(mask, win) | own
     inpaint = dilate(everything, r)
@@ -273,7 +267,7 @@ def window_inputs(
 # --------------------------------------------------------------------------------------------- reference region
 
 
-def masked_reference(reference: np.ndarray, region: np.ndarray, fill: int = 128) -> np.ndarray:
+def masked_reference(reference: np.ndarray, region: np.ndarray, fill: int = GREY) -> np.ndarray:
     """``I_r ⊗ M*`` (paper §3.5): the reference with every pixel outside ``region`` set to the neutral ``fill``
     grey (the value the training sample builder must use for the same product)."""
     out = np.full_like(reference, fill)
@@ -289,7 +283,7 @@ def reference_window(region: np.ndarray, *, context: float = 1.0) -> Window:
 
 
 def crop_reference(
-    reference: np.ndarray, region: np.ndarray | None, size: int, *, context: float = 1.0, fill: int = 128
+    reference: np.ndarray, region: np.ndarray | None, size: int, *, context: float = 1.0, fill: int = GREY
 ) -> np.ndarray:
     """The reference the refinement stage is conditioned on, ``(size, size, 3) uint8``: ``I_r ⊗ M*`` cropped to
     the square around ``M*`` (padding with ``fill``) and resized to the encoder's input. ``region=None`` uses the

@@ -8,14 +8,18 @@ as YAML. Unknown keys and wrongly typed values are errors naming the key and the
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from refalign.checks import check_train_config
 from refalign.data.masks import MaskSpec
 from refalign.data.perturb import ColorSpec, GeometrySpec
 from refalign.errors import InputError
+from refalign.files import write_bytes_atomic
+from refalign.typed_config import build_typed, set_dotted
 
 SOURCE_KINDS = ("procedural", "multiview", "coco")
 
@@ -26,7 +30,6 @@ PREDICTION_TYPES = (None, "epsilon", "v_prediction", "sample")
 @dataclass
 class ModelConfig:
     """Which model to build (:func:`refalign.models.presets.build_components`) or fine-tune (``init_from``)."""
-
     preset: str = "tiny"
     pretrained_model: str | None = None
     pretrained_dinov2: str | None = None
@@ -55,7 +58,6 @@ class ModelConfig:
 class SourceConfig:
     """One data source. ``procedural``: ``count`` objects × ``views``; ``multiview``: folder ``path``;
     ``coco``: annotation json ``path`` and image folder ``images``. ``repeat`` weights a source by repetition."""
-
     kind: str = "procedural"
     path: str | None = None
     images: str | None = None
@@ -71,7 +73,6 @@ class SourceConfig:
 @dataclass
 class DataConfig:
     """Sources and synthesis settings (see :mod:`refalign.data.samples`)."""
-
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     max_side: int = 384
     cache_dir: str | None = None
@@ -96,7 +97,6 @@ class DataConfig:
 class OptimConfig:
     """AdamW with separate learning rates for the reference encoder (projector, unconditional tokens, and the
     backbone when it is trainable) and the U-Net (paper §A.3)."""
-
     lr_unet: float = 1e-4
     lr_encoder: float = 1e-4
     weight_decay: float = 1e-2
@@ -111,7 +111,6 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     """Everything ``refalign train`` needs."""
-
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -165,12 +164,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{source}: {message}")
+        check_train_config(self, source)
 
 
 # ------------------------------------------------------------------------------------------ (de)serialisation
 def to_dict(config: Any) -> dict[str, Any]:
     """A plain dict (lists for tuples) suitable for YAML and JSON."""
-
     def plain(v):
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
@@ -181,79 +180,14 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(config))
 
 
-def _build(cls, data: Any, where: str, source: str):
-    if not isinstance(data, dict):
-        raise InputError(f"{source}: {where or 'top level'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise InputError(f"{source}: unknown key {where + '.' if where else ''}{unknown[0]}; valid keys: {', '.join(sorted(names))}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k, source) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{source}: {where or 'config'}: {exc}") from None
-
-
-def _convert(hint, value, where: str, source: str):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where, source)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where, source) if len(inner) == 1 else value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise InputError(f"{source}: {where} must be a list, got {value!r}")
-        item = args[0] if args else Any
-        items = [_convert(item, v, f"{where}[{i}]", source) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if hint is float and not isinstance(value, bool):
-        try:  # PyYAML reads 1e-4 (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{source}: {where} must be a number, got {value!r}") from None
-    if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise InputError(f"{source}: {where} must be {hint.__name__}, got {value!r}")
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise InputError(f"{source}: {where} must be a mapping, got {value!r}")
-    return value
-
-
 def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    config = _build(TrainConfig, data, "", source)
+    config = build_typed(TrainConfig, data, "", source)
     config.validate(source)
     return config
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a config dict, in place."""
-    import yaml
-
-    for item in overrides:
-        if "=" not in item:
-            raise InputError(f"{source} {item!r}: expected key=value, e.g. optim.lr_unet=1e-4")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise InputError(f"{source} {item!r}: {p} is not a section")
-        node[parts[-1]] = value
-    return data
-
-
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (``None``: the defaults), apply overrides, check it."""
-    import yaml
-
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -265,13 +199,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise InputError(f"{path}: no such config file; see configs/tiny.yaml for an example") from None
         except yaml.YAMLError as exc:
             raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
-    apply_overrides(data, overrides or [])
+    set_dotted(data, overrides or [])
     return from_dict(data, source)
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    import yaml
 
-    from refalign.files import write_bytes_atomic
 
     write_bytes_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False).encode())

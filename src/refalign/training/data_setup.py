@@ -6,7 +6,10 @@ import logging
 import zlib
 
 from refalign.data.dataset import SynthesisDataset
+from refalign.data.procedural import procedural_objects
+from refalign.data.readers import read_coco, read_multiview_folder
 from refalign.data.samples import ObjectPhoto, SampleSpec
+from refalign.pipelines.config import RefalignConfig
 from refalign.training.config import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -14,9 +17,6 @@ logger = logging.getLogger(__name__)
 
 def load_photos(data: DataConfig) -> list[ObjectPhoto]:
     """Read every source once (resized to ``max_side``, masks and detail maps cached in memory)."""
-    from refalign.data.procedural import procedural_objects
-    from refalign.data.readers import read_coco, read_multiview_folder
-
     photos: list[ObjectPhoto] = []
     for src in data.sources:
         if src.kind == "procedural":
@@ -42,13 +42,17 @@ def split_holdout(photos: list[ObjectPhoto], fraction: float) -> tuple[list[Obje
     return [p for p in photos if p.group not in held], [p for p in photos if p.group in held]
 
 
-def sample_spec(data: DataConfig, resolution: int, reference_size: int) -> SampleSpec:
+def sample_spec(data: DataConfig, model: RefalignConfig, reference_size: int) -> SampleSpec:
+    """How samples are synthesised: the randomness from ``data``; the geometry the pipeline shares (resolution,
+    contexts, ``min_window``, fill grey) from the model's ``refalign.json`` (written by training:
+    :meth:`~refalign.pipelines.config.RefalignConfig.set_window_geometry`)."""
     return SampleSpec(
-        resolution=resolution,
+        resolution=model.resolution,
         reference_size=reference_size,
-        align_context=data.align_context,
-        refine_context=data.refine_context,
-        min_window=data.min_window,
+        align_context=model.alignment.context,
+        refine_context=model.refinement.context,
+        min_window=model.refinement.min_window,
+        fill=model.refinement.reference_fill,
         refine_dilate_max=data.refine_dilate_max,
         masks=data.masks,
         color=data.color,
@@ -58,12 +62,12 @@ def sample_spec(data: DataConfig, resolution: int, reference_size: int) -> Sampl
     )
 
 
-def build_datasets(data: DataConfig, resolution: int, reference_size: int, seed: int):
+def build_datasets(data: DataConfig, model: RefalignConfig, reference_size: int, seed: int):
     """``(train_dataset, val_dataset | None)``; validation samples are alignment mode (they carry the exact
     correspondence that the mIoU is measured against) from held-back objects."""
     photos = load_photos(data)
     train, val = split_holdout(photos, data.val_holdout)
-    spec = sample_spec(data, resolution, reference_size)
+    spec = sample_spec(data, model, reference_size)
     train_ds = SynthesisDataset(
         train, spec, alignment_ratio=data.alignment_ratio, multiview_ratio=data.multiview_ratio, seed=seed
     )

@@ -7,6 +7,11 @@ import logging
 import torch
 import torch.nn as nn
 
+from refalign.models.codecs import latent_channels
+from refalign.models.presets import build_components
+from refalign.models.unet import add_guidance_inputs, cross_attention_layer_names
+from refalign.pipelines.config import RefalignConfig
+from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 from refalign.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -15,7 +20,6 @@ logger = logging.getLogger(__name__)
 class RefinerModel(nn.Module):
     """U-Net + reference encoder. ``forward`` = one conditioned U-Net pass with the pipeline's own channel layout
     (:meth:`RefineByAlignPipeline.unet_forward`), reference tokens dropped where ``drop`` is true (§A.3)."""
-
     def __init__(self, unet, reference_encoder, residual_prediction: bool = False):
         super().__init__()
         self.unet = unet
@@ -23,7 +27,6 @@ class RefinerModel(nn.Module):
         self.residual_prediction = residual_prediction
 
     def forward(self, noisy_latents, timesteps, masked_image_latents, latent_mask, reference, drop, guidance=None):
-        from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 
         tokens = self.reference_encoder(reference)
         tokens = self.reference_encoder.drop(tokens, drop).to(noisy_latents.dtype)
@@ -35,11 +38,6 @@ class RefinerModel(nn.Module):
 
 def build_pipeline(config: TrainConfig):
     """A :class:`RefineByAlignPipeline` from ``config.model``: fine-tune ``init_from`` or build a preset."""
-    from refalign.models.presets import build_components
-    from refalign.pipelines.config import RefalignConfig
-    from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
-    from refalign.pipelines.summary import cross_attention_layer_names
-
     m = config.model
     if m.init_from:
         pipe = RefineByAlignPipeline.from_pretrained(m.init_from)
@@ -61,9 +59,10 @@ def build_pipeline(config: TrainConfig):
             # the paper's l = 9 of 16 is an up-path layer on the 16×16 query grid; take the last such layer here
             grid_layers = query_grid_layers(pipe.unet, pipe.reference_encoder.token_grid)
             pipe.refalign_config.alignment.layer = grid_layers[-1] if grid_layers else n_layers - 1
+    data = config.data
+    pipe.refalign_config.set_window_geometry(align_context=data.align_context, refine_context=data.refine_context,
+                                             min_window=data.min_window)
     if m.warped_guidance and not pipe.uses_warped_guidance:
-        from refalign.models.codecs import latent_channels
-        from refalign.models.unet import add_guidance_inputs
 
         add_guidance_inputs(pipe.unet, latent_channels(pipe.codec))
         logger.info("U-Net widened to %d input channels for warped-reference guidance", pipe.unet.config.in_channels)
@@ -113,8 +112,6 @@ def trainable_parameter_groups(model: RefinerModel, config: TrainConfig) -> list
 def query_grid_layers(unet, grid: tuple[int, int]) -> list[int]:
     """Indices (in :func:`cross_attention_layer_names` order) of the cross-attention layers whose query grid is
     ``grid`` (default alignment-loss layers: same grid as the reference tokens, the paper's 16×16 at 64 px)."""
-    from refalign.pipelines.summary import cross_attention_layer_names
-
     size = unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
     n_blocks = len(unet.config.block_out_channels)

@@ -10,7 +10,6 @@ plus, when ``align_loss_weight > 0``, the auxiliary eq. 5 alignment loss on alig
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -19,13 +18,20 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from refalign.attention import CrossAttentionStore, capture_cross_attention
+from refalign.checks import NonFiniteError, finite_or_none
 from refalign.data.dataset import ShardedBatchSampler, alignment_only
+from refalign.files import save_image
 from refalign.training import checkpointing as ckpt
 from refalign.training.config import TrainConfig, save_config, to_dict
+from refalign.training.data_setup import build_datasets
 from refalign.training.losses import alignment_loss, correspondence_targets, diffusion_loss, diffusion_target
 from refalign.training.model import RefinerModel, build_pipeline, capture_layers, seeded_generator, trainable_parameter_groups
+from refalign.training.validation import alignment_cases, correspondence_metrics, pipeline_miou, sample_grid
 
 logger = get_logger(__name__)
 
@@ -39,6 +45,7 @@ def _mixed_precision(setting: str) -> str:
 def train(config: TrainConfig, resume: str | None = None) -> Path:
     """Train; returns ``<output_dir>/final`` (a pipeline folder)."""
     out = Path(config.output_dir)
+    resume_from = ckpt.resolve_resume(out, resume)  # a bad --resume fails before anything is built or written
     # Several processes without CUDA (torchrun / `accelerate launch --multi_gpu` on a CPU machine): gloo on CPU.
     # (`accelerate launch --cpu --num_processes N` starts N processes only with an MPI hostfile.)
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -63,29 +70,22 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     optimizer = torch.optim.AdamW(
         groups, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_epsilon, weight_decay=o.weight_decay
     )
-    from diffusers.optimization import get_scheduler
-
     lr_scheduler = get_scheduler(
         o.lr_schedule, optimizer, num_warmup_steps=o.warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_steps * accelerator.num_processes,
     )
     ema = None
     if config.ema:
-        from diffusers.training_utils import EMAModel
-
         ema = EMAModel([p for p in model.parameters() if p.requires_grad], decay=config.ema_decay)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     raw = accelerator.unwrap_model(model)
 
-    from refalign.training.data_setup import build_datasets
-
-    train_ds, val_ds = build_datasets(config.data, pipe.resolution, raw.reference_encoder.image_size, config.seed)
+    train_ds, val_ds = build_datasets(config.data, pipe.refalign_config, raw.reference_encoder.image_size, config.seed)
     align_layers = capture_layers(raw, config) if config.align_loss_weight > 0 else []
 
     start_step = 0
-    resume_from = ckpt.resolve_resume(out, resume)
     if resume_from is not None:
         accelerator.load_state(str(resume_from / ckpt.STATE_DIR))
         start_step = ckpt.checkpoint_step(resume_from)
@@ -101,8 +101,6 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     )
     val_batch = _collate([val_ds[i] for i in range(len(val_ds))], accelerator.device) if (val_ds and main) else None
     if val_batch is not None:
-        from refalign.training.validation import alignment_cases
-
         val_batch["cases"] = alignment_cases(val_ds, min(len(val_ds), 16))
     training_record = to_dict(config)
 
@@ -117,6 +115,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         with accelerator.accumulate(model):
             loss, aux = _step_loss(model, raw, pipe, batch, config, align_layers, step, micro, accelerator.process_index)
             total = loss + config.align_loss_weight * aux if align_layers else loss
+            if n_proc == 1:  # with several processes the all-reduced gradients carry a NaN to every one's weights
+                _stop_if_non_finite(total, None, step + 1, out)
             accelerator.backward(total)
             if accelerator.sync_gradients and o.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), o.max_grad_norm)
@@ -131,6 +131,7 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         if accelerator.sync_gradients:
             micro = 0
             step += 1
+            _stop_if_non_finite(None, raw, step, out)
             if ema is not None:
                 ema.step([p for p in raw.parameters() if p.requires_grad])
             bar.update(1)
@@ -161,6 +162,24 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     return final
 
 
+def _stop_if_non_finite(loss, model, step: int, out: Path) -> None:
+    """Stop training with one line at the first NaN or infinite loss or weight (the weights of a step are checked
+    before any checkpoint of it is saved, so every checkpoint on disk is finite)."""
+    what = None
+    if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+        what = f"the training loss is {float(loss.detach())}"
+    elif model is not None:
+        bad = next((n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())),
+                   None)
+        what = f"weight {bad} became NaN or infinite" if bad is not None else None
+    if what is None:
+        return
+    found = ckpt.list_checkpoints(out)
+    keep = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was saved yet"
+    raise NonFiniteError(f"step {step}: {what}; training stopped ({keep}). Lower optim.lr_unet / optim.lr_encoder "
+                         "or check the data, then --resume latest")
+
+
 def _collate(items: list[dict], device) -> dict:
     return {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
 
@@ -188,8 +207,6 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
     guidance = pipe.guidance_latents(batch["warped"], batch["warp_valid"])
     aux = torch.zeros((), device=latents.device)
     if align_layers:
-        from refalign.attention import CrossAttentionStore, capture_cross_attention
-
         store = CrossAttentionStore(mask.float(), layers=align_layers, keep_grad=True)
         with capture_cross_attention(raw.unet, store):
             store.set_step(0)
@@ -221,15 +238,12 @@ def _log(path: Path, step: int, window: dict, lr_scheduler, bar, align_layers) -
     if align_layers:
         record["align_loss"] = window["align"] / n
     with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
     bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{record['samples_per_s']:.1f}")
     window.update(loss=0.0, align=0.0, n=0, wait=0.0, t0=time.perf_counter(), samples=0)
 
 
 def _validate(raw, pipe, ema, val_batch, out: Path, step: int, metrics_path: Path) -> None:
-    from refalign.files import save_image
-    from refalign.training.validation import correspondence_metrics, pipeline_miou, sample_grid
-
     params = [p for p in raw.parameters() if p.requires_grad]
     if ema is not None:
         ema.store(params)
@@ -246,7 +260,7 @@ def _validate(raw, pipe, ema, val_batch, out: Path, step: int, metrics_path: Pat
     (out / "samples").mkdir(exist_ok=True)
     save_image(grid, out / "samples" / f"step-{step:07d}.png")
     with metrics_path.open("a") as fh:
-        fh.write(json.dumps({"step": step, **{k: (None if math.isnan(v) else v) for k, v in metrics.items()}}) + "\n")
+        fh.write(json.dumps(finite_or_none({"step": step, **metrics}), allow_nan=False) + "\n")
     logger.info(f"step {step}: token mIoU {metrics['val/miou']:.3f} (chance {metrics['val/chance']:.3f}), pipe.align mIoU {metrics['val/align_miou']:.3f}, val loss {metrics['val/loss']:.4f}")
 
 

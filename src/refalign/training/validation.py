@@ -11,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from refalign.data.masks import sample_artifact_mask
+from refalign.data.samples import make_reference
+from refalign.models import codecs
 from refalign.attention import CrossAttentionStore, capture_cross_attention
 from refalign.training.losses import correspondence_targets, diffusion_loss, diffusion_target, token_iou
-from refalign.training.model import seeded_generator
+from refalign.training.model import query_grid_layers, seeded_generator
 
 
 def align_timestep(pipe) -> int:
@@ -28,8 +31,6 @@ def align_timestep(pipe) -> int:
 def correspondence_metrics(model, pipe, batch: dict, seed: int = 0) -> dict[str, float]:
     """``val/miou_l{i}`` for every layer, ``val/miou`` (mean over the token-grid layers), ``val/chance`` and
     ``val/loss`` (eq. 2 at the same timestep) on one validation batch of alignment-mode samples."""
-    from refalign.training.model import query_grid_layers
-
     image, mask = batch["image"], batch["mask"]
     latents, masked_latents, latent_mask = pipe.prepare_inpainting_inputs(image, mask)
     b = latents.shape[0]
@@ -72,9 +73,6 @@ def alignment_cases(dataset, count: int, reference_size: int = 128) -> list[dict
     """Full-image alignment cases from a validation :class:`SynthesisDataset`'s photos, for ``pipe.align``: the
     photo, an artifact ``G(M_o)``, the reference ``S(T(I_o ⊗ M_o))`` at ``reference_size`` with its object mask,
     and the exact correspondence on it (deterministic in the dataset's seed)."""
-    from refalign.data.masks import sample_artifact_mask
-    from refalign.data.samples import make_reference
-
     cases = []
     for i in range(count):
         rng = np.random.default_rng((dataset.seed, 7, i))
@@ -113,7 +111,6 @@ def sample_grid(model, pipe, batch: dict, steps: int = 20, seed: int = 0, rows: 
     for t in sched.timesteps:
         eps = model(x, t.to(x.device).expand(x.shape[0]), masked_latents, latent_mask, ref, keep, guidance)
         x = sched.step(eps, t, x).prev_sample
-    from refalign.models import codecs
 
     out = codecs.decode(pipe.codec, x).clamp(-1, 1)
     out = out * mask + image * (1 - mask)

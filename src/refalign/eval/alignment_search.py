@@ -11,25 +11,26 @@ paper Fig. 7), ``best.json`` (best step/layer and its mIoU, plus per-case IoUs a
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from refalign.errors import InputError
+from refalign.eval.cases import list_cases, read_case
+from refalign.files import save_image, write_bytes_atomic
+from refalign.mask_ops import iou
+from refalign.models.unet import cross_attention_layer_names
 from refalign.pipelines.alignment import capture_maps, correspondence_mask, prepare_alignment
+from refalign.pipelines.config import FILE_NAME, RefalignConfig
 
 logger = logging.getLogger(__name__)
-
-
-def iou(pred: np.ndarray, target: np.ndarray) -> float:
-    """Intersection over union of two ``bool`` masks (1.0 when both are empty)."""
-    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
-    union = np.logical_or(pred, target).sum()
-    return float(np.logical_and(pred, target).sum() / union) if union else 1.0
 
 
 @dataclass
@@ -89,11 +90,6 @@ def search_alignment(
 
     Cases without ``correspondence.png`` are skipped with a logged note; none usable is an :class:`InputError`.
     """
-    import torch
-
-    from refalign.eval.cases import list_cases, read_case
-    from refalign.pipelines.summary import cross_attention_layer_names
-
     cfg = pipe.refalign_config.alignment
     steps = int(num_inference_steps or cfg.num_inference_steps)
     if steps < 1:
@@ -145,8 +141,6 @@ def search_alignment(
 
 def write_search_outputs(result: SearchResult, output_dir) -> dict[str, Path]:
     """Write ``gamma.csv``, ``gamma.png`` and ``best.json`` into ``output_dir`` (created if missing)."""
-    from refalign.files import write_bytes_atomic
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_steps, n_layers = result.gamma.shape
@@ -163,7 +157,7 @@ def write_search_outputs(result: SearchResult, output_dir) -> dict[str, Path]:
 def write_heatmap(gamma: np.ndarray, path, *, best: tuple[int, int] | None = None) -> None:
     """Γ as a heatmap PNG (layers across, steps down; paper Fig. 7). Uses matplotlib when installed, otherwise
     draws the cells with OpenCV (no axes text beyond a colour scale)."""
-    try:
+    try:  # matplotlib is optional (not a dependency): imported only here, where it is used
         import matplotlib
 
         matplotlib.use("Agg")
@@ -171,10 +165,6 @@ def write_heatmap(gamma: np.ndarray, path, *, best: tuple[int, int] | None = Non
     except ImportError:
         _heatmap_cv2(gamma, path, best)
         return
-    import io
-
-    from refalign.files import write_bytes_atomic
-
     n_steps, n_layers = gamma.shape
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n_layers, 1.2 + 0.12 * max(n_steps, 8)), dpi=100)
     im = ax.imshow(gamma, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-6, float(gamma.max())))
@@ -193,10 +183,6 @@ def write_heatmap(gamma: np.ndarray, path, *, best: tuple[int, int] | None = Non
 
 
 def _heatmap_cv2(gamma: np.ndarray, path, best: tuple[int, int] | None, cell: int = 24) -> None:
-    import cv2
-
-    from refalign.files import save_image
-
     g = gamma / max(1e-6, float(gamma.max()))
     img = cv2.applyColorMap(np.round(g * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
     img = np.repeat(np.repeat(img, cell, axis=0), cell, axis=1)
@@ -211,8 +197,6 @@ def _heatmap_cv2(gamma: np.ndarray, path, best: tuple[int, int] | None, cell: in
 
 def store_alignment_defaults(checkpoint_dir, result: SearchResult) -> Path:
     """Write the best (step, layer, mIoU) and the schedule length into ``checkpoint_dir/refalign.json``."""
-    from refalign.pipelines.config import FILE_NAME, RefalignConfig
-
     path = Path(checkpoint_dir) / FILE_NAME
     config = RefalignConfig.load(path)
     step, layer, score = result.best

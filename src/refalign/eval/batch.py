@@ -3,8 +3,9 @@
 A case folder holds ``image.png``, ``mask.png``, ``reference.png`` and optionally ``reference_mask.png`` (the
 object's mask on the reference, handed to the alignment stage). The run writes ``correspondence_pred.png`` (the
 reference region the refinement used; not written with ``no_align``) and then ``refined.png``. A case counts as
-finished when ``refined.png`` exists: it is written last and atomically, so an interrupted run resumes where it
-stopped, and a leftover ``correspondence_pred.png`` of an unfinished case is simply rewritten.
+finished when ``refined.png`` exists and decodes to the end: it is written last and atomically, so an interrupted
+run resumes where it stopped, a leftover ``correspondence_pred.png`` of an unfinished case is simply rewritten, and
+the temporary files of a write killed midway are removed when the process comes to the case (finished or not).
 
 Under ``accelerate launch --num_processes N`` every process lists the same cases, takes its contiguous share
 (:meth:`accelerate.PartialState.split_between_processes`) and skips its own finished cases, so no coordination
@@ -18,12 +19,18 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
 from refalign.errors import InputError, RefalignError
-from refalign.files import DEFAULT_MAX_PIXELS, load_refine_inputs, save_image, write_bytes_atomic
+from refalign.eval.cases import IMAGE, MASK, REFERENCE, REFERENCE_MASK
+from refalign.files import (
+    DEFAULT_MAX_PIXELS, is_complete_image, load_refine_inputs, remove_stale_temps, save_image, write_bytes_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGE, MASK, REFERENCE, REFERENCE_MASK = "image.png", "mask.png", "reference.png", "reference_mask.png"
+#: What a batch run writes into a case folder (the inputs' names are :mod:`refalign.eval.cases`').
 REFINED, CORRESPONDENCE, ERROR = "refined.png", "correspondence_pred.png", "refine_error.txt"
 
 
@@ -48,7 +55,15 @@ def find_cases(root: str | Path) -> list[Path]:
 
 
 def is_finished(case: Path) -> bool:
-    return (case / REFINED).is_file()
+    """A case is finished when its ``refined.png`` decodes to the end (an empty or truncated one, e.g. copied
+    in half, is refined again)."""
+    refined = case / REFINED
+    if not refined.is_file():
+        return False
+    if not is_complete_image(refined):
+        logger.warning("%s: %s is empty or truncated; refining the case again", case.name, REFINED)
+        return False
+    return True
 
 
 def refine_case(pipe, case: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, **call_kwargs) -> None:
@@ -82,16 +97,15 @@ def refine_cases(
         state: an ``accelerate.PartialState`` (default: the current one).
         call_kwargs: passed to ``pipe(...)`` (``num_inference_steps``, ``guidance_scale``, ``seed``, ``no_align``…).
     """
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
-
     state = state or PartialState()
     cases = find_cases(root)
     report = BatchReport()
     with state.split_between_processes(cases) as mine:
         bar = tqdm(mine, desc="cases", unit="case", disable=not state.is_local_main_process, leave=False)
         for case in bar:
-            if is_finished(case) and not overwrite:
+            for name in (REFINED, CORRESPONDENCE, ERROR):  # left by a run killed mid-write; this case is ours
+                remove_stale_temps(case / name)
+            if not overwrite and is_finished(case):
                 report.skipped.append(case)
                 continue
             try:

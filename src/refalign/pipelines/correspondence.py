@@ -1,0 +1,141 @@
+"""The correspondence of one window with one reference: where the artifact lives in the reference (DESIGN §6).
+
+It is computed ONCE per window × reference (:func:`find_correspondence`) and everything downstream reads it: the
+alignment stage's ``M*`` and path (:class:`~refalign.pipelines.alignment.AlignmentOutput`), the reference tokens
+(``I_r ⊗ region``), the warped-reference guidance, the detail transfer, and what
+:class:`~refalign.pipelines.outputs.RefineOutput` reports. A better registration plugs in here, and only here.
+
+Sources of the prior region on the reference (``path`` before registration):
+
+* ``"cross-attention"`` — ``M*`` from the alignment stage (paper Algorithm 1);
+* ``"user"`` — the user's ``reference_mask``;
+* ``"whole"`` — no alignment (the paper's single-stage ablation): the whole reference.
+
+One registration (:func:`~refalign.pipelines.subtoken.match_artifact`) is run when sub-token alignment or warped
+guidance needs it. Sub-token alignment replaces a cross-attention ``M*`` by the registered artifact (``path`` becomes
+``"warp"``) when the fit lands within a token of ``M*`` or has at least
+:data:`~refalign.pipelines.subtoken.TRUSTED_INLIERS` inliers; the warped guidance uses any usable fit (measured: on
+warp cases a wrong ``M*`` was the cause of every disagreement), so a window can be conditioned on ``M*`` and guided
+by the registration — the correspondence then says so in ``reason``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refalign.fill import GREY
+from refalign.guidance import warp_to_window
+from refalign.mask_ops import dilate
+from refalign.pipelines.subtoken import decide, match_artifact
+from refalign.registration import local_area_scale
+from refalign.windows import ModelFrame
+
+#: Margin of the guidance's valid region around the registered artifact, in model pixels beyond the inpainting
+#: dilation: the valid region covers everything that is repainted.
+VALID_MARGIN = 2.0
+
+
+@dataclass
+class Correspondence:
+    """Where one window's artifact lives in one reference.
+
+    Attributes:
+        region: ``(H_ref, W_ref)`` bool — the region of the reference the refinement is conditioned on
+            (``I_r ⊗ region``); ``None`` for the whole reference (no alignment, or alignment found nothing).
+        path: ``"warp"`` (sub-token alignment registered the artifact pixel-accurately), ``"cross-attention"``
+            (token-level ``M*``), ``"user"`` (the user's reference mask) or ``"whole"`` (no alignment).
+        reason: why this path (and what the registration found, when it ran).
+        homography: image → reference 3×3 of the registration, when one was fitted (also an unreliable one).
+        valid_region: ``(H_ref, W_ref)`` bool — the reference pixels the warped guidance may use (the registered
+            artifact, grown to cover what is repainted); ``None`` when there is no usable registration for the
+            window (or no window was given).
+        num_inliers: RANSAC inliers of the registration (0 when none ran).
+        m_star: the token-level ``M*`` of the alignment stage (``None`` on the user and whole paths).
+        registration: what the one registration found (``"homography from N inliers"``) or why it is unusable;
+            empty when none ran.
+    """
+
+    region: np.ndarray | None
+    path: str
+    reason: str = ""
+    homography: np.ndarray | None = None
+    valid_region: np.ndarray | None = None
+    num_inliers: int = 0
+    m_star: np.ndarray | None = None
+    registration: str = ""
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """What the alignment stage reports as ``M*``: the registered artifact on the warp path, else ``M*``."""
+        return self.region if self.path == "warp" else self.m_star
+
+    @property
+    def guidance(self) -> str:
+        """What the warped guidance gets from this correspondence: ``"warp (…)"`` or ``"none (…)"``."""
+        return f"warp ({self.registration})" if self.valid_region is not None else f"none ({self.registration})"
+
+
+def find_correspondence(
+    image: np.ndarray,
+    mask: np.ndarray,
+    reference: np.ndarray,
+    prior: np.ndarray | None,
+    *,
+    path: str,
+    object_mask: np.ndarray | None = None,
+    subtoken: bool = False,
+    register: bool = False,
+    frame: ModelFrame | None = None,
+    dilation: float = 0.0,
+) -> Correspondence:
+    """The correspondence of the artifact ``mask`` (``(H, W)`` bool, image frame) with ``reference``.
+
+    Args:
+        prior: the region the correspondence starts from (``M*``, the user's mask, or ``None`` for the whole
+            reference), ``path`` names it (``"cross-attention"``, ``"user"``, ``"whole"``).
+        object_mask: the object on the reference; registration only takes features on it.
+        subtoken: sub-token alignment — a registration may replace a cross-attention ``M*`` (module docs).
+        register: register even when sub-token alignment does not ask for it (for warped guidance).
+        frame, dilation: the refinement window and its inpainting dilation (model pixels): with both, a usable
+            registration gets the ``valid_region`` the guidance may use.
+    """
+    has_prior = prior is not None and bool(prior.any())
+    out = Correspondence(prior if has_prior else None, path, m_star=prior if path == "cross-attention" else None)
+    refine = subtoken and path == "cross-attention" and has_prior
+    if subtoken and path == "cross-attention" and not has_prior:
+        out.reason = "no token-level region to refine"
+    if not (refine or register):
+        return out
+    match = match_artifact(image, mask, reference, prior if has_prior else np.ones(reference.shape[:2], bool),
+                           object_mask=object_mask)
+    out.homography, out.num_inliers = match.registration.homography, match.registration.num_inliers
+    out.registration = match.reason
+    if refine:
+        sub = decide(match, prior)
+        out.reason = sub.reason
+        if sub.path == "warp":
+            out.region, out.path = sub.mask, "warp"
+    elif has_prior and path == "cross-attention":
+        out.reason = "sub-token alignment off"
+    if match.usable and frame is not None:
+        margin = frame.reference_radius(dilation + VALID_MARGIN, local_area_scale(match.registration.homography,
+                                                                                  frame.centre()))
+        out.valid_region = dilate(match.warped, margin)
+        if out.path != "warp" and out.reason.startswith("the warp lands"):
+            out.reason += "; the registration guides the window all the same"
+    return out
+
+
+def warped_reference(
+    correspondence: Correspondence, reference: np.ndarray, frame: ModelFrame, size: int, fill: int = GREY
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The reference warped onto ``frame``'s window at ``size`` pixels, restricted to the correspondence's valid
+    region: ``(pixels, valid)``, or ``None`` when there is no usable registration or nothing of the valid region
+    lands in the window. ``fill``: the grey where no reference pixel lands (the model's ``reference_fill``)."""
+    if correspondence.valid_region is None:
+        return None
+    matrix = correspondence.homography @ frame.to_source(size)
+    pixels, valid = warp_to_window(reference, correspondence.valid_region, matrix, size, fill)
+    return (pixels, valid) if valid.any() else None

@@ -1,0 +1,83 @@
+"""One window's job in the refine path, and the settings of one pipeline call.
+
+:class:`WindowJob` collects what the pipeline works out for one zoom-in window, in the order it does so: the window
+and its model frame, the chosen reference and its :class:`~refalign.pipelines.correspondence.Correspondence`, the
+reference tokens, what the model sees, the classical fill, the warped guidance and the detail band. The paste
+strategy (:mod:`refalign.pipelines.pasting`) reads it to turn the model's window back into image pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from refalign.pipelines.alignment import AlignmentOutput
+from refalign.pipelines.correspondence import Correspondence
+from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
+from refalign.windows import ModelFrame, Window
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """The sampling settings of one pipeline call (the call's arguments over ``refalign.json``'s defaults)."""
+
+    steps: int
+    strength: float
+    masked_content: str
+    num_samples: int
+    generator: torch.Generator | None = None
+    callback: Callable[..., dict] | None = None
+    callback_inputs: Sequence[str] = ("latents",)
+
+    @property
+    def fill_start(self) -> bool:
+        """Whether sampling starts from the window's classical fill (``strength < 1`` with ``"fill"``)."""
+        return self.strength < 1.0 and self.masked_content == "fill"
+
+
+@dataclass
+class WindowJob:
+    """Everything about one window's refinement.
+
+    Attributes:
+        plan: the window and the artifact regions it repaints.
+        frame: the window seen at the model's resolution (model ↔ image pixels).
+        mask: ``(H, W)`` bool — this window's regions in image coordinates (what alignment and registration read).
+        reference_index: which reference the window is refined from.
+        correspondence: where the artifact lives in that reference (computed once).
+        alignment: the alignment stage's output for that reference (``None`` without alignment).
+        tokens: the reference tokens the refiner cross-attends to (``I_r ⊗ region``).
+        image: the window at model resolution; ``inpaint``: the dilated mask to inpaint at model resolution;
+        weights: the paste weights at image scale.
+        fill: the window's one classical fill (when the paste, the model's input or the start needs it).
+        warp: the reference warped onto the window at model resolution, ``(pixels, valid)``, for guidance.
+        detail: the registered reference's band finer than the model (image scale), for the residual paste.
+        guidance: what the warped guidance got, for the report (``"warp (…)"``, ``"none (…)"``, ``"off"``).
+    """
+
+    plan: ZoomWindow
+    frame: ModelFrame
+    mask: np.ndarray
+    reference_index: int = 0
+    correspondence: Correspondence | None = None
+    alignment: AlignmentOutput | None = None
+    tokens: torch.Tensor | None = None
+    image: np.ndarray | None = None
+    inpaint: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    fill: ClassicalFill | None = None
+    warp: tuple[np.ndarray, np.ndarray] | None = None
+    detail: np.ndarray | None = None
+    guidance: str = ""
+
+    @property
+    def window(self) -> Window:
+        return self.plan.window
+
+    @property
+    def region(self) -> np.ndarray | None:
+        """The reference region the refinement is conditioned on (``None``: the whole reference)."""
+        return self.correspondence.region if self.correspondence is not None else None

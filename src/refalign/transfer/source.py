@@ -1,0 +1,57 @@
+"""Full-resolution transfer (DESIGN §6, issue 15 part 3): the registered reference, colour-fitted, supplies every
+frequency band of the hole at the image's own resolution.
+
+``source = C(warp(I_r, H)) + o``, with ``C`` the colour map fitted on the ring around the hole
+(:func:`refalign.transfer.colour.fit_colour`) and ``o`` a smooth offset field — the residual of that fit on the
+ring spread into the hole by normalised convolution (:func:`refalign.transfer.colour.offset_field`): lighting that
+changes across the neighbourhood, and the small photometric step a fit leaves at the hole's edge, are carried in
+smoothly, as a gradient-domain paste would. Only hole pixels are written (:func:`paste_hole`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refalign.transfer.colour import ColourFit, offset_field
+from refalign.transfer.register import COLOUR_RING, box_of, distance_outside, ring_width, square_around, warp_box
+
+
+def transfer_box(hole: np.ndarray) -> tuple[int, int, int, int]:
+    """The image box a hole's source is built in: the hole and its colour ring."""
+    t, l, b, r = box_of(hole)
+    return square_around((t, l, b, r), max(b - t, r - l) + 2 * COLOUR_RING * ring_width(hole) + 4, hole.shape)
+
+
+def transfer_source(
+    image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, colour: ColourFit,
+    *, offset: bool = True,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """The reference's pixels for ``hole``: ``(source (h, w, 3) float32, valid (h, w) bool, box)`` in the box of
+    :func:`transfer_box` (image coordinates). ``matrix`` maps image → reference; ``colour`` from the registration's
+    score (:func:`refalign.transfer.register.score_warp`); ``offset`` adds the smooth residual field."""
+    box = transfer_box(hole)
+    t, l, b, r = box
+    warped, valid = warp_box(reference, matrix, box)
+    source = colour.apply(warped)
+    if offset:
+        sub = hole[t:b, l:r]
+        width = ring_width(hole)
+        known = valid & ~sub & (distance_outside(sub) <= COLOUR_RING * width)
+        residual = image[t:b, l:r].astype(np.float32) - source
+        source = source + offset_field(residual, known, sigma=width)
+    return np.clip(source, 0, 255), valid, box
+
+
+def paste_hole(image: np.ndarray, source: np.ndarray, hole: np.ndarray, box: tuple[int, int, int, int],
+               valid: np.ndarray | None = None) -> np.ndarray:
+    """A copy of ``image`` whose ``hole`` pixels inside ``box`` (and ``valid``) are the rounded ``source``; every
+    other pixel is the input's, bit for bit. A non-finite source value in the hole raises ``ValueError`` (nothing
+    is pasted)."""
+    t, l, b, r = box
+    out = image.copy()
+    sel = hole[t:b, l:r] if valid is None else hole[t:b, l:r] & valid
+    if not np.isfinite(source[sel]).all():
+        raise ValueError("paste_hole: the source holds non-finite values inside the hole; nothing was pasted")
+    window = out[t:b, l:r]
+    window[sel] = np.clip(np.round(source[sel]), 0, 255).astype(np.uint8)
+    return out
