@@ -345,3 +345,17 @@ def test_ocr_scores_text_cases_only_where_the_artifact_hurt_the_text(tmp_path):
     assert fixed["ocr"] == 1.0 and fixed["ocr_edits"] == 0 and normalise_text(fixed["ocr_truth"]) in "refine"
     assert broken["ocr"] < 1.0 and broken["ocr_edits"] >= 1
     assert "ocr" not in case_metrics(off, MethodOutput(off.image.copy()), ocr=True)  # the text was never hurt
+
+
+def test_cli_bench_several_methods_exits_non_zero_when_cases_failed_not_when_skipped(cases, tmp_path):
+    from refalign.cli._common import EXIT_CASES_FAILED
+
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--method", "oracle",
+                                   "--output", str(tmp_path / "o"), "--no-ocr"])
+    assert res.exit_code == EXIT_CASES_FAILED, res.output
+    assert "c-broken (telea)" in res.output and "c-broken (oracle)" in res.output
+    assert "b-multiview" not in res.output  # the oracle skips it: not a failure
+    (cases / "c-broken" / "image.png").unlink()  # no longer a case folder
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--method", "oracle",
+                                   "--output", str(tmp_path / "p"), "--no-ocr"])
+    assert res.exit_code == 0, res.output
