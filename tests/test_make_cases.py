@@ -198,3 +198,25 @@ def test_warp_cases_store_the_exact_homography(photos, tmp_path):
                                      flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
         corr = np.corrcoef(back[inside].ravel(), case.target[inside].ravel())[0, 1]
         assert corr > 0.9  # the reference pulled back through the stored geometry lies on the target
+
+
+def test_text_cases_cover_text_the_ocr_reads(tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the `ocr` extra (rapidocr-onnxruntime) is not installed")
+    root = tmp_path / "photos" / "sign"
+    root.mkdir(parents=True)
+    for i in range(2):
+        img = np.full((160, 320, 3), 235, np.uint8)
+        cv2.putText(img, "REFINE", (30 + 10 * i, 95), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (20, 20, 120), 5)
+        Image.fromarray(img).save(root / f"{i:02d}.png")
+    (tmp_path / "photos" / "blank").mkdir()
+    Image.fromarray(np.full((160, 320, 3), 200, np.uint8)).save(tmp_path / "photos" / "blank" / "00.png")
+    cfg = MakeCasesConfig(seed=0, size=320, on_text=True, kinds=("shuffled",))
+    written = make_cases(tmp_path / "photos", tmp_path / "cases", cfg)
+    assert len(written) == 2 and all(p.name.endswith("-text") for p in written)  # the blank photo gives none
+    for path in written:
+        case = read_case(path)
+        assert "REFINE" in case.meta["text_line"].upper()
+        ys, xs = np.nonzero(case.mask)
+        assert 40 < ys.mean() < 110 and 30 < xs.mean() < 300  # over the word
+    with pytest.raises(InputError, match="choose one"):
+        make_cases(tmp_path / "photos", tmp_path / "x", MakeCasesConfig(on_text=True, reference_kinds=("crossview",)))

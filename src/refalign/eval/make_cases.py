@@ -20,6 +20,9 @@ correspondences; it was never published. Here a case is made from a real photo `
      ``local_homography``). The reference really holds the answer, so these cases tell a good transfer from a bad
      one; no exact correspondence is known.
 
+With ``on_text`` (``--on-text``) the artifact covers part of a line of text the OCR reads in the photo (text and
+logo cases, scored by the bench's OCR agreement); photos without readable text give no case.
+
 ``meta.json`` of a warp case holds the exact ``homography`` (image → reference pixels, full precision; older cases
 rounded it to 6 decimals) and ``photos``, the base name of the photo folder (used to tell objects a model trained on
 from those it never saw, :mod:`refalign.eval.seen`).
@@ -81,6 +84,8 @@ class MakeCasesConfig:
     max_area: float = 0.045
     overwrite: bool = False
     avoid_pairs: frozenset = field(default_factory=lambda: KNOWN_DUPLICATES)
+    #: place the artifact over text the OCR reads in the photo (text/logo cases; photos without text give none)
+    on_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,24 @@ def matched_points(image: np.ndarray, obj: np.ndarray, other: np.ndarray, other_
     return pa[inl.ravel().astype(bool)] if inl is not None else np.zeros((0, 2), np.float32)
 
 
+def text_mask(target: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig) -> tuple[np.ndarray, str] | None:
+    """``(mask, text)``: a free-form artifact over one line of text the OCR reads confidently in the photo (at least
+    ``MIN_TEXT_CHARS`` alphanumerics), sized to cover part of it; ``None`` when the photo shows no such text."""
+    from refalign.eval.ocr import MIN_TEXT_CHARS, TEXT_CONFIDENCE, read_words
+
+    words = [(w, box) for w, conf, box in read_words(target)
+             if conf >= TEXT_CONFIDENCE and sum(ch.isalnum() for ch in w) >= MIN_TEXT_CHARS]
+    if not words:
+        return None
+    text, (t, l, b, r) = words[int(rng.integers(len(words)))]
+    h, w = target.shape[:2]
+    cap = np.sqrt(cfg.max_area * h * w) * 0.75
+    radius = int(np.clip(0.3 * max(b - t, r - l), 4, cap))
+    centre = (int(rng.integers(t, max(t + 1, b))), int(rng.integers(l + (r - l) // 4, max(l + 1, r - (r - l) // 4))))
+    mask = synth.free_form_mask((h, w), centre, radius, rng)
+    return (mask, text) if mask.any() else None
+
+
 def crossview_mask(target: np.ndarray, obj: np.ndarray, other: np.ndarray, other_obj: np.ndarray,
                    rng: np.random.Generator, cfg: MakeCasesConfig, *, tries: int = 6):
     """``(mask, registration)`` of a crossview case (module docstring), or ``None`` when the two photos share too
@@ -283,6 +306,13 @@ def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | N
     bad = [k for k in cfg.reference_kinds if k not in REFERENCE_KINDS]
     if bad or not cfg.kinds or not cfg.reference_kinds:
         raise InputError(f"reference kinds must be among {', '.join(REFERENCE_KINDS)} and artifact kinds non-empty")
+    if cfg.on_text and "crossview" in cfg.reference_kinds:
+        raise InputError("--on-text places the artifact over text, crossview over matched content: choose one")
+    if cfg.on_text:
+        from refalign.eval.ocr import ocr_engine
+
+        if ocr_engine() is None:
+            raise InputError("--on-text needs an OCR engine: pip install 'refalign[ocr]' (RapidOCR), or tesseract-ocr")
     if cfg.per_photo < 1 or cfg.size < 64:
         raise InputError("--per-photo must be at least 1 and --size at least 64")
     photos = discover_photos(Path(photos_dir))
@@ -325,7 +355,7 @@ def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | N
 
 def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: MakeCasesConfig,
               photos_dir: Path) -> Path | None:
-    """Case number ``c`` from ``photo``; ``None`` when a crossview case cannot be made from it."""
+    """Case number ``c`` from ``photo``; ``None`` when a crossview or text case cannot be made from it."""
     rng = np.random.default_rng([cfg.seed, c])
     target, obj, source = load(photo)
     ref_kind = cfg.reference_kinds[c % len(cfg.reference_kinds)]
@@ -341,8 +371,14 @@ def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: M
             logger.info("%s: no other photo of %r to use as a multiview reference; using a warp reference",
                         photo.path, photo.object)
             ref_kind = "warp"
-    mask = partner = crossview = None
-    if ref_kind == "crossview":
+    mask = partner = crossview = text = None
+    if cfg.on_text:
+        found = text_mask(target, rng, cfg)
+        if found is None:
+            logger.info("%s: no text read in the photo; no text case made", photo.path)
+            return None
+        mask, text = found
+    elif ref_kind == "crossview":
         for p in [partners[i] for i in rng.permutation(len(partners))]:
             crossview = crossview_mask(target, obj, load(p)[0], load(p)[1], rng, cfg)
             if crossview is not None:
@@ -353,7 +389,7 @@ def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: M
                         photo.path, photo.object)
             return None
     for _ in range(8):
-        if crossview is None:
+        if crossview is None and text is None:
             mask = artifact_mask(target, obj, rng, cfg)
         image = synth.apply_artifact(kind, target, mask, rng)
         if np.abs(image.astype(int) - target).sum(axis=2)[mask].mean() >= 12:  # a visible change
@@ -363,6 +399,8 @@ def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: M
         "source_photo": str(photo.path), "photos": photos_dir.resolve().name, "object_mask_source": source,
         "seed": cfg.seed, "case_index": c, "area_fraction": round(float(mask.mean()), 5),
     }
+    if text is not None:
+        meta["text_line"] = text  # the line the artifact covers (the bench reads the expected text in its window)
     corr = None
     if ref_kind == "warp":
         reference, ref_mask, corr, info = warp_reference(target, obj, mask, rng)
@@ -374,6 +412,6 @@ def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: M
         meta.update(reference_photo=str(partner.path), reference_mask_source=ref_source)
         if crossview is not None:
             meta.update(local_homography=crossview.homography.tolist(), matched_inliers=crossview.num_inliers)
-    name = f"{c:04d}-{photo.object}-{photo.stem}-{kind}-{ref_kind}"
+    name = f"{c:04d}-{photo.object}-{photo.stem}-{kind}-{ref_kind}" + ("-text" if text is not None else "")
     return write_case(out / name, image=image, mask=mask, reference=reference, reference_mask=ref_mask,
                       target=target, correspondence=corr, meta=meta)

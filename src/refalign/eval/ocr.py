@@ -55,14 +55,25 @@ def _rapidocr():
     return RapidOCR()
 
 
-def _rapidocr_words(image: np.ndarray, upscale_to: int) -> list[tuple[str, float]]:
-    result, _ = _rapidocr()(cv2.cvtColor(_upscaled(image, upscale_to), cv2.COLOR_RGB2BGR))
-    # one line per detected text box: [box, text, score in 0..1], boxes in reading order
-    return [(str(text), 100.0 * float(score)) for _, text, score in (result or [])]
+#: A word read: its text, confidence (0–100) and box ``(top, left, bottom, right)`` in the input's pixels.
+Word = tuple[str, float, tuple[int, int, int, int]]
 
 
-def _tesseract_words(image: np.ndarray, upscale_to: int, timeout: float) -> list[tuple[str, float]]:
+def _rapidocr_words(image: np.ndarray, upscale_to: int) -> list[Word]:
+    big = _upscaled(image, upscale_to)
+    s = big.shape[0] / image.shape[0]
+    result, _ = _rapidocr()(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    words = []
+    for box, text, score in result or []:  # one per detected text line: 4 corner points, text, score in 0..1
+        pts = np.asarray(box, np.float64) / s
+        (l, t), (r, b) = pts.min(0), pts.max(0)
+        words.append((str(text), 100.0 * float(score), (int(t), int(l), int(np.ceil(b)), int(np.ceil(r)))))
+    return words
+
+
+def _tesseract_words(image: np.ndarray, upscale_to: int, timeout: float) -> list[Word]:
     grey = _upscaled(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), upscale_to)
+    s = grey.shape[0] / image.shape[0]
     ok, png = cv2.imencode(".png", grey)
     if not ok:
         return []
@@ -73,10 +84,22 @@ def _tesseract_words(image: np.ndarray, upscale_to: int, timeout: float) -> list
         cols = line.split("\t")
         if len(cols) == 12 and cols[11].strip():
             try:
-                words.append((cols[11].strip(), float(cols[10])))
+                l, t, w, h = (float(c) / s for c in cols[6:10])
+                words.append((cols[11].strip(), float(cols[10]), (int(t), int(l), int(np.ceil(t + h)), int(np.ceil(l + w)))))
             except ValueError:
                 continue
     return words
+
+
+def read_words(image: np.ndarray, *, upscale_to: int = 400, timeout: float = 30.0,
+               engine: str | None = None) -> list[Word]:
+    """Every word (RapidOCR: text line) read in an RGB image, with confidence and box; see :func:`read_text`."""
+    engine = engine or ocr_engine()
+    if engine == "rapidocr":
+        return _rapidocr_words(image, upscale_to)
+    if engine == "tesseract":
+        return _tesseract_words(image, upscale_to, timeout)
+    raise RuntimeError("no OCR engine installed: pip install 'refalign[ocr]' (RapidOCR), or tesseract-ocr")
 
 
 def read_text(
@@ -86,11 +109,5 @@ def read_text(
     """Text read in an RGB crop (enlarged so the short side is ``upscale_to`` px), keeping words of confidence
     ≥ ``min_confidence`` (0–100) with at least ``min_word`` alphanumeric characters. ``engine`` defaults to
     :func:`ocr_engine`. ``""`` when nothing is read."""
-    engine = engine or ocr_engine()
-    if engine == "rapidocr":
-        words = _rapidocr_words(image, upscale_to)
-    elif engine == "tesseract":
-        words = _tesseract_words(image, upscale_to, timeout)
-    else:
-        raise RuntimeError("no OCR engine installed: pip install 'refalign[ocr]' (RapidOCR), or tesseract-ocr")
-    return " ".join(w for w, c in words if c >= min_confidence and sum(ch.isalnum() for ch in w) >= min_word)
+    words = read_words(image, upscale_to=upscale_to, timeout=timeout, engine=engine)
+    return " ".join(w for w, c, _ in words if c >= min_confidence and sum(ch.isalnum() for ch in w) >= min_word)
