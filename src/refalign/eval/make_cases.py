@@ -219,7 +219,7 @@ def text_mask(target: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig
     text, (t, l, b, r) = words[int(rng.integers(len(words)))]
     h, w = target.shape[:2]
     cap = np.sqrt(cfg.max_area * h * w) * 0.75
-    radius = int(np.clip(0.3 * max(b - t, r - l), 4, cap))
+    radius = int(np.clip(0.5 * max(b - t, r - l), np.sqrt(cfg.min_area * h * w) * 0.5, cap))
     centre = (int(rng.integers(t, max(t + 1, b))), int(rng.integers(l + (r - l) // 4, max(l + 1, r - (r - l) // 4))))
     mask = synth.free_form_mask((h, w), centre, radius, rng)
     return (mask, text) if mask.any() else None
