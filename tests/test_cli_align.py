@@ -41,8 +41,9 @@ def test_align_writes_mask_and_overlay(files, tmp_path, dummy_checkpoint, scene)
     m = np.asarray(Image.open(out))
     assert m.shape == scene["reference"].shape[:2] and set(np.unique(m)) <= {0, 255}
     assert not (m[~scene["object_mask"]] > 0).any()  # inside the object mask
-    o = np.asarray(Image.open(ov))
-    assert o.shape == scene["reference"].shape
+    o = np.asarray(Image.open(ov))  # the reference under a label bar naming the region and its confidence
+    h, w = scene["reference"].shape[:2]
+    assert o.shape[1:] == (w, 3) and o.shape[0] > h
     # the same seed gives the same mask; --overwrite is needed to replace it
     res = runner.invoke(app, _args(files, "--output", str(out), "--model", str(dummy_checkpoint),
                                    "--object-mask", str(files["object"]), "--layer", "2", "--step", "1"))

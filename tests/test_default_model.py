@@ -9,7 +9,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from refalign.cli import app
-from refalign.cli._common import default_model_path
+from refalign import default_model_path
 
 
 def _size_mb(folder) -> float:
@@ -18,7 +18,6 @@ def _size_mb(folder) -> float:
 
 def test_shipped_model_is_there_small_and_documented():
     path = default_model_path()
-    assert path is not None, "src/refalign/default_model is missing"
     assert _size_mb(path) <= 40.0
     card = (path / "README.md").read_text()
     for words in ("Telea", "PSNR", "seam", "mIoU", "refalign train", "s/region"):
@@ -33,13 +32,14 @@ def test_info_and_example_run_on_the_shipped_model(tmp_path, monkeypatch, one_th
     assert res.exit_code == 0, res.output
     assert "warped-reference guidance" in res.output
     out = tmp_path / "ex"
-    res = CliRunner().invoke(app, ["example", "--output-dir", str(out)])
+    res = CliRunner().invoke(app, ["example", "--kind", "procedural", "--output-dir", str(out)])
     assert res.exit_code == 0, res.output
-    # the shipped model repairs the example better than classical inpainting (measured: 28.74 vs Telea 25.28 dB)
+    # the shipped model repairs the procedural example better than classical inpainting (measured over the mask's
+    # box + 8 px: 22.37 dB against Telea's 18.90 and doing nothing's 14.43)
     import re
 
-    before, after, telea = map(float, re.search(r"PSNR ([\d.]+) -> ([\d.]+) dB.*Telea inpainting: ([\d.]+) dB",
-                                                res.output).groups())
+    scores = {name.strip(): float(p) for name, p in re.findall(r"^  (.+?) +PSNR +([\d.]+) dB", res.output, re.M)}
+    before, after, telea = scores["doing nothing"], scores["refalign"], scores["OpenCV Telea"]
     assert after > telea + 1.0 and after > before, res.output
     for name in ("refined.png", "overlay.png", "before_after.png"):
         assert (out / name).is_file(), name

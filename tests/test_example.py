@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from refalign.cli import app
-from refalign.examples import make_example
+from refalign.mask_ops import dilate
+from refalign.examples import EXAMPLE_SEED, assets_dir, damage_print, make_example, photo_example, print_mask
 
 runner = CliRunner()
 
@@ -22,7 +24,7 @@ def test_example_is_deterministic_and_only_changes_the_mask():
 
 def test_cli_example_writes_every_picture_and_refuses_overwrite(dummy_checkpoint, tmp_path):
     out = tmp_path / "ex"
-    args = ["example", "-o", str(out), "--model", str(dummy_checkpoint), "--steps", "2"]
+    args = ["example", "--kind", "procedural", "-o", str(out), "--model", str(dummy_checkpoint), "--steps", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("image.png", "mask.png", "reference.png", "refined.png", "overlay.png", "before_after.png"):
@@ -35,3 +37,88 @@ def test_cli_example_writes_every_picture_and_refuses_overwrite(dummy_checkpoint
     assert "PSNR" in result.output
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+# ------------------------------------------------------------------------------------- the photo pair (default)
+
+
+def test_photo_example_damages_only_the_print_of_one_real_photo():
+    a, b = photo_example(), photo_example()
+    assert np.array_equal(a.image, b.image)  # deterministic
+    assert a.image.shape == a.target.shape == a.reference.shape == (640, 640, 3)
+    changed = (a.image != a.target).any(axis=2)
+    assert not changed[~a.mask].any()  # outside the mask: the photo as shipped
+    assert changed[a.mask].mean() > 0.9
+    assert 0.002 < a.mask.mean() < 0.01  # a small artifact, as generators leave
+    assert np.abs(a.reference.astype(int) - a.target.astype(int)).mean() > 20  # another photo, not a copy
+    # the damage is a smear: the label's fine detail (Laplacian energy) drops inside the mask
+    import cv2
+
+    lap = lambda im: np.abs(cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F))[a.mask].mean()
+    assert lap(a.image) < 0.7 * lap(a.target)
+
+
+def test_damage_print_keeps_outside_pixels_and_follows_the_seed():
+    img = np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    mask = print_mask((96, 96), centre=(48, 48), axes=(20, 12))
+    out1 = damage_print(img, mask, np.random.default_rng(EXAMPLE_SEED))
+    out2 = damage_print(img, mask, np.random.default_rng(EXAMPLE_SEED))
+    np.testing.assert_array_equal(out1, out2)
+    np.testing.assert_array_equal(out1[~mask], img[~mask])
+
+
+def test_shipped_photos_are_small_and_credited():
+    folder = assets_dir()
+    for name in ("backpack-02.jpg", "backpack-03.jpg"):
+        path = folder / name
+        assert path.stat().st_size < 150_000, name
+        assert 512 <= max(Image.open(path).size) <= 640, name
+    credits = (folder / "CREDITS.md").read_text()
+    for words in ("https://unsplash.com/photos/KGq78h_aO2E", "https://unsplash.com/photos/H4pgFraBoeg",
+                  "Laura Chouette", "Unsplash License", "CC BY 4.0", "https://github.com/google/dreambooth"):
+        assert words in credits, words
+
+
+def test_the_two_photos_share_the_label_for_feature_matching():
+    """Why this pair: SIFT + RANSAC around the label register the two photos (not near-duplicates: they differ)."""
+    import cv2
+
+    ex = photo_example()
+    grey = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)
+    near_a, near_b = np.zeros((640, 640), np.uint8), np.zeros((640, 640), np.uint8)
+    cv2.circle(near_a, (466, 511), 110, 255, -1)  # around the label on each photo, (x, y)
+    cv2.circle(near_b, (532, 463), 130, 255, -1)
+    sift = cv2.SIFT_create()
+    ka, da = sift.detectAndCompute(grey(ex.target), near_a)
+    kb, db = sift.detectAndCompute(grey(ex.reference), near_b)
+    good = [m for m, n in cv2.BFMatcher().knnMatch(da, db, k=2) if m.distance < 0.8 * n.distance]
+    pa = np.float32([ka[m.queryIdx].pt for m in good])
+    pb = np.float32([kb[m.trainIdx].pt for m in good])
+    H, inliers = cv2.findHomography(pa, pb, cv2.RANSAC, 4.0)
+    assert int(inliers.sum()) >= 15
+    label = cv2.perspectiveTransform(np.float32([[[466, 511]]]), H)[0, 0]
+    assert np.hypot(*(label - (532, 463))) < 12  # the label lands on the label of the other photo
+
+
+def test_cli_example_runs_the_photo_pair_by_default_with_the_shipped_model(tmp_path, one_thread):
+    out = tmp_path / "ex"
+    result = runner.invoke(app, ["example", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "example (photo)" in result.output and "refined 1 window" in result.output
+    import re
+
+    scores = {n.strip(): float(p) for n, p in re.findall(r"^  (.+?) +PSNR +([\d.]+) dB", result.output, re.M)}
+    assert set(scores) == {"doing nothing", "OpenCV Telea", "refalign"}, result.output
+    ex = photo_example()
+    refined = np.asarray(Image.open(out / "refined.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "image.png")), ex.image)
+    changed = (refined != ex.image).any(axis=2)
+    assert changed[ex.mask].any() and not changed[~dilate(ex.mask, 8)].any()
+    for name in ("overlay.png", "token_map.png", "before_after.png", "zoom.png", "reference.png", "target.png"):
+        assert (out / name).is_file(), name
+
+
+def test_cli_example_refuses_an_unknown_kind(tmp_path, monkeypatch):
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
+    result = runner.invoke(app, ["example", "--kind", "painting", "-o", str(tmp_path / "ex")])
+    assert result.exit_code == 2 and "--kind painting: use photo or procedural" in result.output

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from refalign.detect import DetectionError, detect_artifacts, fit_colour, shift_tolerant_distance
+from refalign.detect import DetectionError, detect_artifacts, shift_tolerant_distance
 from refalign.registration import register, transfer_mask, warp_reference
 
 from conftest import textured_image as _texture, textured_warp_pair as _warp_pair
@@ -38,14 +38,6 @@ def test_transfer_mask_and_warp_agree_with_truth():
     inner = valid.copy()
     inner[:20], inner[-20:], inner[:, :20], inner[:, -20:] = False, False, False, False
     assert np.abs(warped.astype(int) - img.astype(int))[inner].mean() < 12
-
-
-def test_fit_colour_undoes_affine_change():
-    rng = np.random.default_rng(0)
-    a = rng.uniform(0, 200, (30, 30, 3)).astype(np.float32)
-    b = a * 1.2 + 7
-    fitted = fit_colour(a, b, np.ones((30, 30), bool))
-    assert np.abs(fitted - b).max() < 1e-3
 
 
 def test_shift_tolerant_distance_ignores_small_shifts():

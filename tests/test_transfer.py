@@ -57,7 +57,9 @@ def test_local_registration_recovers_the_warp_and_the_source_matches_the_truth()
     p, q = (reg.matrix @ c.T).ravel(), (H @ c.T).ravel()
     assert np.linalg.norm(p[:2] / p[2] - q[:2] / q[2]) < 2.0
     src, valid, box = transfer_source(image, hole, ref, reg.matrix, reg.best.score.colour)
-    out = paste_hole(image, src, hole, box, valid)
+    out = image.copy()
+    pasted = paste_hole(out, src, hole, box, valid)
+    assert pasted.sum() >= 0.98 * hole.sum() and not (pasted & ~hole).any()
     assert _psnr(out, target, hole) > 28
     assert (out[~hole] == image[~hole]).all()  # outside the hole: bit-identical
 
@@ -102,11 +104,14 @@ def test_paste_hole_never_writes_outside_the_hole_and_refuses_non_finite(seed):
     box = (int(rng.integers(0, 20)), int(rng.integers(0, 20)), int(rng.integers(40, 65)), int(rng.integers(40, 65)))
     h, w = box[2] - box[0], box[3] - box[1]
     source = rng.normal(128, 300, (h, w, 3)).astype(np.float32)  # far out of range: clipped, never outside
-    out = paste_hole(image, source, hole, box)
+    out = image.copy()
+    paste_hole(out, source, hole, box)
     assert (out[~hole] == image[~hole]).all()
     bad = source.copy()
     bad[rng.integers(0, h, 50), rng.integers(0, w, 50)] = rng.choice([np.nan, np.inf, -np.inf])
     sel = hole[box[0]:box[2], box[1]:box[3]]
     if not np.isfinite(bad[sel]).all():
+        before = out.copy()
         with pytest.raises(ValueError, match="non-finite"):
-            paste_hole(image, bad, hole, box)
+            paste_hole(out, bad, hole, box)
+        assert (out == before).all()

@@ -56,7 +56,7 @@ def _open(path: PathLike, what: str, max_pixels: int) -> Image.Image:
     if not path.exists():
         raise InputError(f"{path}: no such {what} file; check the path")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an {what} file; give the path of a PNG or JPEG")
+        raise InputError(f"{path}: is a folder; give the path of the {what} file (PNG or JPEG)")
     try:
         # ``max_pixels`` is the limit, not PIL's own (89 Mpx, which would silently cap --max-pixels): PIL's check
         # is off while this file is opened, and the size is checked here, from the header, before decoding
@@ -130,6 +130,9 @@ def load_image(path: PathLike, *, what: str = "image", max_pixels: int = DEFAULT
 def load_reference(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedReference:
     """Read a reference photo; a transparent PNG gives its alpha as the object mask."""
     image, alpha = pil_to_rgb(_open(path, "reference", max_pixels))
+    if alpha is not None and not alpha.any():
+        raise InputError(f"{path}: its transparency is read as the object mask, and it is transparent everywhere; "
+                         "save the reference without alpha, or give the object with --object-mask")
     return LoadedReference(image=image, object_mask=alpha)
 
 
@@ -229,10 +232,10 @@ def check_output(path: PathLike, *, overwrite: bool = False, protected: tuple[Pa
     for p in protected:
         if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
             raise OutputError(f"{path}: is one of the inputs; write the result to another file")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists; choose another name or pass --overwrite")
-    if path.exists() and path.is_dir():
-        raise OutputError(f"{path}: is a folder; give a file name")
     if not path.parent.exists():
         raise OutputError(f"{path.parent}: output folder does not exist; create it first")
     output_format(path)

@@ -10,7 +10,7 @@ import typer
 
 from refalign import __version__
 from refalign.cli import align, bench, demo, detect, example, info, make_cases, refine, train
-from refalign.cli._common import setup_logging
+from refalign.cli._common import exit_process, setup_logging
 
 app = typer.Typer(
     name="refalign",
@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: wraps to the terminal and never cuts an option name
 )
 
 
@@ -48,5 +49,12 @@ app.command("info")(info.info)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Commands that finished their work skip the interpreter's teardown of the deep
+    learning libraries (:func:`refalign.cli._common.exit_process`); errors and other commands exit normally."""
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+        if code is None or isinstance(code, int):
+            exit_process(code or 0)
+        raise

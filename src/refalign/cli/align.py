@@ -37,7 +37,9 @@ def align(
         None, "--object-mask", help="Object mask on the reference; M* stays inside it (a transparent PNG's alpha "
         "is used when not given)."
     ),
-    overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also save a picture of M* on the reference."),
+    overlay: Optional[Path] = typer.Option(
+        None, "--overlay", help="Also save a labelled picture of M* on the reference (with its confidence)."
+    ),
     step: Optional[int] = typer.Option(None, "--step", min=0, help="Schedule index to read (default: the model's)."),
     layer: Optional[int] = typer.Option(None, "--layer", min=0, help="Cross-attention layer (default: the model's)."),
     subtoken: Optional[bool] = typer.Option(
@@ -51,8 +53,8 @@ def align(
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest image accepted."),
 ) -> None:
     """Find the region of the reference that matches the masked artifact and save it as a mask."""
-    from refalign.cli._common import load_pipeline
-    from refalign.files import check_output, load_refine_inputs, save_image
+    from refalign.cli._common import allow_quick_exit, check_writable, load_pipeline, write_outputs
+    from refalign.files import check_output, load_refine_inputs
 
     # 1. every input and output checked before the model loads
     check_seed(seed)
@@ -63,6 +65,8 @@ def align(
         overlay = check_output(overlay, overwrite=overwrite, protected=protected)
         if overlay.resolve() == output.resolve():
             raise InputError(f"{output}: given both as --output and --overlay; use two names")
+    for folder in {p.parent for p in (output, overlay) if p is not None}:
+        check_writable(folder)
 
     # 2. the model, one U-Net pass
     import torch
@@ -71,16 +75,18 @@ def align(
     generator = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
     out = pipe.align(inputs.image, inputs.mask, inputs.reference, step=step, layer=layer,
                      object_mask=inputs.reference_mask, generator=generator, subtoken=subtoken)
-    save_image(out.mask, output)
+    files = {output: out.mask}
+    if overlay is not None:
+        from refalign.demo.visuals import correspondence_picture
+
+        files[overlay] = correspondence_picture(inputs.reference, out.mask, out.score, out.path)
+    write_outputs(files)  # one set: the correspondence and its picture, or neither
+    allow_quick_exit()
     path = f", {out.path}: {out.path_reason}" if out.path_reason else ""
-    typer.echo(f"wrote {output} (step {out.step}, layer {out.layer}, score {out.score:.3f}{path})")
+    typer.echo(f"wrote {', '.join(map(str, files))} (step {out.step}, layer {out.layer}, confidence "
+               f"{out.score:.3f}{path})")
     if not out.mask.any():
         typer.echo("warning: the correspondence map was flat; the mask is empty", err=True)
-    if overlay is not None:
-        from refalign.attention import correspondence_overlay
-
-        save_image(correspondence_overlay(inputs.reference, out.mask, out.soft_on_reference()), overlay)
-        typer.echo(f"wrote {overlay}")
 
 
 @handle_errors

@@ -8,9 +8,11 @@ output; when nothing is found the command refuses and asks for ``--mask``. Batch
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from refalign.checks import check_number, check_seed, check_steps, num_train_timesteps
@@ -41,8 +43,8 @@ def refine(
         "the command stops and asks for --mask."
     ),
     reference: Optional[List[Path]] = typer.Option(
-        None, "--reference", "-r", help="Reference photo of the object; repeat it to give several photos (each "
-        "artifact region is refined from the one it aligns with best)."
+        None, "--reference", "-r", metavar="PATH", help="Reference photo of the object; repeat it to give several "
+        "photos (each artifact region is refined from the one it aligns with best)."
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: IMAGE.refined.png)."),
     reference_mask: Optional[Path] = typer.Option(
@@ -130,8 +132,8 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
                 overwrite, max_pixels, call, detect_z=4.0) -> None:
     import dataclasses
 
-    from refalign.cli._common import load_pipeline
-    from refalign.files import check_output, load_reference, load_refine_inputs, save_image
+    from refalign.cli._common import allow_quick_exit, check_writable, load_pipeline, run_summary, write_outputs
+    from refalign.files import check_output, load_reference, load_refine_inputs
 
     missing = [name for name, v in (("IMAGE", image), ("--reference", reference)) if v is None]
     if missing:
@@ -166,6 +168,9 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         obj = load_object_mask(object_mask, inputs.reference.shape[:2], image_name=str(reference[0]))
     else:
         obj = None if reference_mask is not None else inputs.reference_mask
+    for folder in {p.parent for p in (output, mask_out, save_correspondence) if p is not None}:
+        check_writable(folder)
+    alpha = read_alpha(image)
     if mask_out is not None:  # detection is cheap and can refuse: it runs before the model loads
         detected = _detect_mask(image, reference, inputs.image, inputs.reference, obj, detect_z, mask_out)
         inputs = dataclasses.replace(inputs, mask=detected)
@@ -173,6 +178,7 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
     # 2. the model, then both stages
     _check_steps_for(model, call["num_inference_steps"])
     pipe = load_pipeline(model, device)
+    start = time.perf_counter()
     if extra:
         refs = [inputs.reference] + [r.image for r in extra]
         objs = [inputs.reference_mask] + [r.object_mask for r in extra]
@@ -180,19 +186,49 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         typer.echo("reference chosen per artifact region: " + ", ".join(str(reference[i]) for i in out.reference_indices))
     else:
         out = pipe(inputs.image, inputs.mask, inputs.reference, reference_mask=region, object_mask=obj, **call)
+    seconds = time.perf_counter() - start
+
+    # 3. the outputs, written as one set
+    files = {output: with_alpha(out.image, alpha, output, image)}
     if mask_out is not None:
-        save_image(inputs.mask, mask_out)
-        typer.echo(f"wrote {mask_out}")
-    save_image(out.image, output)
-    typer.echo(f"wrote {output}")
+        files[mask_out] = inputs.mask
     if save_correspondence is not None and out.correspondence is not None:
         masks = out.correspondence if extra else [out.correspondence]
         for i, m in enumerate(masks):
-            if m is None:
-                continue
-            path = _per_reference(save_correspondence, i) if extra else save_correspondence
-            save_image(m, path)
-            typer.echo(f"wrote {path}")
+            if m is not None:
+                files[_per_reference(save_correspondence, i) if extra else save_correspondence] = m
+    write_outputs(files)
+    allow_quick_exit()
+    typer.echo(run_summary(out, seconds))
+    typer.echo(f"wrote {', '.join(str(p) for p in files)}")
+
+
+#: Output formats that keep an alpha channel.
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+
+
+def read_alpha(path: Path) -> np.ndarray | None:
+    """The alpha channel of an image file (``uint8 (H, W)``, EXIF orientation applied) when it has any
+    transparency, else ``None``. The refinement works on RGB; this alpha is put back on the output."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        if "A" not in img.getbands() and "transparency" not in img.info:
+            return None
+        alpha = np.asarray(ImageOps.exif_transpose(img).convert("RGBA").getchannel("A"))
+    return alpha if (alpha < 255).any() else None
+
+
+def with_alpha(refined: np.ndarray, alpha: np.ndarray | None, output: Path, image: Path) -> np.ndarray:
+    """The refined RGB with the input's alpha put back (unchanged), when the output format can hold it; otherwise
+    the RGB, and one line saying the transparency was dropped."""
+    if alpha is None:
+        return refined
+    if output.suffix.lower() not in ALPHA_SUFFIXES:
+        typer.echo(f"note: {image} has transparency and {output.suffix} cannot keep it; {output} is written "
+                   "without alpha (use .png to keep it)", err=True)
+        return refined
+    return np.dstack([refined, alpha])
 
 
 def _detect_mask(image_path, references, image, reference, object_mask, z, mask_out):

@@ -44,6 +44,7 @@ from refalign.files import as_mask, as_rgb, check_mask
 from refalign.fill import GREY
 from refalign.models.unet import cross_attention_layer_names
 from refalign.pipelines.correspondence import Correspondence, find_correspondence
+from refalign.transfer.engine import ReferenceView
 from refalign.windows import (
     ModelFrame, Window, crop, crop_square, mask_bbox, paste_square, resize_image, resize_mask, square_box,
     square_window, valid_region,
@@ -274,9 +275,10 @@ def align_checked(
     pipe, image: np.ndarray, mask: np.ndarray, reference: np.ndarray, object_mask: np.ndarray | None = None, *,
     step: int | None = None, layer: int | None = None, generator: torch.Generator | None = None,
     subtoken: bool | None = None, register: bool = False, frame: ModelFrame | None = None, dilation: float = 0.0,
+    view: ReferenceView | None = None,
 ) -> AlignmentOutput:
     """:func:`align` on checked arrays, with the window's one correspondence
-    (:func:`~refalign.pipelines.correspondence.find_correspondence`; ``register``, ``frame`` and ``dilation``
+    (:func:`~refalign.pipelines.correspondence.find_correspondence`; ``register``, ``frame``, ``dilation`` and ``view``
     are passed on to it for the refinement window's warped guidance)."""
     cfg = pipe.refalign_config.alignment
     step = int(cfg.step if step is None else step)
@@ -292,7 +294,7 @@ def align_checked(
                  step, timestep, layer, post.score, int(post.noise_peaks.sum()))
     subtoken = bool(cfg.subtoken if subtoken is None else subtoken)
     corr = find_correspondence(image, mask, reference, m_star, path="cross-attention", object_mask=object_mask,
-                               subtoken=subtoken, register=register, frame=frame, dilation=dilation)
+                               subtoken=subtoken, register=register, frame=frame, dilation=dilation, view=view)
     if subtoken:
         logger.info("sub-token alignment: %s (%s)", corr.path, corr.reason)
     return AlignmentOutput(

@@ -21,6 +21,9 @@ from refalign.typed_config import build_typed, set_dotted
 
 FORMAT_VERSION = 1
 FILE_NAME = "refalign.json"
+#: ``refinement.source`` and ``refinement.unregistered`` values.
+SOURCES = ("model", "reference")
+UNREGISTERED = ("keep", "model")
 
 
 @dataclass
@@ -90,6 +93,15 @@ class RefinementDefaults:
             edge of the filled hole, where the classical fill meets the surroundings (0 = no fade; ours).
         num_samples: samples drawn per window in one batch and averaged (an estimate of the posterior mean, which
             minimises the expected squared error; 1 = one sample, as the paper; ours).
+        source: where the hole's pixels come from (DESIGN §6; ours). ``"model"`` — the refiner inpaints every window
+            (the paper); ``"reference"`` — where the window's neighbourhood registers reliably with a reference
+            (:mod:`refalign.transfer`), the reference's own pixels, warped and colour-fitted at full resolution;
+            other windows get ``unregistered``.
+        unregistered: with ``source="reference"``, what a window without a reliable correspondence gets:
+            ``"keep"`` (the input, unchanged; the user is told) or ``"model"`` (the refiner, as ``source="model"``).
+        harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
+            as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
+            they are.
     """
 
     num_inference_steps: int = 50
@@ -107,6 +119,9 @@ class RefinementDefaults:
     detail_transfer: bool = False
     num_samples: int = 1
     ramp: float = 0.0
+    source: str = "model"
+    unregistered: str = "keep"
+    harmonize: bool = False
 
 
 @dataclass
@@ -167,6 +182,13 @@ class RefalignConfig:
             raise CheckpointError(f"{source}: num_samples {r.num_samples!r} must be an integer >= 1; fix the file")
         if r.ramp < 0:
             raise CheckpointError(f"{source}: ramp {r.ramp!r} must be >= 0; fix the file")
+        for name, allowed in (("source", SOURCES), ("unregistered", UNREGISTERED)):
+            if getattr(r, name) not in allowed:
+                raise CheckpointError(f"{source}: {name} {getattr(r, name)!r} is not {' or '.join(allowed)}; "
+                                      "fix the file")
+        if r.harmonize and r.paste_mode != "residual":
+            raise CheckpointError(f"{source}: harmonize needs paste_mode residual (the model's correction is added to "
+                                  "the transferred pixels); fix the file")
         return config
 
     def save(self, path: str | Path) -> None:
@@ -204,6 +226,11 @@ def _no_op(config: RefalignConfig) -> list[tuple[str, str]]:
             out.append(("refinement.ramp", "fades the change in only with refinement.paste_mode=residual"))
     if r.masked_content == "fill" and r.strength >= 1.0:
         out.append(("refinement.masked_content", "chooses the start only with refinement.strength < 1"))
+    if r.source == "model":
+        if r.harmonize:
+            out.append(("refinement.harmonize", "acts only with refinement.source=reference"))
+        if r.unregistered != "keep":
+            out.append(("refinement.unregistered", "acts only with refinement.source=reference"))
     return out
 
 
@@ -244,4 +271,6 @@ _NO_OP_PARTNERS = {
     "refinement.detail_transfer": {"refinement.detail_transfer", "refinement.paste_mode"},
     "refinement.ramp": {"refinement.ramp", "refinement.paste_mode"},
     "refinement.masked_content": {"refinement.masked_content", "refinement.strength"},
+    "refinement.harmonize": {"refinement.harmonize", "refinement.source"},
+    "refinement.unregistered": {"refinement.unregistered", "refinement.source"},
 }

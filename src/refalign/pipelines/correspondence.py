@@ -11,12 +11,11 @@ Sources of the prior region on the reference (``path`` before registration):
 * ``"user"`` — the user's ``reference_mask``;
 * ``"whole"`` — no alignment (the paper's single-stage ablation): the whole reference.
 
-One registration (:func:`~refalign.pipelines.subtoken.match_artifact`) is run when sub-token alignment or warped
-guidance needs it. Sub-token alignment replaces a cross-attention ``M*`` by the registered artifact (``path`` becomes
-``"warp"``) when the fit lands within a token of ``M*`` or has at least
-:data:`~refalign.pipelines.subtoken.TRUSTED_INLIERS` inliers; the warped guidance uses any usable fit (measured: on
-warp cases a wrong ``M*`` was the cause of every disagreement), so a window can be conditioned on ``M*`` and guided
-by the registration — the correspondence then says so in ``reason``.
+One registration (:func:`~refalign.pipelines.subtoken.match_artifact`: the local registration of
+:mod:`refalign.transfer`, scored on the known pixels around the hole) is run when sub-token alignment, warped
+guidance or the transfer of the reference's own pixels needs it. Sub-token alignment replaces a cross-attention
+``M*`` by the registered artifact (``path`` becomes ``"warp"``) whenever a model is accepted — its agreement with
+``M*`` is reported; the warped guidance and the transfer use the same accepted model (``matrix``).
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ from refalign.guidance import warp_to_window
 from refalign.mask_ops import dilate
 from refalign.pipelines.subtoken import decide, match_artifact
 from refalign.registration import local_area_scale
+from refalign.transfer.engine import ReferenceView
+from refalign.transfer.register import LocalRegistration
 from refalign.windows import ModelFrame
 
 #: Margin of the guidance's valid region around the registered artifact, in model pixels beyond the inpainting
@@ -55,6 +56,9 @@ class Correspondence:
         m_star: the token-level ``M*`` of the alignment stage (``None`` on the user and whole paths).
         registration: what the one registration found (``"homography from N inliers"``) or why it is unusable;
             empty when none ran.
+        fit: the local registration itself (candidates, scores, the colour fit), ``None`` when none ran.
+        matrix: the accepted model image → reference (``None`` when no model was accepted): what the guidance,
+            the detail and the transfer of the reference's pixels use.
     """
 
     region: np.ndarray | None
@@ -65,6 +69,13 @@ class Correspondence:
     num_inliers: int = 0
     m_star: np.ndarray | None = None
     registration: str = ""
+    fit: LocalRegistration | None = None
+    matrix: np.ndarray | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The registration's confidence in [0, 1] (0 when none was accepted or none ran)."""
+        return self.fit.confidence if self.fit is not None and self.matrix is not None else 0.0
 
     @property
     def mask(self) -> np.ndarray | None:
@@ -89,6 +100,7 @@ def find_correspondence(
     register: bool = False,
     frame: ModelFrame | None = None,
     dilation: float = 0.0,
+    view: ReferenceView | None = None,
 ) -> Correspondence:
     """The correspondence of the artifact ``mask`` (``(H, W)`` bool, image frame) with ``reference``.
 
@@ -100,6 +112,8 @@ def find_correspondence(
         register: register even when sub-token alignment does not ask for it (for warped guidance).
         frame, dilation: the refinement window and its inpainting dilation (model pixels): with both, a usable
             registration gets the ``valid_region`` the guidance may use.
+        view: the reference prepared for registration (its features over the search area, computed once per
+            reference and call); prepared here when ``None``.
     """
     has_prior = prior is not None and bool(prior.any())
     out = Correspondence(prior if has_prior else None, path, m_star=prior if path == "cross-attention" else None)
@@ -108,10 +122,10 @@ def find_correspondence(
         out.reason = "no token-level region to refine"
     if not (refine or register):
         return out
-    match = match_artifact(image, mask, reference, prior if has_prior else np.ones(reference.shape[:2], bool),
-                           object_mask=object_mask)
+    match = match_artifact(image, mask, reference, prior if has_prior else None, object_mask=object_mask, view=view)
     out.homography, out.num_inliers = match.registration.homography, match.registration.num_inliers
-    out.registration = match.reason
+    out.registration, out.fit = match.reason, match.registration
+    out.matrix = match.registration.matrix if match.usable else None
     if refine:
         sub = decide(match, prior)
         out.reason = sub.reason
@@ -120,11 +134,8 @@ def find_correspondence(
     elif has_prior and path == "cross-attention":
         out.reason = "sub-token alignment off"
     if match.usable and frame is not None:
-        margin = frame.reference_radius(dilation + VALID_MARGIN, local_area_scale(match.registration.homography,
-                                                                                  frame.centre()))
+        margin = frame.reference_radius(dilation + VALID_MARGIN, local_area_scale(out.matrix, frame.centre()))
         out.valid_region = dilate(match.warped, margin)
-        if out.path != "warp" and out.reason.startswith("the warp lands"):
-            out.reason += "; the registration guides the window all the same"
     return out
 
 
@@ -136,6 +147,6 @@ def warped_reference(
     lands in the window. ``fill``: the grey where no reference pixel lands (the model's ``reference_fill``)."""
     if correspondence.valid_region is None:
         return None
-    matrix = correspondence.homography @ frame.to_source(size)
+    matrix = correspondence.matrix @ frame.to_source(size)
     pixels, valid = warp_to_window(reference, correspondence.valid_region, matrix, size, fill)
     return (pixels, valid) if valid.any() else None

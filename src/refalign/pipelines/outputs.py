@@ -27,6 +27,11 @@ class RefineOutput:
         reference_indices: for each window, which reference it was refined from (always 0 with one reference).
         guidance: for a model with warped-reference guidance, what each window got: ``"warp (…)"`` with how the
             homography was found, ``"none (…)"`` with why not, or ``"off"``; empty for other models.
+        sources: for each window, where its hole's pixels came from: ``"reference"`` (the registered reference's own
+            pixels), ``"reference+model"`` (those, harmonized by the refiner), ``"model"`` (the refiner) or
+            ``"kept"`` (no reliable correspondence: the input left as it was).
+        confidence: for each window, the confidence of its registration in [0, 1] (0 when none was accepted).
+        reports: for each window, one line for the user: where it is, how it was repaired and why.
     """
 
     image: Any
@@ -35,3 +40,6 @@ class RefineOutput:
     windows: list[Window] = field(default_factory=list)
     reference_indices: list[int] = field(default_factory=list)
     guidance: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,7 +43,13 @@ from refalign.pipelines.correspondence import find_correspondence, warped_refere
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
 from refalign.pipelines.window_job import RefineSettings, WindowJob
-from refalign.pipelines.zoom import ZoomWindow, classical_fill, crop_reference, paste, plan_windows, window_inputs
+from refalign.pipelines.subtoken import search_area
+from refalign.pipelines.zoom import (
+    ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
+)
+from refalign.shipped import default_model_path
+from refalign.transfer.engine import ReferenceView
+from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
@@ -71,14 +78,22 @@ class RefineByAlignPipeline(DiffusionPipeline):
         self.refalign_config.save(Path(save_directory) / FILE_NAME)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "RefineByAlignPipeline":
-        """Load a checkpoint folder (or a hub id, downloaded first). The folder is checked before loading; a missing
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs
+    ) -> "RefineByAlignPipeline":
+        """Load a checkpoint folder (or a hub id ``owner/name``, downloaded first); without an argument, the model
+        shipped with refalign (:func:`refalign.default_model_path`). The folder is checked before loading; a missing
         or corrupt part raises :class:`~refalign.errors.CheckpointError` naming the file."""
+        if pretrained_model_name_or_path is None:
+            pretrained_model_name_or_path = default_model_path()
         path = Path(pretrained_model_name_or_path)
-        if not path.exists() and not str(pretrained_model_name_or_path).startswith((".", "/", "~")) and "/" in str(
-            pretrained_model_name_or_path
-        ):
-            path = Path(snapshot_download(str(pretrained_model_name_or_path)))
+        if not path.exists() and _looks_like_hub_id(str(pretrained_model_name_or_path)):
+            try:
+                path = Path(snapshot_download(str(pretrained_model_name_or_path)))
+            except Exception as exc:  # offline, unknown repository, ...: one line naming what was asked for
+                raise CheckpointError(f"{pretrained_model_name_or_path}: no such folder, and the hub could not "
+                                      f"provide it ({type(exc).__name__}); give the path of a checkpoint "
+                                      "folder") from exc
         check_checkpoint(path)
         config = RefalignConfig.load(path / FILE_NAME)
         try:
@@ -315,12 +330,19 @@ class RefineByAlignPipeline(DiffusionPipeline):
         strategy = paste_strategy(cfg)
         result, jobs = inputs.image.copy(), []
         for plan in plans:
-            # 3. The window's job: its correspondence (once per reference), tokens, guidance and fill
+            # 3. The window's job: its correspondence (once per reference) and the source of its hole — the
+            #    registered reference's own pixels, the refiner, or (no reliable correspondence) nothing
             job = self._window_job(plan, inputs, run, strategy, subtoken=subtoken, guided=warped_guidance)
-            # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance
-            refined = self._denoise_window(job, run)
-            # 5. Back to image scale and paste inside the dilated mask only
-            paste(result, strategy.patch(job, refined), job.weights, job.window)
+            logger.info("%s", job.report())
+            # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance (when the refiner
+            #    runs: alone, or as the harmonizer of the transferred pixels)
+            # 5. Paste: transferred pixels inside the mask only; the refiner's window inside the dilated mask
+            if job.runs_model:
+                refined = self._denoise_window(job, run)
+                paste(result, strategy.patch(job, refined), job.weights, job.window)
+            elif job.transfer is not None:
+                pixels, valid, box = job.transfer
+                paste_hole(result, pixels, job.mask, box, valid)
             jobs.append(job)
         self.maybe_free_model_hooks()
 
@@ -380,44 +402,76 @@ class RefineByAlignPipeline(DiffusionPipeline):
 
     def _window_job(self, plan: ZoomWindow, inputs: "CheckedInputs", run: RefineSettings,
                     strategy: WindowPaste | ResidualPaste, *, subtoken: bool | None, guided: bool) -> WindowJob:
-        """Work out one window's job: correspondence, tokens, guidance, what the model sees, and its fill."""
+        """Work out one window's job: correspondence, the source of its hole, and — when the refiner runs —
+        tokens, guidance, what the model sees, and its fill."""
         cfg = self.refalign_config.refinement
         job = WindowJob(plan, ModelFrame(plan.window, self.resolution), plan.full_mask(inputs.mask.shape))
         guided = guided and self.uses_warped_guidance
-        self._correspond(job, inputs, run, subtoken=subtoken, register=guided)
+        transfers = cfg.source == "reference"
+        # transferring the reference's pixels uses the pixel-accurate correspondence: sub-token alignment is implied
+        self._correspond(job, inputs, run, subtoken=True if transfers else subtoken, register=guided or transfers)
         reference = inputs.references[job.reference_index]
+        self._choose_source(job, inputs.image, reference)
+        if not job.runs_model:
+            return job
         ref_pixels = crop_reference(reference, job.region, self.reference_encoder.image_size,
                                     context=cfg.reference_context, fill=cfg.reference_fill)
         job.tokens = self.encode_reference(self.image_to_tensor(ref_pixels))
         if self.uses_warped_guidance:
             self._guide(job, reference, guided)
-        strategy.prepare(job, reference, cfg.reference_fill)
         job.image, job.inpaint, job.weights = window_inputs(inputs.image, inputs.mask, plan, self.resolution,
                                                             cfg.dilation, cfg.feather)
-        if run.fill_start or strategy.needs_fill or self.refalign_config.masked_fill == "telea":
+        if job.transfer is not None:
+            # harmonize: the transferred pixels take the classical fill's place (all bands: no detail to add), and
+            # the result is pasted inside the mask only, as the transfer alone is
+            job.fill = transferred_fill(inputs.image, job.mask, job.transfer, plan, self.resolution)
+            job.weights = job.weights * job.fill.hole
+        elif run.fill_start or strategy.needs_fill or self.refalign_config.masked_fill == "telea":
             # one classical fill serves the model's masked input, the fill start and the residual paste
             job.fill = classical_fill(inputs.image, inputs.mask, plan, self.resolution)
+            strategy.prepare(job, reference, cfg.reference_fill)
         return job
+
+    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray) -> None:
+        """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
+        when the correspondence has an accepted model, else ``refinement.unregistered``."""
+        cfg = self.refalign_config.refinement
+        if cfg.source != "reference":
+            job.source = "model"
+            return
+        corr = job.correspondence
+        if corr is None or corr.matrix is None:
+            job.source = "kept" if cfg.unregistered == "keep" else "model"
+            return
+        job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
+        job.source = "reference+model" if cfg.harmonize else "reference"
 
     def _correspond(self, job: WindowJob, inputs: "CheckedInputs", run: RefineSettings, *, subtoken: bool | None,
                     register: bool) -> None:
         """The window's correspondence: the user's region, the whole reference, or the alignment stage with every
-        reference (one correspondence each) and the one whose ``M*`` is strongest and most compact."""
+        reference (one correspondence each) and the best one — the most confident registration when any was
+        accepted, else the strongest, most compact ``M*``."""
         dilation = self.refalign_config.refinement.dilation
         if inputs.reference_mask is not None or inputs.no_align:
             path = "user" if inputs.reference_mask is not None else "whole"
             job.correspondence = find_correspondence(
                 inputs.image, job.mask, inputs.references[0], inputs.reference_mask, path=path,
-                object_mask=inputs.object_masks[0], register=register, frame=job.frame, dilation=dilation)
+                object_mask=inputs.object_masks[0], register=register, frame=job.frame, dilation=dilation,
+                view=inputs.view(0) if register else None)
             return
         candidates = [
             self._align(inputs.image, job.mask, ref, obj, generator=run.generator, subtoken=subtoken,
-                        register=register, frame=job.frame, dilation=dilation)
-            for ref, obj in zip(inputs.references, inputs.object_masks)
+                        register=register, frame=job.frame, dilation=dilation,
+                        view=inputs.view(i) if register else None)
+            for i, (ref, obj) in enumerate(zip(inputs.references, inputs.object_masks))
         ]
-        index = max(range(len(candidates)), key=lambda i: (candidates[i].mask.any(), candidates[i].score))
+        index = max(range(len(candidates)), key=lambda i: (
+            candidates[i].correspondence.matrix is not None, candidates[i].correspondence.confidence,
+            candidates[i].mask.any(), candidates[i].score))
         if inputs.several:
-            logger.info("window %s: reference %d of %d (alignment scores %s)", job.window, index, len(candidates),
+            logger.info("window %s: reference %d of %d (registration confidence %s; alignment scores %s)",
+                        job.window, index, len(candidates),
+                        ", ".join(f"{c.correspondence.confidence:.2f}" for c in candidates),
                         ", ".join(f"{c.score:.3f}" for c in candidates))
         job.reference_index, job.alignment = index, candidates[index]
         job.correspondence = job.alignment.correspondence
@@ -454,6 +508,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             [j.window for j in jobs],
             [j.reference_index for j in jobs],
             [j.guidance for j in jobs] if self.uses_warped_guidance else [],
+            [j.source for j in jobs],
+            [j.correspondence.confidence if j.correspondence is not None else 0.0 for j in jobs],
+            [j.report() for j in jobs],
         )
 
     def _timesteps(self, steps: int, strength: float) -> torch.Tensor:
@@ -554,7 +611,8 @@ def telea_fill_tensor(images: torch.Tensor, masks: torch.Tensor, radius: int = R
 
 @dataclass
 class CheckedInputs:
-    """The inputs of one pipeline call after their one check: arrays, ``(H, W)`` bool masks."""
+    """The inputs of one pipeline call after their one check: arrays, ``(H, W)`` bool masks; and each reference
+    prepared for registration (its features over its search area), once per call, when first needed."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -563,6 +621,14 @@ class CheckedInputs:
     reference_mask: np.ndarray | None
     no_align: bool
     several: bool
+    views: dict[int, ReferenceView] = field(default_factory=dict)
+
+    def view(self, index: int) -> ReferenceView:
+        if index not in self.views:
+            ref = self.references[index]
+            area = search_area(ref.shape[:2], self.object_masks[index], self.reference_mask if index == 0 else None)
+            self.views[index] = ReferenceView.prepare(ref, area)
+        return self.views[index]
 
 
 @dataclass
@@ -590,3 +656,9 @@ def _reference_side_mask(name: str, mask, reference: np.ndarray) -> np.ndarray |
     if not m.any():
         raise InputError(f"{name}: mask marks no pixels; paint the region white (255) on black")
     return m
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
+    local path and is checked as a folder."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None

@@ -56,6 +56,10 @@ class WindowJob:
         warp: the reference warped onto the window at model resolution, ``(pixels, valid)``, for guidance.
         detail: the registered reference's band finer than the model (image scale), for the residual paste.
         guidance: what the warped guidance got, for the report (``"warp (…)"``, ``"none (…)"``, ``"off"``).
+        source: where the hole's pixels come from: ``"model"``, ``"reference"``, ``"reference+model"`` or
+            ``"kept"`` (:attr:`RefineOutput.sources <refalign.pipelines.outputs.RefineOutput>`).
+        transfer: the registered reference's pixels for the hole, ``(pixels, valid, box)`` in image coordinates
+            (:func:`refalign.transfer.source.transfer_source`), when ``source`` starts with ``"reference"``.
     """
 
     plan: ZoomWindow
@@ -72,6 +76,27 @@ class WindowJob:
     warp: tuple[np.ndarray, np.ndarray] | None = None
     detail: np.ndarray | None = None
     guidance: str = ""
+    source: str = "model"
+    transfer: tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None = None
+
+    @property
+    def runs_model(self) -> bool:
+        return self.source in ("model", "reference+model")
+
+    def report(self) -> str:
+        """One line for the user: the window, where its pixels came from, and why."""
+        w = self.window
+        where = f"window at ({w.left}, {w.top}) size {w.size}"
+        corr = self.correspondence
+        if self.source.startswith("reference"):
+            how = "the reference's own pixels" + (", harmonized by the model" if self.source.endswith("model") else "")
+            return f"{where}: {how} — registered ({corr.registration}; confidence {corr.confidence:.2f})"
+        why = corr.registration if corr is not None and corr.registration else "no registration ran"
+        if self.source == "kept":
+            return (f"{where}: no reliable correspondence in the reference ({why}); region left as it was — paint "
+                    "the matching region with --reference-mask")
+        conf = corr.confidence if corr is not None else 0.0
+        return f"{where}: refined by the model (registration: {why}; confidence {conf:.2f})"
 
     @property
     def window(self) -> Window:

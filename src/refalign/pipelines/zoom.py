@@ -30,6 +30,7 @@ import numpy as np
 from refalign.checks import require_finite
 from refalign.fill import GREY, telea_fill
 from refalign.mask_ops import dilate, distance_to
+from refalign.transfer.source import paste_hole
 from refalign.windows import (
     ModelFrame, Window, crop, mask_bbox, resize_image, resize_mask, square_box, square_window, valid_region,
 )
@@ -209,6 +210,20 @@ def classical_fill(image: np.ndarray, mask: np.ndarray, plan: "ZoomWindow", reso
     hole = crop(mask, plan.window) | plan.region_mask()
     base = telea_fill(crop(image, plan.window), hole)
     return ClassicalFill(base, resize_image(base, resolution), hole)
+
+
+def transferred_fill(
+    image: np.ndarray, hole: np.ndarray, transfer: tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]],
+    plan: "ZoomWindow", resolution: int,
+) -> ClassicalFill:
+    """The window with its ``hole`` (``(H, W)`` bool, this window's regions) replaced by the transferred reference
+    (``(pixels, valid, box)`` of :func:`refalign.transfer.source.transfer_source`), at image scale and at the
+    model's resolution — the source the refiner harmonizes, in place of :func:`classical_fill`'s Telea fill."""
+    pixels, valid, box = transfer
+    full = image.copy()
+    pasted = paste_hole(full, pixels, hole, box, valid)
+    base = crop(full, plan.window)
+    return ClassicalFill(base, resize_image(base, resolution), crop(pasted, plan.window))
 
 
 def residual_patch(

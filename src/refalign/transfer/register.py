@@ -64,6 +64,12 @@ MAX_FLAT_RESIDUAL = 6.0
 #: is refused: edges can correlate by chance, colours rarely do (the two wrong acceptances seen on the development
 #: cases had colour errors of 31–32; right ones at most 9).
 MAX_RESIDUAL = 16.0
+#: Resampling of the reference. Lanczos (8×8) keeps more of its fine detail than bilinear: on the 39 warp cases of
+#: the development benchmark, PSNR over the mask's box 36.36 (bilinear) → 38.03 (bicubic) → 38.26 dB (Lanczos),
+#: detail ratio 0.50 → 0.60 → 0.63.
+WARP_INTERPOLATION = cv2.INTER_LANCZOS4
+#: Gaussian scale (pixels) at which gradients are compared.
+SCORE_SIGMA = 1.5
 
 
 @dataclass
@@ -121,7 +127,17 @@ class LocalRegistration:
 
     @property
     def matrix(self) -> np.ndarray | None:
+        """The accepted model (image → reference), ``None`` unless ``ok``."""
         return self.best.matrix if self.ok and self.best is not None else None
+
+    @property
+    def homography(self) -> np.ndarray | None:
+        """The best model tried, accepted or not (for reports and diagnostics)."""
+        return self.best.matrix if self.best is not None else None
+
+    @property
+    def num_inliers(self) -> int:
+        return self.best.inliers if self.best is not None else 0
 
     @property
     def confidence(self) -> float:
@@ -157,7 +173,7 @@ def warp_box(reference: np.ndarray, matrix: np.ndarray, box: tuple[int, int, int
     reference."""
     t, l, b, r = box
     m = matrix @ np.array([[1.0, 0, l], [0, 1.0, t], [0, 0, 1.0]])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    flags = WARP_INTERPOLATION | cv2.WARP_INVERSE_MAP
     pixels = cv2.warpPerspective(reference, m, (r - l, b - t), flags=flags, borderMode=cv2.BORDER_REPLICATE)
     ones = np.full(reference.shape[:2], 255, np.uint8)
     valid = cv2.warpPerspective(ones, m, (r - l, b - t), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
@@ -183,6 +199,12 @@ def ring_width(hole: np.ndarray) -> float:
 
 def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+
+
+def _smooth(grey: np.ndarray) -> np.ndarray:
+    """Gradients are compared at the scale of :data:`SCORE_SIGMA`: fur and fabric never match pixel for pixel
+    across views, their structure does."""
+    return cv2.GaussianBlur(grey, (0, 0), SCORE_SIGMA) if SCORE_SIGMA > 0 else grey
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -213,7 +235,7 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     near = 1.0 / (1.0 + dist[colour_area] / width)
     colour = fit_colour(warped[colour_area], crop[colour_area], near)
     fitted = colour.apply(warped)
-    ga, gb = _gradients(_grey(fitted)), _gradients(_grey(crop))
+    ga, gb = _gradients(_smooth(_grey(fitted))), _gradients(_smooth(_grey(crop)))
     dot = (ga[0] * gb[0] + ga[1] * gb[1])[ring].sum()
     na = (ga[0] ** 2 + ga[1] ** 2)[ring].sum()
     nb = (gb[0] ** 2 + gb[1] ** 2)[ring].sum()
@@ -320,6 +342,9 @@ def _around_points(xy: np.ndarray, hw: tuple[int, int], search: np.ndarray | Non
 
 
 def _register_with(image, hole, reference, feats: Features, ref_feats: Features) -> LocalRegistration:
+    if min(len(feats), len(ref_feats)) < MIN_INLIERS:
+        return LocalRegistration(False, f"too few features around the region (image {len(feats)}, reference "
+                                        f"{len(ref_feats)})")
     p_img, p_ref, _ = match_ratio(feats, ref_feats)
     n = len(p_img)
     if n < MIN_INLIERS:
@@ -355,3 +380,30 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
     s = top.score
     return LocalRegistration(True, f"{top.name} from {top.inliers} inliers, gradient correlation "
                                    f"{s.gradient_correlation:.2f}, colour error {s.residual:.1f}", top, candidates, n)
+
+
+def register_image(image: np.ndarray, reference: np.ndarray, *, search: np.ndarray | None = None) -> LocalRegistration:
+    """Whole-image registration with the same engine (for artifact detection, where no hole is known yet):
+    features everywhere in ``image`` matched into the reference (``search`` area), a MAGSAC++ homography, guided
+    re-matching around it and a refit. There are no known pixels around a hole to score on, so a model is accepted
+    on its inliers: at least :data:`MIN_INLIERS` and a fifth of the tentative matches."""
+    feats, ref_feats = detect(image), detect(reference, search)
+    if min(len(feats), len(ref_feats)) < MIN_INLIERS:
+        return LocalRegistration(False, f"too few features (image {len(feats)}, reference {len(ref_feats)})")
+    p_img, p_ref, _ = match_ratio(feats, ref_feats)
+    n = len(p_img)
+    if n < MIN_INLIERS:
+        return LocalRegistration(False, f"too few matches ({n}; features {len(feats)} in the image, "
+                                        f"{len(ref_feats)} in the reference)", num_matches=n)
+    thr = MAGSAC_PX_PER_1000 * max(reference.shape[:2]) / 1000.0
+    best = _fit("homography", p_img, p_ref, thr)
+    if best is None:
+        return LocalRegistration(False, f"no consistent homography in {n} matches", num_matches=n)
+    g_img, g_ref = match_guided(feats, ref_feats, lambda xy: project(best.matrix, xy),
+                                GUIDED_PX_PER_1000 * max(reference.shape[:2]) / 1000.0)
+    refit = _fit("homography+guided", g_img, g_ref, thr) if len(g_img) > n else None
+    if refit is not None and refit.inliers > best.inliers:
+        best = refit
+    if best.inliers < max(MIN_INLIERS, 0.2 * n):
+        return LocalRegistration(False, f"only {best.inliers} of {n} matches agree on a homography", best, [best], n)
+    return LocalRegistration(True, f"{best.name} from {best.inliers} inliers", best, [best], n)

@@ -44,14 +44,15 @@ def transfer_source(
 
 def paste_hole(image: np.ndarray, source: np.ndarray, hole: np.ndarray, box: tuple[int, int, int, int],
                valid: np.ndarray | None = None) -> np.ndarray:
-    """A copy of ``image`` whose ``hole`` pixels inside ``box`` (and ``valid``) are the rounded ``source``; every
-    other pixel is the input's, bit for bit. A non-finite source value in the hole raises ``ValueError`` (nothing
-    is pasted)."""
+    """Write the rounded ``source`` (``box``-sized) into ``image`` in place at the ``hole`` pixels inside ``box``
+    (and ``valid``); every other pixel keeps its value, bit for bit. Returns the pasted pixels' mask (``(H, W)``
+    bool). A non-finite source value in the hole raises ``ValueError`` before anything is written."""
     t, l, b, r = box
-    out = image.copy()
     sel = hole[t:b, l:r] if valid is None else hole[t:b, l:r] & valid
     if not np.isfinite(source[sel]).all():
         raise ValueError("paste_hole: the source holds non-finite values inside the hole; nothing was pasted")
-    window = out[t:b, l:r]
+    window = image[t:b, l:r]
     window[sel] = np.clip(np.round(source[sel]), 0, 255).astype(np.uint8)
-    return out
+    pasted = np.zeros(hole.shape, bool)
+    pasted[t:b, l:r] = sel
+    return pasted

@@ -1,0 +1,86 @@
+"""The refine path with ``refinement.source="reference"`` (DESIGN §6): registered windows get the reference's own
+pixels inside the mask only; unregistered windows are kept (or refined by the model) and the user is told."""
+
+import numpy as np
+import pytest
+
+from conftest import textured_image, textured_warp_pair
+from refalign.errors import InputError
+from refalign.pipelines.config import apply_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _artifact_case():
+    img, ref, _ = textured_warp_pair(seed=2)
+    mask = np.zeros(img.shape[:2], bool)
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    mask[(yy - 150) ** 2 + ((xx - 170) / 1.5) ** 2 < 15**2] = True
+    art = img.copy()
+    art[mask] = (255, 0, 255)
+    return img, art, mask, ref
+
+
+def _set(pipe, *items):
+    pipe.refalign_config = apply_overrides(pipe.refalign_config, list(items))
+    return pipe
+
+
+def _psnr(a, b, m):
+    d = a[m].astype(float) - b[m].astype(float)
+    return 10 * np.log10(255**2 / max((d**2).mean(), 1e-9))
+
+
+def test_a_registered_window_gets_the_references_pixels_inside_the_mask_only(dummy_pipeline):
+    truth, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    out = pipe(art, mask, ref, seed=0, num_inference_steps=2)
+    assert out.sources == ["reference"]
+    assert (out.image[~mask] == art[~mask]).all()
+    assert _psnr(out.image, truth, mask) > 25  # the dummy model could never do this: the reference's own pixels
+    assert out.confidence[0] > 0.5
+    assert "the reference's own pixels" in out.reports[0] and "registered" in out.reports[0]
+    assert out.alignment[0].path == "warp"  # the same correspondence feeds the alignment's report
+
+
+def test_an_unregistered_window_is_kept_and_the_user_is_told(dummy_pipeline):
+    _, art, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    out = pipe(art, mask, other, seed=0, num_inference_steps=2)
+    assert out.sources == ["kept"] and out.confidence == [0.0]
+    assert (out.image == art).all()
+    assert "no reliable correspondence" in out.reports[0] and "--reference-mask" in out.reports[0]
+    model = _set(pipe, "refinement.unregistered=model")(art, mask, other, seed=0, num_inference_steps=2)
+    assert model.sources == ["model"] and not (model.image == art).all()
+
+
+def test_several_references_take_the_registrable_one(dummy_pipeline):
+    _, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    out = pipe(art, mask, [textured_image(seed=9), ref], seed=0, num_inference_steps=2)
+    assert out.reference_indices == [1] and out.sources == ["reference"]
+
+
+def test_harmonize_runs_the_model_over_the_transfer_and_keeps_the_outside(dummy_pipeline):
+    _, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference", "refinement.paste_mode=residual",
+                "refinement.harmonize=true")
+    out = pipe(art, mask, ref, seed=0, num_inference_steps=2)
+    assert out.sources == ["reference+model"]
+    assert (out.image[~mask] == art[~mask]).all()
+
+
+@pytest.mark.parametrize("settings, words", [
+    (["refinement.paste_mode=residual", "refinement.harmonize=true"], "refinement.harmonize"),
+    (["refinement.unregistered=model"], "refinement.unregistered"),
+    (["refinement.source=reference", "refinement.harmonize=true"], "harmonize needs paste_mode residual"),
+])
+def test_settings_without_effect_are_refused(dummy_pipeline, settings, words):
+    with pytest.raises(InputError, match=words):
+        apply_overrides(dummy_pipeline.refalign_config, settings)
+
+
+def test_bad_source_values_are_refused(dummy_pipeline):
+    with pytest.raises(InputError, match="source"):
+        apply_overrides(dummy_pipeline.refalign_config, ["refinement.source=photo"])
