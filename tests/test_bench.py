@@ -279,6 +279,8 @@ def test_comparison_run_with_seen_split_and_html_report(tmp_path):
     assert rec["a-warp"]["seen"] is True and rec["b-multiview"]["seen"] is False  # no object recorded there
     summary = (out / "summary.md").read_text()
     assert summary.index("| unseen | identity |") < summary.index("| seen | identity |")
+    never = summary.split("## Objects the model never saw, by reference kind")[1].split("##")[0]
+    assert "| multiview | telea |" in never and "| warp |" not in never  # the warp case's object was seen
     assert "| telea |" in summary and "× Telea" in summary
     page = (out / "report.html").read_text()
     assert page.count("<img ") >= 2 * (2 + 3 + 1) and "data:image/jpeg;base64," in page

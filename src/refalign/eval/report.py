@@ -152,6 +152,10 @@ def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
     lines = [f"# Benchmark: {', '.join(runs)}", "", f"{n} cases, every method on the same cases in one run. {LEGEND}", ""]
     if any(grouped(r, "seen") for r in runs.values()):
         lines += ["## Objects the model never saw / trained on", "", comparison_markdown(runs, "seen")]
+        unseen = {m: [r for r in recs if r.get("seen") is False] for m, recs in runs.items()}
+        if any(unseen.values()):
+            lines += ["## Objects the model never saw, by reference kind", "",
+                      comparison_markdown(unseen, "reference_kind")]
     lines += ["## By reference kind", "", comparison_markdown(runs, "reference_kind"),
               "## By artifact kind", "", comparison_markdown(runs, "artifact_kind"),
               "## Run time", "", timing_markdown(runs)]
