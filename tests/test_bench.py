@@ -185,3 +185,179 @@ def test_bench_set_changes_the_checkpoints_settings_for_the_run(cases, tmp_path,
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--output", str(tmp_path / "t"),
                                    "--set", "refinement.ramp=1"])
     assert res.exit_code == 2 and "uses no model" in res.output
+
+
+# ------------------------------------------------------------------- oracle, seen/unseen, comparison and report
+def _warp_case(root, name, seed=0, size=96):
+    """A warp case as make-cases writes it: reference = colour-changed target under a known homography."""
+    import cv2
+
+    from refalign.eval.make_cases import colour_change, random_homography
+
+    s = synthetic_scene(size, seed)
+    rng = np.random.default_rng(seed)
+    target = s["image"]
+    hom = random_homography(size, size, rng, jitter=0.03)
+    ref = cv2.warpPerspective(target, hom, (size, size), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+    ref, _ = colour_change(ref, rng)
+    image = target.copy()
+    image[s["mask"]] = 0
+    return write_case(root / name, image=image, mask=s["mask"], reference=ref, target=target,
+                      meta={"reference_kind": "warp", "artifact_kind": "blot", "homography": hom.tolist(),
+                            "object": "toy", "photos": "photos", "source_photo": "photos/toy/00.jpg"})
+
+
+def test_oracle_is_the_upper_bound_and_skips_cases_without_geometry(tmp_path):
+    root = tmp_path / "cases"
+    _warp_case(root, "a-warp")
+    _scene_case(root, "b-multiview", kind="multiview", seed=1)
+    runs = {}
+    for method in ("telea", "oracle"):
+        out = run_bench(BenchConfig(cases=root, method=method, output=tmp_path / method, ocr=False))
+        runs[method] = load_results(out / "results.jsonl")
+    warp, multi = runs["oracle"]["a-warp"], runs["oracle"]["b-multiview"]
+    assert warp["box_psnr"] > runs["telea"]["a-warp"]["box_psnr"] + 3 and warp["background"] == 0
+    assert "homography" in multi["skipped"] and "error" not in multi
+    summary = (tmp_path / "oracle" / "summary.md").read_text()
+    assert "1 cases skipped" in summary and "| all | oracle |" in summary
+    assert "Failed cases" not in summary
+
+
+def test_pixel_metrics_recorded_per_case(cases, tmp_path):
+    out = run_bench(BenchConfig(cases=cases, method="telea", output=tmp_path / "t", ocr=False))
+    rec = load_results(out / "results.jsonl")["a-warp"]
+    assert {"box_psnr", "box_ssim", "mask_psnr", "gmsd", "detail", "seam", "psnr", "ssim"} <= set(rec)
+    assert rec["mask_psnr"] < rec["box_psnr"] < rec["psnr"]  # less background, lower PSNR
+    summary = (out / "summary.md").read_text()
+    assert "PSNR box" in summary and "GMSD" in summary and "PSNR win" in summary
+
+
+def test_seen_and_unseen_objects_from_the_training_sources(tmp_path):
+    from refalign.eval.seen import case_photo_folder, model_training_objects, training_objects
+
+    photos = tmp_path / "somewhere" / "dev-photos"
+    for obj in ("backpack", "cat", "dog"):
+        (photos / obj).mkdir(parents=True)
+    data = {"sources": [{"kind": "procedural", "count": 3}, {"kind": "multiview", "path": "../elsewhere/dev-photos"}],
+            "val_holdout": 0.2}  # round(0.2 × 6 groups) = 1 held back: the lowest CRC32 of the six names
+    import zlib
+
+    names = ["backpack", "cat", "dog", "proc00000", "proc00001", "proc00002"]
+    held = min(names, key=lambda g: zlib.crc32(g.encode()))
+    t = training_objects(data, folders={"dev-photos": photos})
+    assert t.folders == {"dev-photos": {"backpack", "cat", "dog"}} and t.held_out == {held}
+    for obj in ("backpack", "cat", "dog"):
+        assert t.seen("dev-photos", obj) == (obj != held)
+    assert not t.seen("other-photos", "cat")
+    meta = {"object": "cat", "source_photo": str(photos / "cat" / "01.jpg")}
+    assert case_photo_folder(meta) == ("dev-photos", "cat")
+    assert case_photo_folder({"object": "cat", "photos": "x/dev-photos"}) == ("dev-photos", "cat")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "refalign.json").write_text(json.dumps({"training": {"data": data}}))
+    t2 = model_training_objects(ckpt, [meta])
+    assert t2.held_out == {held} and t2.folders["dev-photos"] == {"backpack", "cat", "dog"}
+    (ckpt / "refalign.json").write_text("{}")
+    assert model_training_objects(ckpt) is None
+
+
+def test_comparison_run_with_seen_split_and_html_report(tmp_path):
+    from refalign.eval.runner import run_comparison
+
+    root = tmp_path / "cases"
+    _warp_case(root, "a-warp")
+    _scene_case(root, "b-multiview", kind="multiview", seed=1)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    data = {"sources": [{"kind": "multiview", "path": "photos"}], "val_holdout": 0}
+    (ckpt / "refalign.json").write_text(json.dumps({"training": {"data": data}}))
+    cfg = BenchConfig(cases=[root], method="identity", output=tmp_path / "cmp", ocr=False, seen_model=str(ckpt))
+    out = run_comparison(cfg, ["identity", "telea", "oracle"], report=True)
+    for m in ("identity", "telea", "oracle"):
+        assert (out / m / "results.jsonl").is_file()
+    rec = load_results(out / "telea" / "results.jsonl")
+    assert rec["a-warp"]["seen"] is True and rec["b-multiview"]["seen"] is False  # no object recorded there
+    summary = (out / "summary.md").read_text()
+    assert summary.index("| unseen | identity |") < summary.index("| seen | identity |")
+    never = summary.split("## Objects the model never saw, by reference kind")[1].split("##")[0]
+    assert "| multiview | telea |" in never and "| warp |" not in never  # the warp case's object was seen
+    assert "| telea |" in summary and "× Telea" in summary
+    page = (out / "report.html").read_text()
+    assert page.count("<img ") >= 2 * (2 + 3 + 1) and "data:image/jpeg;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "a-warp" in page and "b-multiview" in page and "<table>" in page
+    with pytest.raises(InputError, match="unknown method"):
+        run_comparison(cfg, ["telea", "magic"])
+
+
+def test_cli_bench_several_methods_and_folders_with_report(tmp_path):
+    root, more = tmp_path / "cases", tmp_path / "more"
+    _warp_case(root, "a-warp")
+    _scene_case(more, "b-multiview", kind="multiview", seed=1)
+    res = CliRunner().invoke(app, ["bench", str(root), str(more), "--method", "telea", "--method", "ns",
+                                   "--output", str(tmp_path / "o"), "--no-ocr", "--report"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "report.html").is_file() and (tmp_path / "o" / "ns" / "b-multiview" / "refined.png").is_file()
+    res = CliRunner().invoke(app, ["bench", str(root), "--method", "telea", "--output", str(tmp_path / "one"),
+                                   "--no-ocr", "--report"])
+    assert res.exit_code == 0, res.output
+    assert "telea" in (tmp_path / "one" / "report.html").read_text()
+    _scene_case(more, "a-warp", kind="warp")
+    res = CliRunner().invoke(app, ["bench", str(root), str(more), "--method", "telea", "--output", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "also in" in res.output
+
+
+def test_box_psnr_agrees_with_the_independent_check(cases, tmp_path):
+    """benchmarks/check_box_psnr.py recomputes the headline metric from the PNG files with numpy alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = run_bench(BenchConfig(cases=cases, method="telea", output=tmp_path / "t", ocr=False))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "check_box_psnr.py"
+    proc = subprocess.run([sys.executable, str(script), str(cases), str(out), "--tolerance", "0.01"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 cases" in proc.stdout and "largest per case 0.0000 dB" in proc.stdout
+
+
+def test_ocr_scores_text_cases_only_where_the_artifact_hurt_the_text(tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the `ocr` extra (rapidocr-onnxruntime) is not installed")
+    import cv2
+
+    from refalign.eval.baselines import MethodOutput
+    from refalign.eval.cases import read_case
+    from refalign.eval.metrics import normalise_text
+    from refalign.eval.runner import case_metrics
+
+    target = np.full((120, 320, 3), 255, np.uint8)
+    cv2.putText(target, "REFINE", (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (0, 0, 0), 5)
+    on_text = np.zeros((120, 320), bool)
+    on_text[40:90, 130:190] = True  # covers the letters in the middle
+    off_text = np.zeros((120, 320), bool)
+    off_text[100:116, 140:170] = True  # below the word
+    for name, mask in (("on", on_text), ("off", off_text)):
+        image = target.copy()
+        image[mask] = 255  # the artifact erases what it covers
+        write_case(tmp_path / name, image=image, mask=mask, reference=target, target=target)
+    on, off = read_case(tmp_path / "on"), read_case(tmp_path / "off")
+    fixed = case_metrics(on, MethodOutput(on.target.copy()), ocr=True)
+    broken = case_metrics(on, MethodOutput(on.image.copy()), ocr=True)
+    # the expected string is what the clean target reads in the artifact's window (part of the word here)
+    assert fixed["ocr"] == 1.0 and fixed["ocr_edits"] == 0 and normalise_text(fixed["ocr_truth"]) in "refine"
+    assert broken["ocr"] < 1.0 and broken["ocr_edits"] >= 1
+    assert "ocr" not in case_metrics(off, MethodOutput(off.image.copy()), ocr=True)  # the text was never hurt
+
+
+def test_cli_bench_several_methods_exits_non_zero_when_cases_failed_not_when_skipped(cases, tmp_path):
+    from refalign.cli._common import EXIT_CASES_FAILED
+
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--method", "oracle",
+                                   "--output", str(tmp_path / "o"), "--no-ocr"])
+    assert res.exit_code == EXIT_CASES_FAILED, res.output
+    assert "c-broken (telea)" in res.output and "c-broken (oracle)" in res.output
+    assert "b-multiview" not in res.output  # the oracle skips it: not a failure
+    (cases / "c-broken" / "image.png").unlink()  # no longer a case folder
+    res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--method", "oracle",
+                                   "--output", str(tmp_path / "p"), "--no-ocr"])
+    assert res.exit_code == 0, res.output

@@ -144,3 +144,79 @@ def test_real_photos(tmp_path):
         case = read_case(path)
         assert {case.meta["source_photo"][-6:-4], case.meta["reference_photo"][-6:-4]} != {"00", "01"}
         assert case.mask.mean() < 0.05 and (case.image != case.target).any(axis=2)[case.mask].any()
+
+
+def _textured_photo(seed: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """A flat object covered in random print (rich in local features) on a plain background, and its mask."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), 230, np.uint8)
+    obj = np.zeros((size, size), bool)
+    obj[20:180, 20:180] = True
+    img[obj] = (180, 140, 90)
+    for _ in range(60):
+        y, x = rng.integers(30, 170, 2)
+        text = "".join(rng.choice(list("ABCDEFGHKMNPRSTXYZ"), 2))
+        colour = tuple(int(c) for c in rng.integers(0, 120, 3))
+        cv2.putText(img, text, (int(x) - 8, int(y) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1)
+    return img, obj
+
+
+def test_crossview_cases_put_the_artifact_on_content_the_other_photo_shows(tmp_path):
+    root = tmp_path / "photos" / "box"
+    root.mkdir(parents=True)
+    img, obj = _textured_photo(0)
+    hom = np.array([[0.9, 0.12, 14.0], [-0.1, 0.92, 12.0], [2e-4, 1e-4, 1.0]])  # the second view
+    views = [(img, obj), (cv2.warpPerspective(img, hom, (200, 200), borderValue=(230, 230, 230)),
+                          cv2.warpPerspective(obj.astype(np.uint8), hom, (200, 200)) > 0)]
+    for i, (v, m) in enumerate(views):
+        Image.fromarray(v).save(root / f"{i:02d}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(root / f"{i:02d}.mask.png")
+    cfg = MakeCasesConfig(seed=0, size=200, reference_kinds=("crossview",))
+    written = make_cases(tmp_path / "photos", tmp_path / "cases", cfg)
+    assert written, "no crossview case was made"
+    for path in written:
+        case = read_case(path)
+        meta = case.meta
+        assert meta["reference_kind"] == "crossview" and meta["reference_photo"] != meta["source_photo"]
+        assert 0.015 <= case.mask.mean() <= 0.06 and case.correspondence is None
+        assert meta["photos"] == "photos" and meta["matched_inliers"] >= 8
+        # the estimated local homography agrees with the true one around the artifact
+        est = np.asarray(meta["local_homography"])
+        truth = hom if meta["source_photo"].endswith("00.png") else np.linalg.inv(hom)
+        ys, xs = np.nonzero(case.mask)
+        pts = np.float32(np.stack([xs, ys], 1))[None]
+        assert np.abs(cv2.perspectiveTransform(pts, est) - cv2.perspectiveTransform(pts, truth)).max() < 3.0
+
+
+def test_warp_cases_store_the_exact_homography(photos, tmp_path):
+    for path in make_cases(photos, tmp_path / "cases", MakeCasesConfig(seed=0, size=96, reference_kinds=("warp",))):
+        case = read_case(path)
+        hom = np.asarray(case.meta["homography"])
+        assert any(len(repr(v)) > 10 for v in hom.ravel())  # not rounded
+        back = cv2.warpPerspective(case.reference, hom, (96, 96), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        inside = cv2.warpPerspective(np.ones((96, 96), np.uint8), hom, (96, 96),
+                                     flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+        corr = np.corrcoef(back[inside].ravel(), case.target[inside].ravel())[0, 1]
+        assert corr > 0.9  # the reference pulled back through the stored geometry lies on the target
+
+
+def test_text_cases_cover_text_the_ocr_reads(tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the `ocr` extra (rapidocr-onnxruntime) is not installed")
+    root = tmp_path / "photos" / "sign"
+    root.mkdir(parents=True)
+    for i in range(2):
+        img = np.full((160, 320, 3), 235, np.uint8)
+        cv2.putText(img, "REFINE", (30 + 10 * i, 95), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (20, 20, 120), 5)
+        Image.fromarray(img).save(root / f"{i:02d}.png")
+    (tmp_path / "photos" / "blank").mkdir()
+    Image.fromarray(np.full((160, 320, 3), 200, np.uint8)).save(tmp_path / "photos" / "blank" / "00.png")
+    cfg = MakeCasesConfig(seed=0, size=320, on_text=True, kinds=("shuffled",))
+    written = make_cases(tmp_path / "photos", tmp_path / "cases", cfg)
+    assert len(written) == 2 and all(p.name.endswith("-text") for p in written)  # the blank photo gives none
+    for path in written:
+        case = read_case(path)
+        assert "REFINE" in case.meta["text_line"].upper()
+        ys, xs = np.nonzero(case.mask)
+        assert 40 < ys.mean() < 110 and 30 < xs.mean() < 300  # over the word
+    with pytest.raises(InputError, match="choose one"):
+        make_cases(tmp_path / "photos", tmp_path / "x", MakeCasesConfig(on_text=True, reference_kinds=("crossview",)))

@@ -107,16 +107,21 @@ def test_cosine_score_and_bbox_crop():
     assert metrics.bbox_crop(img, m, margin=0).shape == (20, 20, 3)
 
 
-def test_ocr_reads_rendered_text_when_tesseract_is_installed():
+@pytest.mark.parametrize("engine", ["rapidocr", "tesseract"])
+def test_ocr_reads_rendered_text(engine):
+    """Both engines read a rendered word; RapidOCR's weights are inside its wheel, so this runs with no network."""
     from refalign.eval.ocr import read_text, tesseract_available
 
-    if not tesseract_available():
+    if engine == "rapidocr":
+        pytest.importorskip("rapidocr_onnxruntime", reason="the `ocr` extra (rapidocr-onnxruntime) is not installed")
+    elif not tesseract_available():
         pytest.skip("tesseract binary not installed (Debian package tesseract-ocr)")
     import cv2
 
     img = np.full((60, 260, 3), 255, np.uint8)
     cv2.putText(img, "REFINE", (10, 45), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (0, 0, 0), 3)
-    assert metrics.ocr_agreement(read_text(img), "REFINE") >= 0.8
+    assert metrics.ocr_agreement(read_text(img, engine=engine), "REFINE") >= 0.8
+    assert read_text(np.full((60, 260, 3), 255, np.uint8), engine=engine) == ""
 
 
 # ---------------------------------------------------------------------------------------------- semantic scores
@@ -210,3 +215,67 @@ def test_semantic_scorer_bad_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(InputError, match=r"--clip .*could not load the CLIP model"):
         SemanticScorer(SemanticConfig(clip=str(tmp_path)))
+
+
+# ------------------------------------------------------------------------------------- metrics over the artifact
+def _textured(size=96, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+
+
+def test_box_and_mask_psnr_count_only_the_artifact():
+    target = np.zeros((200, 200, 3), np.uint8)
+    mask = np.zeros((200, 200), bool)
+    mask[100:110, 100:120] = True
+    assert metrics.artifact_box(mask) == (92, 92, 118, 128)
+    assert metrics.artifact_box(mask, margin=200) == (0, 0, 200, 200)  # clipped to the image
+    out = target.copy()
+    out[0:10, 0:10] = 255  # outside the box: does not count
+    assert metrics.box_psnr_ssim(out, target, mask)[0] == float("inf")
+    out[mask] = 16  # 200 of the 26 x 36 = 936 box pixels differ by 16; every mask pixel does
+    p, s = metrics.box_psnr_ssim(out, target, mask)
+    assert p == pytest.approx(10 * np.log10(255**2 / (16**2 * 200 / 936)))
+    assert metrics.mask_psnr(out, target, mask) == pytest.approx(10 * np.log10(255**2 / 16**2))
+    # the same error weighs more in the box than in the old window (twice the artifact's size, at least 64 px)
+    assert p < metrics.window_psnr_ssim(out, target, mask)[0] and s < 1.0
+
+
+def test_gmsd_is_zero_for_identity_and_punishes_blur_more_than_a_level_shift():
+    import cv2
+
+    a = _textured()
+    assert metrics.gmsd(a, a) == pytest.approx(0.0, abs=1e-12)
+    blurred = cv2.GaussianBlur(a, (0, 0), 2.0)
+    brighter = np.clip(a.astype(int) + 20, 0, 255).astype(np.uint8)
+    assert metrics.gmsd(blurred, a) > 0.1
+    assert metrics.gmsd(brighter, a) < 0.02  # the same gradients: GMS ≈ 1 everywhere, no deviation
+    # known answer: a ramp of 3 grey levels per column against a flat output, no downsampling. Prewitt gives
+    # |∇| = 6 inside and 3 on the two border columns (replicated border); GMS = c / (m² + c) there, and the
+    # deviation of a two-valued map with shares p, 1 − p is |v1 − v2| · sqrt(p (1 − p))
+    ramp = np.tile(np.arange(40, dtype=np.uint8) * 3, (40, 1))
+    flat = np.full_like(ramp, 60)
+    v_in, v_edge, p = 170 / (36 + 170), 170 / (9 + 170), 2 / 40
+    assert metrics.gmsd(flat, ramp, downsample=1) == pytest.approx(abs(v_in - v_edge) * np.sqrt(p * (1 - p)))
+    assert metrics.box_gmsd(flat, ramp, np.ones_like(ramp, bool)) == pytest.approx(metrics.gmsd(flat, ramp))
+
+
+def test_detail_ratio():
+    import cv2
+
+    a = _textured(64, 1)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    assert metrics.detail_ratio(a, a, mask) == pytest.approx(1.0)
+    blurred = a.copy()
+    blurred[mask] = cv2.GaussianBlur(a, (0, 0), 3.0)[mask]
+    assert metrics.detail_ratio(blurred, a, mask) < 0.3
+    flat = np.full_like(a, 128)
+    assert metrics.detail_ratio(a, flat, mask) is None  # no texture in the truth: undefined
+    # known value: a vertical stripe pattern 0/100 has |Laplacian| 200 at every interior pixel, 2 × of 0/50
+    stripes = np.zeros((32, 32), np.uint8)
+    stripes[:, ::2] = 100
+    half = (stripes // 2).astype(np.uint8)
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    assert metrics.mean_abs_laplacian(stripes, m) == pytest.approx(200.0)
+    assert metrics.detail_ratio(half, stripes, m) == pytest.approx(0.5)

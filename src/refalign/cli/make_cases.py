@@ -18,15 +18,18 @@ def make_cases(
     per_photo: int = typer.Option(1, "--per-photo", help="Cases made from each photo."),
     kinds: Optional[List[str]] = typer.Option(None, "--kinds", help="Artifact kinds (repeat the option): garbled, "
                                               "shuffled, lost_detail, colour_drift, hallucinated (default: all)."),
-    reference_kinds: Optional[List[str]] = typer.Option(None, "--reference-kinds", help="warp, multiview (default: both)."),
+    reference_kinds: Optional[List[str]] = typer.Option(None, "--reference-kinds", help="warp, multiview, crossview (default: warp and multiview; crossview puts the artifact on content the other photo shows)."),
     size: int = typer.Option(512, "--size", help="Longer side of the cases, in pixels."),
+    on_text: bool = typer.Option(False, "--on-text", help="Put the artifact over text the OCR reads in the photo "
+                                 "(text/logo cases; needs the `ocr` extra or tesseract; photos without text give none)."),
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Build benchmark cases with synthetic artifacts (garbled print, shuffled detail, lost detail, colour drift,
-    hallucinated patches) on the detailed parts of real photos, each with a warped or multi-view reference."""
+    hallucinated patches) on the detailed parts of real photos, each with a warped or multi-view reference, or a
+    crossview one (another photo that shows the artifact's content)."""
     from refalign.eval.make_cases import MakeCasesConfig, make_cases as build
 
-    cfg = MakeCasesConfig(seed=seed, per_photo=per_photo, size=size, overwrite=overwrite)
+    cfg = MakeCasesConfig(seed=seed, per_photo=per_photo, size=size, overwrite=overwrite, on_text=on_text)
     if kinds:
         cfg.kinds = tuple(k for arg in kinds for k in arg.split(",") if k)
     if reference_kinds:

@@ -8,6 +8,10 @@
   masked template match of the artifact's surroundings, see :func:`template_correspondence`), resize the reference
   crop of ``C``'s bounding box onto the artifact mask's bounding box (axis-aligned scale + shift, no colour
   correction, no blending) and copy it inside the mask only. The source is recorded as ``correspondence_source``.
+* ``oracle`` — the upper bound on ``warp`` cases: the reference pulled back through the case's ground-truth
+  homography (``meta.json`` ``homography``), colour-fitted on the ring of known pixels around the mask
+  (:func:`refalign.transfer.colour.fit_colour`, the project's one colour fit) and pasted in the mask. No method that reads the reference can do better than exact
+  geometry; on cases without ground-truth geometry it does not apply (:class:`NotApplicable`, not a failure).
 * ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
   no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
   case's ``reference_mask.png`` as the pipeline's ``object_mask``. ``refalign-noguide`` — a model trained with
@@ -27,11 +31,18 @@ import numpy as np
 from refalign.errors import InputError
 from refalign.eval.cases import Case
 from refalign.fill import telea_fill
+from refalign.mask_ops import dilate
+from refalign.transfer.colour import fit_colour
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
-PIXEL_METHODS = ("identity", "telea", "ns", "paste")
+PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
 MODEL_METHODS = ("refalign", "refalign-single", "refalign-noguide")
 METHODS = PIXEL_METHODS + MODEL_METHODS
+
+
+class NotApplicable(InputError):
+    """The method does not apply to this case (e.g. ``oracle`` without ground-truth geometry): the runner records
+    the case as skipped for this method, not as failed."""
 
 
 @dataclass
@@ -105,6 +116,33 @@ def paste_region(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, reg
     m = mask[t:b, l:r]
     out[t:b, l:r][m] = patch[m]
     return out
+
+
+#: Width of the ring of known pixels around the mask on which the oracle fits its colour change.
+ORACLE_RING = 8
+
+
+def oracle(case: Case, *, ring: int = ORACLE_RING) -> MethodOutput:
+    """The reference through the ground-truth geometry, colour-fitted on the ring around the mask, pasted in the
+    mask (the module docstring's ``oracle``)."""
+    hom = case.meta.get("homography")
+    if hom is None:
+        raise NotApplicable(f"{case.path}: oracle needs the ground-truth geometry (meta.json 'homography', warp cases)")
+    h, w = case.mask.shape
+    hom = np.asarray(hom, np.float64)
+    # the case's reference is target warped by ``hom``: pull it back onto the image's pixel grid
+    back = cv2.warpPerspective(case.reference, hom, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    inside = cv2.warpPerspective(np.ones(case.reference.shape[:2], np.uint8), hom, (w, h),
+                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    band = dilate(case.mask, ring) & ~case.mask & inside
+    if band.sum() < 12:
+        raise NotApplicable(f"{case.path}: too few reference pixels around the mask to fit the oracle's colour")
+    fit = fit_colour(back[band], case.image[band])
+    fitted = np.round(fit.apply(back)).astype(np.uint8)
+    out = case.image.copy()
+    paste = case.mask & inside
+    out[paste] = fitted[paste]
+    return MethodOutput(out, info={"oracle_coverage": float(paste.sum() / max(1, case.mask.sum()))})
 
 
 def _aligned_region(pipe, case: Case) -> np.ndarray | None:
@@ -181,6 +219,8 @@ def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0
         return lambda case: opencv_inpaint(case, cv2.INPAINT_NS)
     if name == "paste":
         return lambda case: paste(case, pipe)
+    if name == "oracle":
+        return oracle
     if name == "refalign-noguide" and not getattr(pipe, "uses_warped_guidance", False):
         raise InputError("--method refalign-noguide needs a model trained with warped-reference guidance "
                          "(model.warped_guidance); use --method refalign for this one")

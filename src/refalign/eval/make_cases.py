@@ -11,7 +11,21 @@ correspondences; it was never published. Here a case is made from a real photo `
 3. The reference is either
    * ``warp`` — ``P`` under a known random perspective transform and colour change; ``correspondence.png`` is the
      artifact mask pushed through the same transform, so alignment can be scored exactly; or
-   * ``multiview`` — a different photo of the same object (a real view change); no correspondence is known.
+   * ``multiview`` — a different photo of the same object (a real view change); no correspondence is known, and
+     the artifact may sit on content that photo does not show; or
+   * ``crossview`` — a different photo of the same object, with the artifact placed (at 1.5–6 % of the image) on
+     content that photo *does* show: where local features of the two photos match (SIFT, ratio test, checked by a
+     RANSAC fundamental matrix), and only if the mask's neighbourhood registers onto the other photo
+     (:func:`refalign.registration.register`; its estimated homography is kept in ``meta.json`` as
+     ``local_homography``). The reference really holds the answer, so these cases tell a good transfer from a bad
+     one; no exact correspondence is known.
+
+With ``on_text`` (``--on-text``) the artifact covers part of a line of text the OCR reads in the photo (text and
+logo cases, scored by the bench's OCR agreement); photos without readable text give no case.
+
+``meta.json`` of a warp case holds the exact ``homography`` (image → reference pixels, full precision; older cases
+rounded it to 6 decimals) and ``photos``, the base name of the photo folder (used to tell objects a model trained on
+from those it never saw, :mod:`refalign.eval.seen`).
 
 Everything is deterministic for a given ``seed`` and photo folder: case ``c`` draws from
 ``numpy.random.default_rng([seed, c])`` and GrabCut's OpenCV RNG is seeded the same way.
@@ -31,14 +45,27 @@ from tqdm.auto import tqdm
 from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import is_case, write_case
+from refalign.pipelines.zoom import dilate
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
-from refalign.mask_ops import grabcut_foreground
-from refalign.windows import resize_image, resize_mask
+from refalign.mask_ops import dilate, grabcut_foreground
+from refalign.registration import register
+from refalign.windows import mask_bbox, resize_image, resize_mask
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-REFERENCE_KINDS = ("warp", "multiview")
+REFERENCE_KINDS = ("warp", "multiview", "crossview")
+#: Reference kinds ``make-cases`` builds when none are named (crossview cases go in a folder of their own, so the
+#: default benchmark stays comparable with earlier tables).
+DEFAULT_REFERENCE_KINDS = ("warp", "multiview")
+#: Artifact area of crossview cases, as a share of the image.
+CROSSVIEW_AREA = (0.015, 0.06)
+#: Lowe's ratio for crossview matches, fewest fundamental-matrix inliers between two photos for a crossview pair,
+#: and fewest homography inliers of the mask's neighbourhood (real view changes of plush toys and pets match
+#: sparsely; these were set on the development photos so that most objects give a crossview case)
+CROSSVIEW_RATIO = 0.8
+CROSSVIEW_MIN_MATCHES = 8
+CROSSVIEW_MIN_INLIERS = 8
 #: Photo pairs of the development set that are not real view changes (crops of one photo, mirror images,
 #: near-duplicates; see shared/data/README.md). Pairs are ``(object, stem, stem)``.
 KNOWN_DUPLICATES = frozenset({("cat", "01", "02"), ("dog", "03", "04"), ("dog5", "02", "03"), ("backpack", "00", "01")})
@@ -51,12 +78,14 @@ class MakeCasesConfig:
     seed: int = 0
     per_photo: int = 1
     kinds: tuple[str, ...] = synth.ARTIFACT_KINDS
-    reference_kinds: tuple[str, ...] = REFERENCE_KINDS
+    reference_kinds: tuple[str, ...] = DEFAULT_REFERENCE_KINDS
     size: int = 512
     min_area: float = 0.006
     max_area: float = 0.045
     overwrite: bool = False
     avoid_pairs: frozenset = field(default_factory=lambda: KNOWN_DUPLICATES)
+    #: place the artifact over text the OCR reads in the photo (text/logo cases; photos without text give none)
+    on_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,13 +167,15 @@ def is_near_duplicate(a: np.ndarray, b: np.ndarray, threshold: float = 0.9) -> b
     return max(float((ta * tb).sum()), float((ta * tb[:, ::-1]).sum())) >= threshold
 
 
-def artifact_mask(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig) -> np.ndarray:
-    """A free-form mask on a detailed part of the object with an area in ``[min_area, max_area]`` of the image."""
+def artifact_mask(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig, *,
+                  area: tuple[float, float] | None = None, where: np.ndarray | None = None) -> np.ndarray:
+    """A free-form mask on a detailed part of the object with an area in ``area`` (default ``[min_area, max_area]``)
+    of the image; ``where`` (``(H, W)`` float, > 0 where allowed) replaces the detail score as the placement score."""
     h, w = obj.shape
+    lo, hi = area or (cfg.min_area * 0.5, cfg.max_area)
     for _ in range(20):
-        area = rng.uniform(cfg.min_area, cfg.max_area) * h * w
-        radius = max(4, int(np.sqrt(area) * 0.75))
-        score = synth.detail_map(image, obj, radius // 2)
+        radius = max(4, int(np.sqrt(rng.uniform(max(lo, cfg.min_area), hi) * h * w) * 0.75))
+        score = where if where is not None else synth.detail_map(image, obj, radius // 2)
         if not (score > 0).any():
             score = synth.detail_map(image, obj, 1)
         if not (score > 0).any():
@@ -152,9 +183,73 @@ def artifact_mask(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator, 
         centre = synth.pick_detailed_location(score, rng)
         mask = synth.free_form_mask((h, w), centre, radius, rng) & obj
         frac = mask.mean()
-        if mask.any() and cfg.min_area * 0.5 <= frac <= cfg.max_area:
+        if mask.any() and lo <= frac <= hi:
             return mask
     return mask if mask.any() else synth.free_form_mask((h, w), centre, 6, rng)
+
+
+def matched_points(image: np.ndarray, obj: np.ndarray, other: np.ndarray, other_obj: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` points ``(x, y)`` of ``image``'s object whose SIFT features match ``other``'s object (Lowe's ratio
+    test, ``CROSSVIEW_RATIO``) and agree with a RANSAC fundamental matrix (3 px): content both photos show."""
+    sift = cv2.SIFT_create()
+    ga, gb = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (image, other))
+    ka, da = sift.detectAndCompute(ga, obj.astype(np.uint8) * 255)
+    kb, db = sift.detectAndCompute(gb, other_obj.astype(np.uint8) * 255)
+    if da is None or db is None or len(ka) < 8 or len(kb) < 8:
+        return np.zeros((0, 2), np.float32)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
+    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < CROSSVIEW_RATIO * n.distance]
+    if len(good) < 8:
+        return np.zeros((0, 2), np.float32)
+    pa = np.float32([ka[m.queryIdx].pt for m in good])
+    pb = np.float32([kb[m.trainIdx].pt for m in good])
+    _, inl = cv2.findFundamentalMat(pa, pb, cv2.FM_RANSAC, 3.0, 0.995)
+    return pa[inl.ravel().astype(bool)] if inl is not None else np.zeros((0, 2), np.float32)
+
+
+def text_mask(target: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig) -> tuple[np.ndarray, str] | None:
+    """``(mask, text)``: a free-form artifact over one line of text the OCR reads confidently in the photo (at least
+    ``MIN_TEXT_CHARS`` alphanumerics), sized to cover part of it; ``None`` when the photo shows no such text."""
+    from refalign.eval.ocr import MIN_TEXT_CHARS, TEXT_CONFIDENCE, read_words
+
+    words = [(w, box) for w, conf, box in read_words(target)
+             if conf >= TEXT_CONFIDENCE and sum(ch.isalnum() for ch in w) >= MIN_TEXT_CHARS]
+    if not words:
+        return None
+    text, (t, l, b, r) = words[int(rng.integers(len(words)))]
+    h, w = target.shape[:2]
+    cap = np.sqrt(cfg.max_area * h * w) * 0.75
+    radius = int(np.clip(0.5 * max(b - t, r - l), np.sqrt(cfg.min_area * h * w) * 0.5, cap))
+    centre = (int(rng.integers(t, max(t + 1, b))), int(rng.integers(l + (r - l) // 4, max(l + 1, r - (r - l) // 4))))
+    mask = synth.free_form_mask((h, w), centre, radius, rng)
+    return (mask, text) if mask.any() else None
+
+
+def crossview_mask(target: np.ndarray, obj: np.ndarray, other: np.ndarray, other_obj: np.ndarray,
+                   rng: np.random.Generator, cfg: MakeCasesConfig, *, tries: int = 6):
+    """``(mask, registration)`` of a crossview case (module docstring), or ``None`` when the two photos share too
+    little matched content. The mask covers ``CROSSVIEW_AREA`` of the image around matched features; its
+    neighbourhood (the mask grown by its own size) must register onto ``other``."""
+    pts = matched_points(target, obj, other, other_obj)
+    if len(pts) < CROSSVIEW_MIN_MATCHES:
+        return None
+    h, w = obj.shape
+    density = np.zeros((h, w), np.float32)
+    xy = np.clip(np.round(pts).astype(int), 0, (w - 1, h - 1))
+    np.add.at(density, (xy[:, 1], xy[:, 0]), 1.0)
+    sigma = 0.5 * np.sqrt(np.mean(CROSSVIEW_AREA) * h * w)
+    density = cv2.GaussianBlur(density, (0, 0), sigma) * obj
+    for _ in range(tries):
+        mask = artifact_mask(target, obj, rng, cfg, area=CROSSVIEW_AREA, where=density)
+        t, l, b, r = mask_bbox(mask)
+        grow = max(b - t, r - l)
+        reg = register(target, other, image_mask=dilate(mask, grow) & obj, reference_mask=other_obj,
+                       roi_center=((l + r) / 2.0, (t + b) / 2.0), min_inliers=CROSSVIEW_MIN_INLIERS)
+        inside = dilate(mask, max(2, grow // 4))
+        n_inside = sum(bool(inside[int(y), int(x)]) for x, y in reg.inlier_points[:, 0]) if reg.ok else 0
+        if reg.ok and n_inside >= 3 and CROSSVIEW_AREA[0] <= mask.mean() <= CROSSVIEW_AREA[1]:
+            return mask, reg
+    return None
 
 
 def random_homography(h: int, w: int, rng: np.random.Generator, *, jitter: float = 0.08) -> np.ndarray:
@@ -192,7 +287,7 @@ def warp_reference(target: np.ndarray, obj: np.ndarray, mask: np.ndarray, rng: n
                               borderValue=(255, 255, 255))
     ref_mask = cv2.warpPerspective(obj.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
     ref, colour = colour_change(ref, rng)
-    return ref, ref_mask, corr, {"homography": hom.round(6).tolist(), "colour_change": colour}
+    return ref, ref_mask, corr, {"homography": hom.tolist(), "colour_change": colour}
 
 
 def _valid_partners(photo: Photo, photos: list[Photo], avoid: frozenset) -> list[Photo]:
@@ -211,6 +306,13 @@ def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | N
     bad = [k for k in cfg.reference_kinds if k not in REFERENCE_KINDS]
     if bad or not cfg.kinds or not cfg.reference_kinds:
         raise InputError(f"reference kinds must be among {', '.join(REFERENCE_KINDS)} and artifact kinds non-empty")
+    if cfg.on_text and "crossview" in cfg.reference_kinds:
+        raise InputError("--on-text places the artifact over text, crossview over matched content: choose one")
+    if cfg.on_text:
+        from refalign.eval.ocr import ocr_engine
+
+        if ocr_engine() is None:
+            raise InputError("--on-text needs an OCR engine: pip install 'refalign[ocr]' (RapidOCR), or tesseract-ocr")
     if cfg.per_photo < 1 or cfg.size < 64:
         raise InputError("--per-photo must be at least 1 and --size at least 64")
     photos = discover_photos(Path(photos_dir))
@@ -240,7 +342,9 @@ def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | N
         for i, photo in enumerate(photos):
             for n in range(cfg.per_photo):
                 c = i * cfg.per_photo + n
-                written.append(_make_one(c, photo, photos, load, out, cfg))
+                case = _make_one(c, photo, photos, load, out, cfg, Path(photos_dir))
+                if case is not None:
+                    written.append(case)
                 bar.update(1)
     write_bytes_atomic(out / "make-cases.json", (json.dumps(
         {"photos": str(photos_dir), "config": {**asdict(cfg), "avoid_pairs": sorted(cfg.avoid_pairs)}, "cases": len(written)},
@@ -249,37 +353,65 @@ def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | N
     return written
 
 
-def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: MakeCasesConfig) -> Path:
+def _make_one(c: int, photo: Photo, photos: list[Photo], load, out: Path, cfg: MakeCasesConfig,
+              photos_dir: Path) -> Path | None:
+    """Case number ``c`` from ``photo``; ``None`` when a crossview or text case cannot be made from it."""
     rng = np.random.default_rng([cfg.seed, c])
     target, obj, source = load(photo)
     ref_kind = cfg.reference_kinds[c % len(cfg.reference_kinds)]
     kind = cfg.kinds[(c // len(cfg.reference_kinds)) % len(cfg.kinds)]
     partners = []
-    if ref_kind == "multiview":
+    if ref_kind in ("multiview", "crossview"):
         partners = [p for p in _valid_partners(photo, photos, cfg.avoid_pairs)
                     if not is_near_duplicate(target, load(p)[0])]
+        if not partners and ref_kind == "crossview":
+            logger.info("%s: no other photo of %r for a crossview case; none made", photo.path, photo.object)
+            return None
         if not partners:
             logger.info("%s: no other photo of %r to use as a multiview reference; using a warp reference",
                         photo.path, photo.object)
             ref_kind = "warp"
+    mask = partner = crossview = text = None
+    if cfg.on_text:
+        found = text_mask(target, rng, cfg)
+        if found is None:
+            logger.info("%s: no text read in the photo; no text case made", photo.path)
+            return None
+        mask, text = found
+    elif ref_kind == "crossview":
+        for p in [partners[i] for i in rng.permutation(len(partners))]:
+            crossview = crossview_mask(target, obj, load(p)[0], load(p)[1], rng, cfg)
+            if crossview is not None:
+                partner, (mask, crossview) = p, crossview
+                break
+        if crossview is None:
+            logger.info("%s: no other photo of %r shares enough matched content for a crossview case; none made",
+                        photo.path, photo.object)
+            return None
     for _ in range(8):
-        mask = artifact_mask(target, obj, rng, cfg)
+        if crossview is None and text is None:
+            mask = artifact_mask(target, obj, rng, cfg)
         image = synth.apply_artifact(kind, target, mask, rng)
         if np.abs(image.astype(int) - target).sum(axis=2)[mask].mean() >= 12:  # a visible change
             break
     meta = {
         "kind": "synthetic", "artifact_kind": kind, "reference_kind": ref_kind, "object": photo.object,
-        "source_photo": str(photo.path), "object_mask_source": source, "seed": cfg.seed, "case_index": c,
-        "area_fraction": round(float(mask.mean()), 5),
+        "source_photo": str(photo.path), "photos": photos_dir.resolve().name, "object_mask_source": source,
+        "seed": cfg.seed, "case_index": c, "area_fraction": round(float(mask.mean()), 5),
     }
+    if text is not None:
+        meta["text_line"] = text  # the line the artifact covers (the bench reads the expected text in its window)
     corr = None
     if ref_kind == "warp":
         reference, ref_mask, corr, info = warp_reference(target, obj, mask, rng)
         meta.update(info, reference_photo=str(photo.path))
     else:
-        partner = partners[int(rng.integers(len(partners)))]
+        if partner is None:
+            partner = partners[int(rng.integers(len(partners)))]
         reference, ref_mask, ref_source = load(partner)
         meta.update(reference_photo=str(partner.path), reference_mask_source=ref_source)
-    name = f"{c:04d}-{photo.object}-{photo.stem}-{kind}-{ref_kind}"
+        if crossview is not None:
+            meta.update(local_homography=crossview.homography.tolist(), matched_inliers=crossview.num_inliers)
+    name = f"{c:04d}-{photo.object}-{photo.stem}-{kind}-{ref_kind}" + ("-text" if text is not None else "")
     return write_case(out / name, image=image, mask=mask, reference=reference, reference_mask=ref_mask,
                       target=target, correspondence=corr, meta=meta)

@@ -1,8 +1,11 @@
 """``summary.md`` and plots of a benchmark run.
 
 The tables follow the layout of paper Table 1 (method rows, CLIP-T / CLIP-I / DINO-I columns) with one row per
-subset — all cases, each reference kind, each artifact kind — and add the pixel metrics that synthetic cases allow
-(mIoU, window PSNR / SSIM, seam error, background max difference, OCR agreement) and the mean run time.
+subset — objects the model never saw and those it trained on (when known), all cases, each reference kind, each
+artifact kind — and add the pixel metrics that synthetic cases allow, over the artifact (DESIGN §7): PSNR / SSIM
+over the mask's box grown by 8 px (the headline), PSNR over the mask, GMSD, detail ratio, seam error; then the
+older window PSNR / SSIM, mIoU, background max difference, OCR agreement and the mean run time. Records a method
+skipped (it does not apply to the case) count in neither the means nor the failures.
 Plots need matplotlib (the ``eval`` extra); without it they are skipped with one logged line.
 """
 
@@ -24,19 +27,25 @@ COLUMNS = (
     ("clip_t", "CLIP-T", "{:.2f}"),
     ("clip_i", "CLIP-I", "{:.2f}"),
     ("dino", "DINO-I", "{:.2f}"),
+    ("box_psnr", "PSNR box ↑", "{:.2f}"),
+    ("box_ssim", "SSIM box ↑", "{:.3f}"),
+    ("mask_psnr", "PSNR mask ↑", "{:.2f}"),
+    ("gmsd", "GMSD ↓", "{:.3f}"),
+    ("detail", "detail (1)", "{:.2f}"),
+    ("seam", "Seam ↓", "{:.1f}"),
+    ("psnr", "PSNR win", "{:.2f}"),
+    ("ssim", "SSIM win", "{:.3f}"),
     ("iou", "mIoU", "{:.3f}"),
-    ("psnr", "PSNR", "{:.2f}"),
-    ("ssim", "SSIM", "{:.4f}"),
-    ("seam", "Seam", "{:.2f}"),
     ("background", "BG max", "{:.0f}"),
     ("ocr", "OCR", "{:.3f}"),
+    ("ocr_edits", "OCR edits ↓", "{:.2f}"),
     ("seconds", "s/case", "{:.3f}"),
 )
 
 
 def mean_metrics(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Mean of every column over the successful records (``BG max`` is the maximum), plus ``n`` and ``failed``."""
-    records = list(records)
+    records = [r for r in records if not r.get("skipped")]
     ok = [r for r in records if not r.get("error")]
     row: dict[str, Any] = {"n": len(ok), "failed": len(records) - len(ok)}
     for key, _, _ in COLUMNS:
@@ -46,14 +55,26 @@ def mean_metrics(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def _group_name(record: dict[str, Any], field: str) -> str | None:
+    if field == "seen":  # a bool, or absent when the split is unknown
+        return None if "seen" not in record else ("seen" if record["seen"] else "unseen")
+    return str(record.get(field, "unknown"))
+
+
 def grouped(records: list[dict[str, Any]], field: str) -> dict[str, list[dict[str, Any]]]:
+    """Records by the value of ``field`` (``seen``: ``unseen`` first, then ``seen``; records without it left out)."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[str(r.get(field, "unknown"))].append(r)
+        name = _group_name(r, field)
+        if name is not None:
+            groups[name].append(r)
+    if field == "seen":
+        return {k: groups[k] for k in ("unseen", "seen") if k in groups}
     return dict(sorted(groups.items()))
 
 
 def _table(rows: list[tuple[str, str, dict[str, Any]]], first: str) -> list[str]:
+    rows = [r for r in rows if r[2]["n"] or r[2]["failed"]] or rows  # a subset a method skipped entirely: no row
     keys = [c for c in COLUMNS if any(c[0] in row for _, _, row in rows)]
     head = [first, "Method", *[t for _, t, _ in keys], "n", "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -63,12 +84,23 @@ def _table(rows: list[tuple[str, str, dict[str, Any]]], first: str) -> list[str]
     return lines
 
 
+LEGEND = ("Semantic scores are cosine similarity ×100 (paper Table 1). Pixel metrics against target.png over the "
+          "artifact: PSNR/SSIM box = over the mask's bounding box grown by 8 px (headline); PSNR mask = over the mask's "
+          "pixels; GMSD = gradient magnitude similarity deviation over the box (Xue et al. 2014, 0 = same edges); "
+          "detail = mean |Laplacian| in the mask, output / truth (1 = the truth's texture, < 1 = blurred); Seam = "
+          "mean |∇output − ∇target| on the mask boundary; PSNR/SSIM win = the older figures over the artifact's square "
+          "window (twice its size, mostly background); BG max = largest change outside the dilated mask (should be "
+          "0); s/case = warm run time in-process; – = not measured.")
+
+
 def summary_markdown(records: list[dict[str, Any]], method: str) -> str:
     """The text of ``summary.md`` for one method's records."""
-    lines = [f"# Benchmark: {method}", "", f"{len(records)} cases. Semantic scores are cosine similarity ×100 (paper "
-             "Table 1); PSNR/SSIM in the artifact's square window against target.png; Seam = mean |∇output − ∇target| "
-             "on the mask boundary; BG max = largest change outside the dilated mask (should be 0); – = not measured.",
-             "", "## By reference kind", ""]
+    lines = [f"# Benchmark: {method}", "", f"{len(records)} cases. {LEGEND}", ""]
+    seen = grouped(records, "seen")
+    if seen:
+        lines += ["## Objects the model never saw / trained on", ""]
+        lines += _table([(k, method, mean_metrics(v)) for k, v in seen.items()], "Objects") + [""]
+    lines += ["## By reference kind", ""]
     rows = [("all", method, mean_metrics(records))]
     rows += [(k, method, mean_metrics(v)) for k, v in grouped(records, "reference_kind").items()]
     lines += _table(rows, "Reference")
@@ -79,24 +111,59 @@ def summary_markdown(records: list[dict[str, Any]], method: str) -> str:
     failed = [r for r in records if r.get("error")]
     if failed:
         lines += ["", "## Failed cases", ""] + [f"- `{r['case']}`: {r['error']}" for r in failed]
+    skipped = [r for r in records if r.get("skipped")]
+    if skipped:
+        lines += ["", f"{len(skipped)} cases skipped: the method does not apply to them (e.g. "
+                  f"`{skipped[0]['case']}`: {skipped[0]['skipped']})."]
     return "\n".join(lines) + "\n"
 
 
 def comparison_markdown(runs: dict[str, list[dict[str, Any]]], field: str | None = None) -> str:
     """One Table-1-style table comparing several methods (``runs``: method → records), optionally per ``field``."""
-    rows = []
+    rows, order = [], {"all": 0}
     for method, records in runs.items():
         rows.append(("all", method, mean_metrics(records)))
         if field:
-            rows += [(k, method, mean_metrics(v)) for k, v in grouped(records, field).items()]
+            for k, v in grouped(records, field).items():
+                order.setdefault(k, len(order) if field == "seen" else 1)
+                rows.append((k, method, mean_metrics(v)))
     if field:
-        rows.sort(key=lambda r: (r[0] != "all", r[0]))
+        rows.sort(key=lambda r: (order[r[0]], r[0] if field != "seen" else ""))
     return "\n".join(_table(rows, field or "Subset")) + "\n"
 
 
-def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
-    """``per_kind.png`` (mean window PSNR per artifact kind, one bar per reference kind) and ``miou_hist.png``
-    (histogram of correspondence IoU) when there is something to plot."""
+def timing_markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Warm run time per case (in-process, model loaded once) of each method and its ratio to Telea's from the same
+    run (when Telea ran)."""
+    secs = {m: mean_metrics(r).get("seconds") for m, r in runs.items()}
+    telea = secs.get("telea")
+    lines = ["| Method | s/case (warm) | × Telea |", "|---|---:|---:|"]
+    for m, sec in secs.items():
+        if sec is not None:
+            ratio = f"{sec / telea:.1f}" if telea else "–"
+            lines.append(f"| {m} | {sec:.3f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """The text of a comparison run's ``summary.md``: objects never seen / seen first, then all cases, each
+    reference kind, each artifact kind, and the run times (``runs``: method → records of the same cases)."""
+    n = max((len(r) for r in runs.values()), default=0)
+    lines = [f"# Benchmark: {', '.join(runs)}", "", f"{n} cases, every method on the same cases in one run. {LEGEND}", ""]
+    if any(grouped(r, "seen") for r in runs.values()):
+        lines += ["## Objects the model never saw / trained on", "", comparison_markdown(runs, "seen")]
+        unseen = {m: [r for r in recs if r.get("seen") is False] for m, recs in runs.items()}
+        if any(unseen.values()):
+            lines += ["## Objects the model never saw, by reference kind", "",
+                      comparison_markdown(unseen, "reference_kind")]
+    lines += ["## By reference kind", "", comparison_markdown(runs, "reference_kind"),
+              "## By artifact kind", "", comparison_markdown(runs, "artifact_kind"),
+              "## Run time", "", timing_markdown(runs)]
+    return "\n".join(lines)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or ``None`` (logged once per call) when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -104,10 +171,31 @@ def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         logger.info("plots skipped: matplotlib is not installed (pip install 'refalign[eval]')")
+        return None
+    return plt
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
+    """``per_kind.png`` (mean box PSNR per artifact kind, one bar per reference kind) and ``miou_hist.png``
+    (histogram of correspondence IoU) when there is something to plot."""
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     ok = [r for r in records if not r.get("error")]
-    metric = next((k for k in ("clip_i", "psnr") if any(r.get(k) is not None for r in ok)), None)
+    metric = next((k for k in ("clip_i", "box_psnr", "psnr") if any(r.get(k) is not None for r in ok)), None)
     if metric:
         kinds = sorted({r.get("artifact_kind", "unknown") for r in ok})
         refs = sorted({r.get("reference_kind", "unknown") for r in ok})
@@ -118,11 +206,11 @@ def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
                     for k in kinds]
             ax.bar(np.arange(len(kinds)) + j * width, vals, width, label=ref)
         ax.set_xticks(np.arange(len(kinds)) + width * (len(refs) - 1) / 2, kinds, rotation=20)
-        ax.set_ylabel({"clip_i": "CLIP-I", "psnr": "window PSNR (dB)"}[metric])
+        ax.set_ylabel({"clip_i": "CLIP-I", "box_psnr": "PSNR over the artifact's box (dB)",
+                       "psnr": "window PSNR (dB)"}[metric])
         ax.legend(title="reference")
         fig.tight_layout()
         written.append(_save(fig, output / "per_kind.png"))
-        plt.close(fig)
     ious = [float(r["iou"]) for r in ok if r.get("iou") is not None]
     if ious:
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -132,16 +220,11 @@ def write_plots(output: Path, records: list[dict[str, Any]]) -> list[Path]:
         ax.set_title(f"mIoU = {np.mean(ious):.3f} (n = {len(ious)})")
         fig.tight_layout()
         written.append(_save(fig, output / "miou_hist.png"))
-        plt.close(fig)
     return written
 
 
 def _save(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, figure_png(fig))
     return path
 
 

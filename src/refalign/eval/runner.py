@@ -4,8 +4,13 @@ For every case it writes ``<output>/<case>/refined.png`` (and ``correspondence_p
 a correspondence) and appends one JSON line to ``<output>/results.jsonl``: the case, its reference and artifact
 kinds, the method's run time and the metrics of :mod:`refalign.eval.metrics` (and :mod:`refalign.eval.semantic`
 when weights are given), or an ``error`` field — a failing case never aborts the run. A rerun skips cases that
-already have a result without error; the last line of a case wins. Cases are split over processes with
-``accelerate.PartialState().split_between_processes``; the main process writes ``summary.md`` and the plots.
+already have a result without error; the last line of a case wins. A method that does not apply to a case (the
+``oracle`` without ground-truth geometry) records it as ``skipped``, not failed. With ``seen_model`` each record says
+whether the case's object trained that model (``seen``, :mod:`refalign.eval.seen`). Cases are split over processes
+with ``accelerate.PartialState().split_between_processes``; the main process writes ``summary.md`` and the plots.
+
+:func:`run_comparison` runs several methods over the same cases (each into ``<output>/<method>/``) and writes one
+comparison ``summary.md`` and, on request, the visual ``report.html`` (:mod:`refalign.eval.html_report`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from tqdm.auto import tqdm
 
 from refalign.errors import InputError, OutputError, RefalignError
 from refalign.eval import metrics
-from refalign.eval.baselines import METHODS, MODEL_METHODS, MethodOutput, make_method
+from refalign.eval.baselines import METHODS, MODEL_METHODS, MethodOutput, NotApplicable, make_method
 from refalign.eval.cases import Case, list_cases, read_case
 from refalign.files import save_image
 
@@ -41,7 +46,8 @@ PSNR_CAP = 100.0
 class BenchConfig:
     """Options of :func:`run_bench` (the flags of ``refalign bench``)."""
 
-    cases: Path
+    #: a folder of case folders, or several (case names must be unique across them)
+    cases: Path | list[Path]
     method: str
     output: Path
     model: str | None = None
@@ -55,6 +61,8 @@ class BenchConfig:
     ocr: bool = True
     #: ``section.key=value`` settings of the checkpoint's refalign.json to change for this run (ablations)
     overrides: list[str] = field(default_factory=list)
+    #: checkpoint whose recorded training sources split the cases into seen and unseen objects (None: no split)
+    seen_model: str | None = None
 
 
 def load_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -95,6 +103,22 @@ def reference_region(case: Case, out: MethodOutput) -> tuple[np.ndarray, str]:
     return case.reference, "whole reference"
 
 
+def pixel_metrics(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """The pixel metrics over the artifact (:mod:`refalign.eval.metrics`): ``box_psnr``/``box_ssim`` (the mask's box
+    grown by 8 px, the headline), ``mask_psnr``, ``gmsd`` (over the box), ``detail`` (ratio; absent when the truth
+    is flat there), ``seam``, and the older window figures ``psnr``/``ssim`` (kept so earlier tables compare)."""
+    bp, bs = metrics.box_psnr_ssim(output, target, mask)
+    wp, ws = metrics.window_psnr_ssim(output, target, mask)
+    m: dict[str, Any] = {"box_psnr": min(bp, PSNR_CAP), "box_ssim": bs,
+                         "mask_psnr": min(metrics.mask_psnr(output, target, mask), PSNR_CAP),
+                         "gmsd": metrics.box_gmsd(output, target, mask), "seam": metrics.seam_error(output, target, mask),
+                         "psnr": min(wp, PSNR_CAP), "ssim": ws}
+    detail = metrics.detail_ratio(output, target, mask)
+    if detail is not None:
+        m["detail"] = detail
+    return m
+
+
 def case_metrics(case: Case, out: MethodOutput, *, scorer=None, ocr: bool = False, dilation: int = 8) -> dict[str, Any]:
     """Every metric that applies to one case and a method's output."""
     refined = out.image
@@ -102,19 +126,22 @@ def case_metrics(case: Case, out: MethodOutput, *, scorer=None, ocr: bool = Fals
     dilation = max(dilation, int(out.info.get("paste_radius", 0)) + 1)
     m: dict[str, Any] = {"background": metrics.background_max_diff(refined, case.image, case.mask, dilation=dilation)}
     if case.target is not None:
-        p, s = metrics.window_psnr_ssim(refined, case.target, case.mask)
-        m.update(psnr=min(p, PSNR_CAP), ssim=s, seam=metrics.seam_error(refined, case.target, case.mask))
+        m.update(pixel_metrics(refined, case.target, case.mask))
     if case.correspondence is not None and out.correspondence is not None:
         m["iou"] = metrics.iou(out.correspondence, case.correspondence)
     if ocr and case.target is not None:
         from refalign.eval.ocr import MIN_TEXT_CHARS, TEXT_CONFIDENCE, read_text
         from refalign.windows import crop
 
-        win = metrics.artifact_window(case.mask)  # a text case: meta "text", or confident words in the target
+        win = metrics.artifact_window(case.mask)  # the expected text: meta "text", or confident words of the target
         truth = case.meta.get("text") or read_text(
             crop(case.target, win), min_confidence=TEXT_CONFIDENCE, min_word=MIN_TEXT_CHARS)
-        if len(metrics.normalise_text(truth)) >= MIN_TEXT_CHARS:
-            m["ocr"] = metrics.ocr_agreement(read_text(crop(refined, win)), truth)
+        # a text case: the target reads as text there and the artifact changed what the input reads
+        if len(metrics.normalise_text(truth)) >= MIN_TEXT_CHARS and \
+                metrics.ocr_agreement(read_text(crop(case.image, win)), truth) < 1.0:
+            read = read_text(crop(refined, win))
+            m.update(ocr=metrics.ocr_agreement(read, truth), ocr_truth=truth, ocr_read=read,
+                     ocr_edits=metrics.edit_distance(metrics.normalise_text(read), metrics.normalise_text(truth)))
     if scorer is not None and scorer.enabled:
         ref_region, source = reference_region(case, out)
         m.update(scorer.score(metrics.bbox_crop(refined, case.mask), ref_region), reference_region=source)
@@ -151,7 +178,7 @@ def run_bench(cfg: BenchConfig, *, pipeline=None) -> Path:
         raise InputError(f"--method {cfg.method}: unknown method; choose from {', '.join(METHODS)}")
     if cfg.method in MODEL_METHODS and pipeline is None and not cfg.model:
         raise InputError(f"--method {cfg.method} needs a model; pass --model PATH to a checkpoint")
-    case_dirs = list_cases(cfg.cases)
+    case_dirs = list_all_cases(cfg.cases)
     _check_output(cfg)
     output = Path(cfg.output)
     state = PartialState()
@@ -160,7 +187,7 @@ def run_bench(cfg: BenchConfig, *, pipeline=None) -> Path:
     state.wait_for_everyone()
 
     done = {name for name, r in load_results(output / RESULTS).items()
-            if not r.get("error") and (output / name / REFINED).is_file()}
+            if r.get("skipped") or (not r.get("error") and (output / name / REFINED).is_file())}
     todo = [p for p in case_dirs if p.name not in done]
     if done:
         logger.info("%d of %d cases already have results in %s; skipping them", len(case_dirs) - len(todo),
@@ -170,14 +197,15 @@ def run_bench(cfg: BenchConfig, *, pipeline=None) -> Path:
             pipeline = _load_pipeline(cfg, state.device)
         method = make_method(cfg.method, pipeline, steps=cfg.steps, seed=cfg.seed)
         scorer = _make_scorer(cfg, state.device)
-        from refalign.eval.ocr import tesseract_available
+        from refalign.eval.ocr import ocr_engine
 
-        ocr = cfg.ocr and tesseract_available()
+        ocr = cfg.ocr and ocr_engine() is not None
         if cfg.ocr and not ocr:
-            logger.info("OCR agreement skipped: the tesseract binary is not installed (Debian package tesseract-ocr)")
+            logger.info("OCR agreement skipped: no OCR engine (pip install 'refalign[ocr]' for RapidOCR, or tesseract)")
+        seen = _seen_objects(cfg, todo)
         with state.split_between_processes(todo) as mine:
             for path in tqdm(mine, desc=f"bench {cfg.method}", unit="case", disable=not state.is_local_main_process):
-                append_record(output / RESULTS, _run_case(path, method, cfg, scorer, ocr))
+                append_record(output / RESULTS, _run_case(path, method, cfg, scorer, ocr, seen))
     state.wait_for_everyone()
     if state.is_main_process:
         from refalign.eval.report import write_report
@@ -186,6 +214,34 @@ def run_bench(cfg: BenchConfig, *, pipeline=None) -> Path:
         names = {p.name for p in case_dirs}
         write_report(output, [r for n, r in records.items() if n in names], cfg.method)
     return output
+
+
+def list_all_cases(roots: Path | list[Path]) -> list[Path]:
+    """The case folders of one or several benchmark folders (:func:`list_cases` each), names unique."""
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    paths = [p for root in roots for p in list_cases(root)]
+    names: dict[str, Path] = {}
+    for p in paths:
+        if p.name in names:
+            raise InputError(f"{p}: a case of this name is also in {names[p.name].parent}; give case folders with "
+                             "unique names (e.g. made with different --reference-kinds)")
+        names[p.name] = p
+    return paths
+
+
+def _seen_objects(cfg: BenchConfig, case_dirs: list[Path]):
+    if not cfg.seen_model:
+        return None
+    from refalign.eval.cases import META
+    from refalign.eval.seen import model_training_objects
+
+    metas = []
+    for p in case_dirs:
+        try:
+            metas.append(json.loads((p / META).read_text()))
+        except (OSError, ValueError):
+            continue
+    return model_training_objects(cfg.seen_model, metas)
 
 
 def _make_scorer(cfg: BenchConfig, device):
@@ -197,13 +253,20 @@ def _make_scorer(cfg: BenchConfig, device):
     return SemanticScorer(SemanticConfig(clip=cfg.clip, dino=cfg.dino, blip=cfg.blip, device=str(cfg.device or device)))
 
 
-def _run_case(path: Path, method, cfg: BenchConfig, scorer, ocr: bool) -> dict[str, Any]:
+def _run_case(path: Path, method, cfg: BenchConfig, scorer, ocr: bool, seen=None) -> dict[str, Any]:
+    from refalign.eval.seen import case_photo_folder
+
     record: dict[str, Any] = {"case": path.name, "method": cfg.method}
     if cfg.overrides:
         record["settings"] = list(cfg.overrides)
     try:
         case = read_case(path)
         record.update(reference_kind=case.reference_kind, artifact_kind=case.artifact_kind)
+        folder_object = case_photo_folder(case.meta)
+        if folder_object:
+            record["object"] = folder_object[1]
+        if seen is not None:
+            record["seen"] = bool(folder_object and seen.seen(*folder_object))
         start = time.perf_counter()
         out = method(case)
         record["seconds"] = time.perf_counter() - start
@@ -218,8 +281,47 @@ def _run_case(path: Path, method, cfg: BenchConfig, scorer, ocr: bool) -> dict[s
             record["correspondence_source"] = out.correspondence_source
         record.update(out.info)
         record.update(case_metrics(case, out, scorer=scorer, ocr=ocr, dilation=cfg.background_dilation))
+    except NotApplicable as exc:  # not a failure: the method has nothing to say about this case
+        record["skipped"] = str(exc)
     except (RefalignError, Exception) as exc:  # recorded, never aborts the run
         record["error"] = f"{type(exc).__name__}: {exc}"
         logger.warning("%s: %s", path.name, record["error"])
         logger.debug("%s", traceback.format_exc())
     return record
+
+
+def run_comparison(cfg: BenchConfig, methods: list[str], *, report: bool = False, pipeline=None) -> Path:
+    """Run several methods over the same cases, each into ``<cfg.output>/<method>/`` (reruns skip finished cases as
+    :func:`run_bench` does), then write the comparison ``summary.md`` and, with ``report``, ``report.html``."""
+    from dataclasses import replace
+
+    from refalign.eval.report import comparison_summary
+
+    methods = list(dict.fromkeys(methods))
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise InputError(f"--method {bad[0]}: unknown method; choose from {', '.join(METHODS)}")
+    case_dirs = list_all_cases(cfg.cases)
+    output = Path(cfg.output)
+    if (output / RESULTS).is_file():
+        raise OutputError(f"{output}: holds the results of a single-method run; choose another --output")
+    for m in methods:
+        run_bench(replace(cfg, method=m, output=output / m), pipeline=pipeline if m in MODEL_METHODS else None)
+    names = {p.name for p in case_dirs}
+    runs = {m: {n: r for n, r in load_results(output / m / RESULTS).items() if n in names} for m in methods}
+    summary = comparison_summary({m: list(r.values()) for m, r in runs.items()})
+    from refalign.files import write_bytes_atomic
+
+    write_bytes_atomic(output / "summary.md", summary.encode())
+    if report:
+        write_report_page(output, case_dirs, {m: (output / m, runs[m]) for m in methods}, summary)
+    return output
+
+
+def write_report_page(output: Path, case_dirs: list[Path], runs: dict[str, tuple[Path, dict[str, dict[str, Any]]]],
+                      summary: str) -> Path:
+    """``<output>/report.html`` over bench outputs (``runs``: method → (its output folder, its records))."""
+    from refalign.eval.html_report import MethodRun, write_html_report
+
+    return write_html_report(Path(output) / "report.html", case_dirs,
+                             {m: MethodRun(folder, recs) for m, (folder, recs) in runs.items()}, summary)
