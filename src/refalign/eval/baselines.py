@@ -9,9 +9,10 @@
   crop of ``C``'s bounding box onto the artifact mask's bounding box (axis-aligned scale + shift, no colour
   correction, no blending) and copy it inside the mask only. The source is recorded as ``correspondence_source``.
 * ``oracle`` — the upper bound on ``warp`` cases: the reference pulled back through the case's ground-truth
-  homography (``meta.json`` ``homography``), colour-fitted on the ring of known pixels around the mask
-  (:func:`refalign.transfer.colour.fit_colour`, the project's one colour fit) and pasted in the mask. No method that reads the reference can do better than exact
-  geometry; on cases without ground-truth geometry it does not apply (:class:`NotApplicable`, not a failure).
+  homography (``meta.json`` ``homography``) by the refine path's own transfer, colour-fitted on the ring of known
+  pixels around the mask with the exact pixel pairs (:func:`refalign.transfer.colour.fit_colour`), pasted in the
+  mask. No method that reads the reference can do better than exact geometry; on cases without ground-truth
+  geometry it does not apply (:class:`NotApplicable`, not a failure).
 * ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
   no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
   case's ``reference_mask.png`` as the pipeline's ``object_mask``. ``refalign-noguide`` — a model trained with
@@ -33,6 +34,8 @@ from refalign.eval.cases import Case
 from refalign.fill import telea_fill
 from refalign.mask_ops import dilate
 from refalign.transfer.colour import fit_colour
+from refalign.transfer.register import COLOUR_RING, distance_outside, ring_width, warp_box
+from refalign.transfer.source import paste_hole, transfer_box, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
 PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
@@ -118,31 +121,30 @@ def paste_region(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, reg
     return out
 
 
-#: Width of the ring of known pixels around the mask on which the oracle fits its colour change.
-ORACLE_RING = 8
-
-
-def oracle(case: Case, *, ring: int = ORACLE_RING) -> MethodOutput:
-    """The reference through the ground-truth geometry, colour-fitted on the ring around the mask, pasted in the
-    mask (the module docstring's ``oracle``)."""
+def oracle(case: Case) -> MethodOutput:
+    """The reference through the ground-truth geometry, pasted in the mask by the refine path's own transfer
+    (:func:`refalign.transfer.source.transfer_source`: Lanczos warp, smooth offset field), with the colour map that
+    exact pixel pairs allow — the polynomial pair fit (:func:`refalign.transfer.colour.fit_colour`) on the same ring
+    the refine path uses. The gap between it and refalign is what registration and its misregistration-proof
+    colour map cost (the module docstring's ``oracle``)."""
     hom = case.meta.get("homography")
     if hom is None:
         raise NotApplicable(f"{case.path}: oracle needs the ground-truth geometry (meta.json 'homography', warp cases)")
-    h, w = case.mask.shape
-    hom = np.asarray(hom, np.float64)
-    # the case's reference is target warped by ``hom``: pull it back onto the image's pixel grid
-    back = cv2.warpPerspective(case.reference, hom, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    inside = cv2.warpPerspective(np.ones(case.reference.shape[:2], np.uint8), hom, (w, h),
-                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
-    band = dilate(case.mask, ring) & ~case.mask & inside
-    if band.sum() < 12:
+    matrix = np.asarray(hom, np.float64)  # image → reference: the case's reference is the target warped by it
+    mask = case.mask
+    t, l, b, r = box = transfer_box(mask)
+    warped, valid = warp_box(case.reference, matrix, box)
+    sub = mask[t:b, l:r]
+    dist = distance_outside(sub)
+    width = ring_width(mask)
+    ring = valid & ~sub & (dist <= COLOUR_RING * width)
+    if ring.sum() < 12:
         raise NotApplicable(f"{case.path}: too few reference pixels around the mask to fit the oracle's colour")
-    fit = fit_colour(back[band], case.image[band])
-    fitted = np.round(fit.apply(back)).astype(np.uint8)
+    fit = fit_colour(warped[ring], case.image[t:b, l:r][ring], 1.0 / (1.0 + dist[ring] / width))
+    source, valid, box = transfer_source(case.image, mask, case.reference, matrix, fit)
     out = case.image.copy()
-    paste = case.mask & inside
-    out[paste] = fitted[paste]
-    return MethodOutput(out, info={"oracle_coverage": float(paste.sum() / max(1, case.mask.sum()))})
+    pasted = paste_hole(out, source, mask, box, valid)
+    return MethodOutput(out, info={"oracle_coverage": float(pasted.sum() / max(1, mask.sum()))})
 
 
 def _aligned_region(pipe, case: Case) -> np.ndarray | None:
