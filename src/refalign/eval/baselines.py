@@ -32,7 +32,6 @@ import numpy as np
 from refalign.errors import InputError
 from refalign.eval.cases import Case
 from refalign.fill import telea_fill
-from refalign.mask_ops import dilate
 from refalign.transfer.colour import fit_colour
 from refalign.transfer.register import COLOUR_RING, distance_outside, ring_width, warp_box
 from refalign.transfer.source import paste_hole, transfer_box, transfer_source
