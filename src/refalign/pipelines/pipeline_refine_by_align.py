@@ -626,7 +626,7 @@ class CheckedInputs:
     def view(self, index: int) -> ReferenceView:
         if index not in self.views:
             ref = self.references[index]
-            area = search_area(ref.shape[:2], self.object_masks[index], self.reference_mask if index == 0 else None)
+            area = search_area(ref.shape[:2], self.reference_mask if index == 0 else None)
             self.views[index] = ReferenceView.prepare(ref, area)
         return self.views[index]
 
