@@ -202,6 +202,8 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
         info["paste_radius"] = max(paste_radius(w, pipe.resolution, r.dilation, r.feather) for w in out.windows)
     if getattr(out, "guidance", None):
         info["guidance"] = list(out.guidance)
+    if getattr(out, "sources", None):
+        info["sources"], info["confidence"] = list(out.sources), [round(float(c), 4) for c in out.confidence]
     return MethodOutput(np.asarray(out.image, np.uint8), None if corr is None else np.asarray(corr, bool),
                         None if no_align else "refalign alignment", info)
 
