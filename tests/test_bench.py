@@ -178,7 +178,9 @@ def test_bench_set_changes_the_checkpoints_settings_for_the_run(cases, tmp_path,
     for bad, words in (("refinement.num_sample=2", "expected SECTION.KEY=VALUE"),
                        ("refinement.num_samples=many", "must be int"),
                        ("refinement.feather=wide", "must be a number"),
-                       ("refinement.paste_mode=sideways", "paste_mode")):
+                       ("refinement.paste_mode=sideways", "paste_mode"),
+                       # judged on the checkpoint's own settings (window paste): a combination it cannot run
+                       ("refinement.harmonize=true", "harmonize")):
         res = CliRunner().invoke(app, args + ["--output", str(tmp_path / "bad"), "--set", bad])
         assert res.exit_code == 2 and words in res.output, res.output
         assert not (tmp_path / "bad").exists()

@@ -47,15 +47,20 @@ def bench(
 
     methods = list(dict.fromkeys(m for arg in methods for m in arg.split(",") if m))
     uses_model = [m for m in methods if m in MODEL_METHODS]
+    if uses_model:
+        model = resolve_model(model)
     if settings:
-        from refalign.pipelines.config import RefalignConfig, apply_overrides
+        from pathlib import Path
+
+        from refalign.pipelines.config import FILE_NAME, RefalignConfig, apply_overrides
 
         if not uses_model:
             raise InputError(f"--set changes the model's settings; method {methods[0]} uses no model")
-        # a bad key or value stops here, before any output (the effect is checked on the checkpoint's own settings)
-        apply_overrides(RefalignConfig(), list(settings), check_effect=False)
-    if uses_model:
-        model = resolve_model(model)
+        # a bad key, value or combination stops here, before any output: checked on the checkpoint's own
+        # refalign.json when it is a local folder (read without loading the model), else on the defaults
+        local = Path(model) / FILE_NAME
+        base = RefalignConfig.load(local) if local.is_file() else RefalignConfig()
+        apply_overrides(base, list(settings), check_effect=local.is_file())
     default = default_model_path()
     seen_model = model or (str(default) if default is not None else None)
     cfg = BenchConfig(cases=list(cases), method=methods[0], output=output, model=model, steps=steps, seed=seed,
