@@ -43,16 +43,19 @@ def test_a_registered_window_gets_the_references_pixels_inside_the_mask_only(dum
     assert out.alignment[0].path == "warp"  # the same correspondence feeds the alignment's report
 
 
-def test_an_unregistered_window_is_kept_and_the_user_is_told(dummy_pipeline):
+def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pipeline):
     _, art, mask, _ = _artifact_case()
     other = textured_image(seed=9)
     pipe = _set(dummy_pipeline, "refinement.source=reference")
-    out = pipe(art, mask, other, seed=0, num_inference_steps=2)
-    assert out.sources == ["kept"] and out.confidence == [0.0]
-    assert (out.image == art).all()
-    assert "no reliable correspondence" in out.reports[0] and "--reference-mask" in out.reports[0]
-    model = _set(pipe, "refinement.unregistered=model")(art, mask, other, seed=0, num_inference_steps=2)
-    assert model.sources == ["model"] and not (model.image == art).all()
+    out = pipe(art, mask, other, seed=0, num_inference_steps=2)  # default: the refiner fills it
+    assert out.sources == ["model"] and out.confidence == [0.0] and not (out.image == art).all()
+    assert "no reliable correspondence" in out.reports[0] and "refined by the model instead" in out.reports[0]
+    kept = pipe(art, mask, other, seed=0, num_inference_steps=2, unregistered="keep")
+    assert kept.sources == ["kept"] and (kept.image == art).all()
+    assert "left as it was" in kept.reports[0] and "--reference-mask" in kept.reports[0]
+    assert _set(pipe, "refinement.unregistered=keep")(art, mask, other, seed=0).sources == ["kept"]
+    with pytest.raises(InputError, match="unregistered"):
+        pipe(art, mask, other, unregistered="fill")
 
 
 def test_several_references_take_the_registrable_one(dummy_pipeline):
@@ -73,7 +76,7 @@ def test_harmonize_runs_the_model_over_the_transfer_and_keeps_the_outside(dummy_
 
 @pytest.mark.parametrize("settings, words", [
     (["refinement.paste_mode=residual", "refinement.harmonize=true"], "refinement.harmonize"),
-    (["refinement.unregistered=model"], "refinement.unregistered"),
+    (["refinement.unregistered=keep"], "refinement.unregistered"),
     (["refinement.source=reference", "refinement.harmonize=true"], "harmonize needs paste_mode residual"),
 ])
 def test_settings_without_effect_are_refused(dummy_pipeline, settings, words):
@@ -84,3 +87,21 @@ def test_settings_without_effect_are_refused(dummy_pipeline, settings, words):
 def test_bad_source_values_are_refused(dummy_pipeline):
     with pytest.raises(InputError, match="source"):
         apply_overrides(dummy_pipeline.refalign_config, ["refinement.source=photo"])
+
+
+def test_cli_unregistered_option_is_checked_before_any_model_work(tmp_path, monkeypatch):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from refalign.cli import app
+
+    img = tmp_path / "img.png"
+    Image.fromarray(textured_image(seed=1)).save(img)
+    mask = np.zeros((320, 320), np.uint8)
+    mask[100:120, 100:130] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
+    res = CliRunner().invoke(app, ["refine", str(img), "--mask", str(tmp_path / "mask.png"), "--reference", str(img),
+                                   "-o", str(tmp_path / "out.png"), "--unregistered", "fill"])
+    assert res.exit_code == 2 and "--unregistered fill: use keep or model" in res.output, res.output
+    assert not (tmp_path / "out.png").exists()

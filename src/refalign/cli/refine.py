@@ -83,6 +83,10 @@ def refine(
         None, "--samples", help="Samples per artifact, averaged (the least-squares estimate; more is "
         "smoother and slower) (default: the model's)."
     ),
+    unregistered: Optional[str] = typer.Option(
+        None, "--unregistered", help="A region with no reliable correspondence in the reference: 'model' (the "
+        "refiner fills it) or 'keep' (left as it was) (default: the model's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
     save_correspondence: Optional[Path] = typer.Option(
@@ -96,11 +100,13 @@ def refine(
     _check_numbers(steps, guidance, strength, samples, seed, detect_z, max_pixels)
     if masked_content not in (None, "original", "fill"):
         raise InputError(f"--masked-content {masked_content}: use original or fill")
+    if unregistered not in (None, "keep", "model"):
+        raise InputError(f"--unregistered {unregistered}: use keep or model")
     if no_align and reference_mask is not None:
         raise InputError("--no-align and --reference-mask exclude each other; give one")
     call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, masked_content=masked_content,
                 num_samples=samples, seed=seed, no_align=no_align,
-                subtoken=subtoken, warped_guidance=warped_guidance)
+                subtoken=subtoken, warped_guidance=warped_guidance, unregistered=unregistered)
     if cases is not None:
         _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,
                       model, device, overwrite, max_pixels, call)

@@ -98,7 +98,11 @@ class RefinementDefaults:
             (:mod:`refalign.transfer`), the reference's own pixels, warped and colour-fitted at full resolution;
             other windows get ``unregistered``.
         unregistered: with ``source="reference"``, what a window without a reliable correspondence gets:
-            ``"keep"`` (the input, unchanged; the user is told) or ``"model"`` (the refiner, as ``source="model"``).
+            ``"model"`` (the refiner, as ``source="model"``; the user is told) or ``"keep"`` (the input, unchanged).
+            Measured on the development benchmark's other-photo cases (crossview and multiview): the refiner is better
+            on average (PSNR over the mask's box +0.9 dB, GMSD lower), from severe artifacts (hallucinated, shuffled:
+            +4.7 to +6.7 dB); keeping is better on mild ones (colour drift, garbled print, lost detail: +0.8 to
+            +2.4 dB) and keeps their texture.
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.
@@ -120,7 +124,7 @@ class RefinementDefaults:
     num_samples: int = 1
     ramp: float = 0.0
     source: str = "model"
-    unregistered: str = "keep"
+    unregistered: str = "model"
     harmonize: bool = False
 
 
@@ -229,7 +233,7 @@ def _no_op(config: RefalignConfig) -> list[tuple[str, str]]:
     if r.source == "model":
         if r.harmonize:
             out.append(("refinement.harmonize", "acts only with refinement.source=reference"))
-        if r.unregistered != "keep":
+        if r.unregistered != "model":
             out.append(("refinement.unregistered", "acts only with refinement.source=reference"))
     return out
 

@@ -38,7 +38,7 @@ from refalign.models import codecs
 from refalign.models.unet import guided_in_channels
 from refalign.pipelines.alignment import align, align_checked
 from refalign.pipelines.checkpoint import check_checkpoint
-from refalign.pipelines.config import FILE_NAME, RefalignConfig
+from refalign.pipelines.config import FILE_NAME, UNREGISTERED, RefalignConfig
 from refalign.pipelines.correspondence import find_correspondence, warped_reference
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
@@ -271,6 +271,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         strength: float | None = None,
         masked_content: str | None = None,
         num_samples: int | None = None,
+        unregistered: str | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         context: float | None = None,
@@ -303,6 +304,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 classical Telea fill of it (``"fill"``); default ``refalign_config.refinement.masked_content``.
             num_samples: samples drawn per window (in one batch) and averaged — the posterior-mean estimate that
                 minimises squared error; 1 = a single sample (the paper); default ``refinement.num_samples``.
+            unregistered: with ``refinement.source="reference"``, what a window without a reliable correspondence
+                gets: ``"model"`` (the refiner) or ``"keep"`` (left as it was); default ``refinement.unregistered``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -317,7 +320,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         cfg = self.refalign_config.refinement
         # 1. Settings and inputs, checked once
         run = self._settings(num_inference_steps, guidance_scale, strength, masked_content, num_samples, generator,
-                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs)
+                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs, unregistered)
         inputs = self._check_inputs(image, mask, reference, reference_mask, object_mask, no_align, run, output_type)
         check_number(context, "context", lo=0.0, lo_open=True)
         self._interrupt = False
@@ -350,7 +353,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         return self._output(result, jobs, inputs, output_type)
 
     def _settings(self, steps, guidance_scale, strength, masked_content, num_samples, generator, seed, callback,
-                  tensor_inputs) -> RefineSettings:
+                  tensor_inputs, unregistered=None) -> RefineSettings:
         """The call's settings over the checkpoint's defaults, each checked (one :class:`InputError` line)."""
         cfg = self.refalign_config.refinement
         steps = int(steps or cfg.num_inference_steps)
@@ -375,7 +378,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
             raise InputError("pass either generator or seed, not both")
         if generator is None and seed is not None:
             generator = torch.Generator("cpu").manual_seed(int(check_seed(seed, "seed")))
-        return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs))
+        unregistered = str(cfg.unregistered if unregistered is None else unregistered)
+        if unregistered not in UNREGISTERED:
+            raise InputError(f"unregistered must be one of {', '.join(UNREGISTERED)}, got {unregistered!r}")
+        return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs),
+                              unregistered)
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, no_align, run: RefineSettings,
                       output_type) -> "CheckedInputs":
@@ -411,7 +418,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         # transferring the reference's pixels uses the pixel-accurate correspondence: sub-token alignment is implied
         self._correspond(job, inputs, run, subtoken=True if transfers else subtoken, register=guided or transfers)
         reference = inputs.references[job.reference_index]
-        self._choose_source(job, inputs.image, reference)
+        self._choose_source(job, inputs.image, reference, run.unregistered)
         if not job.runs_model:
             return job
         ref_pixels = crop_reference(reference, job.region, self.reference_encoder.image_size,
@@ -432,16 +439,17 @@ class RefineByAlignPipeline(DiffusionPipeline):
             strategy.prepare(job, reference, cfg.reference_fill)
         return job
 
-    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray) -> None:
+    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, unregistered: str) -> None:
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
-        when the correspondence has an accepted model, else ``refinement.unregistered``."""
+        when the correspondence has an accepted model, else ``unregistered`` (the call's, or
+        ``refinement.unregistered``)."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
-            job.source = "kept" if cfg.unregistered == "keep" else "model"
+            job.source = "kept" if unregistered == "keep" else "model"
             return
         job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
         job.source = "reference+model" if cfg.harmonize else "reference"

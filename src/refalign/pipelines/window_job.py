@@ -31,6 +31,7 @@ class RefineSettings:
     generator: torch.Generator | None = None
     callback: Callable[..., dict] | None = None
     callback_inputs: Sequence[str] = ("latents",)
+    unregistered: str = "model"
 
     @property
     def fill_start(self) -> bool:
@@ -95,6 +96,9 @@ class WindowJob:
         if self.source == "kept":
             return (f"{where}: no reliable correspondence in the reference ({why}); region left as it was — paint "
                     "the matching region with --reference-mask")
+        if corr is not None and corr.fit is not None and corr.matrix is None:
+            return (f"{where}: no reliable correspondence in the reference ({why}); refined by the model instead — "
+                    "paint the matching region with --reference-mask, or --unregistered keep to leave it as it was")
         conf = corr.confidence if corr is not None else 0.0
         return f"{where}: refined by the model (registration: {why}; confidence {conf:.2f})"
 
