@@ -59,7 +59,7 @@ class FakePipe:
         soft = np.zeros((8, 8), np.float32)
         soft[2:4, 3:6] = 1.0
         a = AlignmentOutput(soft, soft, region, soft > 0, 0, 0, 1.0, reference_box=(0, 0, max(reference.shape[:2])))
-        return RefineOutput(out, region, [a], [Window(0, 0, 32)])
+        return RefineOutput(out, region, [a], [Window(0, 0, 32)], reports=["window at (0, 0) size 32: a report"])
 
 
 @pytest.fixture
@@ -187,6 +187,7 @@ def test_run_refinement_outputs_and_downloads(inputs, tmp_path):
     assert (np.asarray(Image.open(r.files[0])) == r.refined).all()
     assert ((np.asarray(Image.open(r.files[1])) > 127) == s["mask"]).all()
     assert "correspondence found covers 14.6%" in r.status and "seed 42" in r.status
+    assert r.status.endswith("\n- window at (0, 0) size 32: a report")  # one line per window: source and why
 
 
 def test_painted_reference_region_and_no_align(inputs, tmp_path):

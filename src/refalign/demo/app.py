@@ -318,6 +318,9 @@ def run_refinement(
         f"Refined {int(mask.sum())} painted pixels in {n_windows} window{'s' if n_windows != 1 else ''} "
         f"in {seconds:.1f} s ({steps_i} steps, guidance {guidance_f:g}, seed {seed_i}); {where}."
     )
+    reports = list(getattr(out, "reports", None) or [])  # per window: the source of its pixels and why
+    if reports:
+        status += "\n" + "\n".join(f"- {line}" for line in reports)
     logger.info(status)
     return DemoResult(overlay=overlay, refined=refined, comparison=comparison, files=[str(f) for f in files], status=status, mask=mask)
 
