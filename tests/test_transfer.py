@@ -6,7 +6,6 @@ import pytest
 
 from conftest import textured_image
 
-from refalign.transfer.engine import ReferenceView, hole_source
 from refalign.transfer.register import register_hole, score_warp
 from refalign.transfer.source import paste_hole, transfer_source
 
@@ -83,19 +82,6 @@ def test_scoring_prefers_the_true_model():
     shifted = score_warp(target, hole, ref, np.array([[1, 0, 9.0], [0, 1, -7.0], [0, 0, 1]]) @ H)
     assert right.passes and right.gradient_correlation > 0.8
     assert shifted.gradient_correlation < right.gradient_correlation - 0.3
-
-
-def test_hole_source_picks_the_registrable_reference():
-    target = _scene()
-    ref, _ = _warped_reference(target)
-    hole = _hole(target.shape[:2])
-    views = [ReferenceView.prepare(textured_image(seed=9)), ReferenceView.prepare(ref)]
-    src = hole_source(target, hole, views)
-    assert src.kind == "reference" and src.reference_index == 1
-    assert "registered with reference 1" in src.describe()
-    none = hole_source(target, hole, views[:1])
-    assert none.kind == "none" and none.pixels is None
-    assert none.describe().startswith("no reliable correspondence")
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from refalign.transfer.register import warp_box
+
 #: Longest side at which features are detected (larger images are downscaled for speed; H is rescaled back).
 WORK_SIDE = 768
 #: Lowe's ratio test threshold.
@@ -126,16 +128,12 @@ def register(
 
 
 def warp_reference(reference: np.ndarray, H: np.ndarray, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resample the reference into the image's frame: ``out[y, x] = reference[H(x, y)]``.
+    """Resample the reference into the image's frame, bilinear: ``out[y, x] = reference[H(x, y)]``.
 
     Returns ``(warped (h, w, 3) uint8, valid (h, w) bool)``; ``valid`` is False where H points outside the reference.
+    (:func:`refalign.transfer.register.warp_box` over the whole frame.)
     """
-    h, w = image_hw
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpPerspective(reference, H, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    ones = np.full(reference.shape[:2], 255, np.uint8)
-    valid = cv2.warpPerspective(ones, H, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0) > 0
-    return warped, valid
+    return warp_box(reference, H, (0, 0, image_hw[0], image_hw[1]), cv2.INTER_LINEAR)
 
 
 def transfer_mask(mask: np.ndarray, H: np.ndarray, reference_hw: tuple[int, int]) -> np.ndarray:

@@ -56,7 +56,6 @@ def example(
 
     # 3. scores over the artifact, pictures, all files written as one set
     scores = example_scores(ex, out.image)
-    texture = example_texture(ex, out.image)
     files = {output_dir / name: arr for name, arr in example_pictures(ex, out, scores).items()}
     write_outputs(files)
     allow_quick_exit()
@@ -64,33 +63,22 @@ def example(
     typer.echo(run_summary(out, seconds))
     typer.echo("over the artifact (the mask's bounding box grown by 8 px), against the undamaged image "
                "(PSNR rewards blur; GMSD and the detail ratio do not):")
-    for name, (p, s) in scores.items():
-        g, d = texture[name]
+    for name, (p, s, g, d) in scores.items():
         typer.echo(f"  {name:<14} PSNR {p:6.2f} dB   SSIM {s:.3f}   GMSD {g:.3f}   detail {d:.2f}")
     typer.echo(f"wrote {len(files)} files to {output_dir}/")
 
 
-def example_scores(ex, refined) -> dict[str, tuple[float, float]]:
-    """PSNR/SSIM over the artifact's box (:func:`refalign.eval.metrics.box_psnr_ssim`) of doing nothing, OpenCV
-    Telea inpainting and the refinement, each against the example's clean target."""
-    from refalign.eval.metrics import box_psnr_ssim
-    from refalign.fill import telea_fill
-
-    return {
-        "doing nothing": box_psnr_ssim(ex.image, ex.target, ex.mask),
-        "OpenCV Telea": box_psnr_ssim(telea_fill(ex.image, ex.mask), ex.target, ex.mask),
-        "refalign": box_psnr_ssim(refined, ex.target, ex.mask),
-    }
-
-
-def example_texture(ex, refined) -> dict[str, tuple[float, float]]:
-    """GMSD over the artifact's box (lower = the truth's edges) and the detail ratio in the mask (1 = the truth's
-    texture, below 1 = blurred) of the same three results as :func:`example_scores`."""
-    from refalign.eval.metrics import box_gmsd, detail_ratio
+def example_scores(ex, refined) -> dict[str, tuple[float, float, float, float]]:
+    """Over the artifact, against the example's clean target, for doing nothing, OpenCV Telea inpainting and the
+    refinement: ``(PSNR, SSIM, GMSD, detail)`` — PSNR/SSIM and GMSD over the mask's box
+    (:func:`refalign.eval.metrics.box_psnr_ssim`, :func:`~refalign.eval.metrics.box_gmsd`; lower GMSD = the truth's
+    edges) and the detail ratio in the mask (1 = the truth's texture, below 1 = blurred)."""
+    from refalign.eval.metrics import box_gmsd, box_psnr_ssim, detail_ratio
     from refalign.fill import telea_fill
 
     results = {"doing nothing": ex.image, "OpenCV Telea": telea_fill(ex.image, ex.mask), "refalign": refined}
-    return {name: (box_gmsd(x, ex.target, ex.mask), detail_ratio(x, ex.target, ex.mask) or 0.0)
+    return {name: (*box_psnr_ssim(x, ex.target, ex.mask), box_gmsd(x, ex.target, ex.mask),
+                   detail_ratio(x, ex.target, ex.mask) or 0.0)
             for name, x in results.items()}
 
 

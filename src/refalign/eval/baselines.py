@@ -32,9 +32,10 @@ import numpy as np
 from refalign.errors import InputError
 from refalign.eval.cases import Case
 from refalign.fill import telea_fill
+from refalign.mask_ops import distance_to
 from refalign.transfer.colour import fit_colour
-from refalign.transfer.register import COLOUR_RING, distance_outside, ring_width, warp_box
-from refalign.transfer.source import paste_hole, transfer_box, transfer_source
+from refalign.transfer.register import colour_area, colour_box, ring_width, warp_box
+from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
 PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
@@ -131,12 +132,12 @@ def oracle(case: Case) -> MethodOutput:
         raise NotApplicable(f"{case.path}: oracle needs the ground-truth geometry (meta.json 'homography', warp cases)")
     matrix = np.asarray(hom, np.float64)  # image → reference: the case's reference is the target warped by it
     mask = case.mask
-    t, l, b, r = box = transfer_box(mask)
+    t, l, b, r = box = colour_box(mask)
     warped, valid = warp_box(case.reference, matrix, box)
     sub = mask[t:b, l:r]
-    dist = distance_outside(sub)
+    dist = distance_to(sub)
     width = ring_width(mask)
-    ring = valid & ~sub & (dist <= COLOUR_RING * width)
+    ring = colour_area(valid, sub, dist, width)
     if ring.sum() < 12:
         raise NotApplicable(f"{case.path}: too few reference pixels around the mask to fit the oracle's colour")
     fit = fit_colour(warped[ring], case.image[t:b, l:r][ring], 1.0 / (1.0 + dist[ring] / width))

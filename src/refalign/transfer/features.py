@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from refalign.windows import mask_bbox
+
 #: Lowe's ratio test threshold.
 RATIO = 0.8
 #: Detection works on crops whose longer side is at most this (larger ones are downscaled) ...
@@ -46,11 +48,6 @@ class Features:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), np.zeros(0, np.float32))
 
 
-def _box_of(region: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
-    return int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1
-
-
 def detect(image: np.ndarray, region: np.ndarray | None = None, *, affine: bool = False) -> Features:
     """SIFT features of ``image`` ``(H, W, 3) uint8`` inside ``region`` (bool; ``None`` = everywhere).
 
@@ -63,7 +60,7 @@ def detect(image: np.ndarray, region: np.ndarray | None = None, *, affine: bool 
         region = np.ones((h, w), bool)
     if not region.any():
         return Features.empty()
-    t, l, b, r = _box_of(region)
+    t, l, b, r = mask_bbox(region)
     crop, sub = image[t:b, l:r], region[t:b, l:r]
     side = max(b - t, r - l)
     s = float(np.clip(side, MIN_SIDE, AFFINE_MAX_SIDE if affine else MAX_SIDE)) / side

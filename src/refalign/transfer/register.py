@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from refalign.mask_ops import distance_to
 from refalign.transfer.colour import ColourFit, QuantileFit, fit_quantiles
 from refalign.transfer.features import Features, detect, match_guided, match_ratio
+from refalign.windows import mask_bbox
 
 #: The neighbourhood whose features register a hole: a square of this × the hole's longer side ...
 NEIGHBOURHOOD = 5.0
@@ -153,11 +155,6 @@ def square_around(box: tuple[int, int, int, int], side: float, hw: tuple[int, in
             min(hw[1], int(np.ceil(cx + half))))
 
 
-def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    return int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1
-
-
 def project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Apply a 3×3 projective ``matrix`` to ``(N, 2)`` points."""
     p = np.concatenate([xy, np.ones((len(xy), 1), xy.dtype)], axis=1) @ matrix.T
@@ -165,13 +162,14 @@ def project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
         return (p[:, :2] / p[:, 2:3]).astype(np.float32)
 
 
-def warp_box(reference: np.ndarray, matrix: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The reference resampled onto the image box ``box`` through ``matrix`` (image → reference), bilinear:
-    ``(pixels (h, w, 3) uint8, valid (h, w) bool)``; ``valid`` is False where the model points outside the
-    reference."""
+def warp_box(reference: np.ndarray, matrix: np.ndarray, box: tuple[int, int, int, int],
+             interpolation: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The reference resampled onto the image box ``box`` through ``matrix`` (image → reference) with
+    ``interpolation`` (default :data:`WARP_INTERPOLATION`), edges replicated: ``(pixels (h, w, 3) uint8, valid
+    (h, w) bool)``; ``valid`` is False where the model points outside the reference."""
     t, l, b, r = box
     m = matrix @ np.array([[1.0, 0, l], [0, 1.0, t], [0, 0, 1.0]])
-    flags = WARP_INTERPOLATION | cv2.WARP_INVERSE_MAP
+    flags = (WARP_INTERPOLATION if interpolation is None else interpolation) | cv2.WARP_INVERSE_MAP
     pixels = cv2.warpPerspective(reference, m, (r - l, b - t), flags=flags, borderMode=cv2.BORDER_REPLICATE)
     ones = np.full(reference.shape[:2], 255, np.uint8)
     valid = cv2.warpPerspective(ones, m, (r - l, b - t), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
@@ -179,17 +177,23 @@ def warp_box(reference: np.ndarray, matrix: np.ndarray, box: tuple[int, int, int
     return pixels, valid
 
 
-def distance_outside(hole: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each pixel to the hole (0 inside it)."""
-    if not hole.any():
-        return np.full(hole.shape, np.inf, np.float32)
-    return cv2.distanceTransform((~hole).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-
 def ring_width(hole: np.ndarray) -> float:
     """The scoring ring's width for a hole (pixels): ``RING ×`` its longer side, within :data:`RING_PX`."""
-    t, l, b, r = box_of(hole)
+    t, l, b, r = mask_bbox(hole)
     return float(np.clip(RING * max(b - t, r - l), *RING_PX))
+
+
+def colour_box(hole: np.ndarray) -> tuple[int, int, int, int]:
+    """The image box a hole is scored and its source built in: the hole and its colour ring
+    (``COLOUR_RING ×`` :func:`ring_width` around it), clipped to the image."""
+    t, l, b, r = mask_bbox(hole)
+    return square_around((t, l, b, r), max(b - t, r - l) + 2 * COLOUR_RING * ring_width(hole) + 4, hole.shape)
+
+
+def colour_area(valid: np.ndarray, sub_hole: np.ndarray, dist: np.ndarray, width: float) -> np.ndarray:
+    """The known pixels the colour map is fitted on, in a :func:`colour_box`: the warp is valid there, outside the
+    hole, within ``COLOUR_RING × width`` of it (``dist``: distance to the hole)."""
+    return valid & ~sub_hole & (dist <= COLOUR_RING * width)
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -221,7 +225,7 @@ def fit_hole_colour(warped: np.ndarray, valid: np.ndarray, sub_hole: np.ndarray,
     came out dark red). The quantile map needs the same content in both areas, not the same pixels. On the 39
     warp cases, where the pairs are exact, it costs 0.7 dB (37.52 vs 38.26 dB over the mask's box) and stays
     within 0.3 dB of the same map through the true geometry."""
-    area = valid & ~sub_hole & (dist <= COLOUR_RING * width)
+    area = colour_area(valid, sub_hole, dist, width)
     if area.sum() < 12:
         return ColourFit.identity()
     w = 1.0 / (1.0 + dist[area] / width)
@@ -237,12 +241,10 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     warp covers.
     """
     width = ring_width(hole)
-    side = max(np.subtract(box_of(hole)[2:], box_of(hole)[:2]))
-    box = square_around(box_of(hole), side + 2 * COLOUR_RING * width + 4, image.shape[:2])
-    t, l, b, r = box
+    t, l, b, r = box = colour_box(hole)
     sub_hole = hole[t:b, l:r]
     warped, valid = warp_box(reference, matrix, box)
-    dist = distance_outside(sub_hole)
+    dist = distance_to(sub_hole)
     crop = image[t:b, l:r]
     ring = valid & ~sub_hole & (dist > 1) & (dist <= width)
     coverage = float(valid[sub_hole].mean()) if sub_hole.any() else 0.0
@@ -303,11 +305,11 @@ def fit_candidates(p_img: np.ndarray, p_ref: np.ndarray, dist_to_hole: np.ndarra
 def neighbourhood(hole: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Where a hole's features are taken: the square of :data:`NEIGHBOURHOOD` × its size around it, minus the
     hole grown by :data:`HOLE_GAP`. Returns ``(region (H, W) bool, box)``."""
-    t, l, b, r = box_of(hole)
+    t, l, b, r = mask_bbox(hole)
     box = square_around((t, l, b, r), max(NEIGHBOURHOOD * max(b - t, r - l), MIN_NEIGHBOURHOOD), hole.shape)
     region = np.zeros(hole.shape, bool)
     region[box[0]:box[2], box[1]:box[3]] = True
-    return region & (distance_outside(hole) > HOLE_GAP), box
+    return region & (distance_to(hole) > HOLE_GAP), box
 
 
 def register_hole(
@@ -360,6 +362,12 @@ def _around_points(xy: np.ndarray, hw: tuple[int, int], search: np.ndarray | Non
     return out & search if search is not None else out
 
 
+def _at(values: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``values`` (an ``(H, W)`` map) at the nearest pixel of each ``(x, y)`` point, clipped to the map."""
+    h, w = values.shape
+    return values[np.clip(xy[:, 1].round().astype(int), 0, h - 1), np.clip(xy[:, 0].round().astype(int), 0, w - 1)]
+
+
 def _register_with(image, hole, reference, feats: Features, ref_feats: Features) -> LocalRegistration:
     if min(len(feats), len(ref_feats)) < MIN_INLIERS:
         return LocalRegistration(False, f"too few features around the region (image {len(feats)}, reference "
@@ -370,21 +378,17 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
         return LocalRegistration(False, f"too few matches around the region ({n}; features {len(feats)} in the "
                                         f"image, {len(ref_feats)} in the reference)", num_matches=n)
     scale = max(reference.shape[:2]) / 1000.0
-    dist = distance_outside(hole)
-    d = dist[np.clip(p_img[:, 1].round().astype(int), 0, hole.shape[0] - 1),
-             np.clip(p_img[:, 0].round().astype(int), 0, hole.shape[1] - 1)]
-    candidates = fit_candidates(p_img, p_ref, d, MAGSAC_PX_PER_1000 * scale)
+    dist = distance_to(hole)
+    candidates = fit_candidates(p_img, p_ref, _at(dist, p_img), MAGSAC_PX_PER_1000 * scale)
     if not candidates:
         return LocalRegistration(False, f"no consistent model in {n} matches", num_matches=n)
     best = max(candidates, key=lambda c: c.inliers)
     # guided re-matching around the strongest model, then refit the local models on the enlarged set
     g_img, g_ref = match_guided(feats, ref_feats, lambda xy: project(best.matrix, xy), GUIDED_PX_PER_1000 * scale)
     if len(g_img) > n:
-        dg = dist[np.clip(g_img[:, 1].round().astype(int), 0, hole.shape[0] - 1),
-                  np.clip(g_img[:, 0].round().astype(int), 0, hole.shape[1] - 1)]
         candidates += [
             Candidate(c.name + "+guided", c.matrix, c.inliers)
-            for c in fit_candidates(g_img, g_ref, dg, MAGSAC_PX_PER_1000 * scale)
+            for c in fit_candidates(g_img, g_ref, _at(dist, g_img), MAGSAC_PX_PER_1000 * scale)
         ]
     for c in candidates:
         c.score = score_warp(image, hole, reference, c.matrix)

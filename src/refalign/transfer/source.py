@@ -13,13 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from refalign.transfer.colour import ColourFit, QuantileFit, offset_field
-from refalign.transfer.register import COLOUR_RING, box_of, distance_outside, ring_width, square_around, warp_box
-
-
-def transfer_box(hole: np.ndarray) -> tuple[int, int, int, int]:
-    """The image box a hole's source is built in: the hole and its colour ring."""
-    t, l, b, r = box_of(hole)
-    return square_around((t, l, b, r), max(b - t, r - l) + 2 * COLOUR_RING * ring_width(hole) + 4, hole.shape)
+from refalign.mask_ops import distance_to
+from refalign.transfer.register import colour_area, colour_box, ring_width, warp_box
 
 
 def transfer_source(
@@ -27,16 +22,15 @@ def transfer_source(
     *, offset: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """The reference's pixels for ``hole``: ``(source (h, w, 3) float32, valid (h, w) bool, box)`` in the box of
-    :func:`transfer_box` (image coordinates). ``matrix`` maps image → reference; ``colour`` from the registration's
+    :func:`~refalign.transfer.register.colour_box` (image coordinates). ``matrix`` maps image → reference; ``colour`` from the registration's
     score (:func:`refalign.transfer.register.score_warp`); ``offset`` adds the smooth residual field."""
-    box = transfer_box(hole)
-    t, l, b, r = box
+    t, l, b, r = box = colour_box(hole)
     warped, valid = warp_box(reference, matrix, box)
     source = colour.apply(warped)
     if offset:
         sub = hole[t:b, l:r]
         width = ring_width(hole)
-        known = valid & ~sub & (distance_outside(sub) <= COLOUR_RING * width)
+        known = colour_area(valid, sub, distance_to(sub), width)
         residual = image[t:b, l:r].astype(np.float32) - source
         source = source + offset_field(residual, known, sigma=width)
     return np.clip(source, 0, 255), valid, box
