@@ -363,3 +363,30 @@ def test_cli_bench_several_methods_exits_non_zero_when_cases_failed_not_when_ski
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "telea", "--method", "oracle",
                                    "--output", str(tmp_path / "p"), "--no-ocr"])
     assert res.exit_code == 0, res.output
+
+
+def test_registration_table_counts_registered_and_wrongly_registered_cases():
+    from refalign.eval.report import comparison_summary, registered, registration_rows
+
+    def rec(case, psnr, ref="crossview", kind="garbled", sources=None):
+        r = {"case": case, "box_psnr": psnr, "reference_kind": ref, "artifact_kind": kind}
+        return r | ({"sources": sources} if sources is not None else {})
+
+    identity = [rec("a", 20.0), rec("b", 20.0), rec("c", 20.0), rec("d", 20.0, "warp", "shuffled")]
+    telea = [rec("a", 21.0), rec("b", 22.0), rec("c", 23.0), rec("d", 24.0, "warp", "shuffled")]
+    pipe = [rec("a", 30.0, sources=["reference"]),  # registered, right
+            rec("b", 19.0, sources=["model", "reference"]),  # registered (one window of two), worse than nothing
+            rec("c", 25.0, sources=["kept"]),
+            rec("d", 35.0, "warp", "shuffled", sources=["reference+model"])]
+    assert [registered(r) for r in pipe] == [True, True, False, True] and registered(identity[0]) is None
+    rows = {r["group"]: r for r in registration_rows(pipe, identity, telea, "reference_kind")}
+    assert rows["all"] | {} == {"group": "all", "n": 4, "registered": 3, "wrong": 1, "psnr": 28.0, "identity": 20.0,
+                                "telea": pytest.approx(67 / 3)}
+    assert (rows["crossview"]["registered"], rows["crossview"]["wrong"], rows["crossview"]["psnr"]) == (2, 1, 24.5)
+    assert rows["warp"]["wrong"] == 0
+    assert registration_rows(pipe, None, None, "artifact_kind")[0]["wrong"] is None  # no identity run: not measured
+    text = comparison_summary({"identity": identity, "telea": telea, "refalign": pipe})
+    assert "## Registered windows" in text
+    assert "| refalign | crossview | 3 | 2/3 (67%) | 1/3 (33%) | 24.50 | 20.00 | 21.50 |" in text
+    assert "## Cases refalign left unregistered, by artifact kind" in text  # the case kept: every method there
+    assert "Registered" not in comparison_summary({"identity": identity, "telea": telea})  # no pipeline: no table

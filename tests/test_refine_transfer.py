@@ -1,12 +1,14 @@
 """The refine path with ``refinement.source="reference"`` (DESIGN §6): registered windows get the reference's own
 pixels inside the mask only; unregistered windows are kept (or refined by the model) and the user is told."""
 
+import cv2
 import numpy as np
 import pytest
 
 from conftest import textured_image, textured_warp_pair
 from refalign.errors import InputError
 from refalign.pipelines.config import apply_overrides
+from refalign.transfer.damage import looks_mild
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,6 +60,21 @@ def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pi
         pipe(art, mask, other, unregistered="fill")
 
 
+def test_auto_keeps_a_mild_artifact_and_refines_one_from_elsewhere(dummy_pipeline):
+    truth, _, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    blurred = truth.copy()
+    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
+    pasted = truth.copy()
+    pasted[mask] = np.roll(truth, (120, 90), axis=(0, 1))[mask]
+    assert looks_mild(blurred, mask) and not looks_mild(pasted, mask)
+    kept = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert kept.sources == ["kept"] and (kept.image == blurred).all()
+    refined = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert refined.sources == ["model"] and not (refined.image == pasted).all()
+
+
 def test_several_references_take_the_registrable_one(dummy_pipeline):
     _, art, mask, ref = _artifact_case()
     pipe = _set(dummy_pipeline, "refinement.source=reference")
@@ -103,5 +120,5 @@ def test_cli_unregistered_option_is_checked_before_any_model_work(tmp_path, monk
     monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
     res = CliRunner().invoke(app, ["refine", str(img), "--mask", str(tmp_path / "mask.png"), "--reference", str(img),
                                    "-o", str(tmp_path / "out.png"), "--unregistered", "fill"])
-    assert res.exit_code == 2 and "--unregistered fill: use keep or model" in res.output, res.output
+    assert res.exit_code == 2 and "--unregistered fill: use keep, model" in res.output, res.output
     assert not (tmp_path / "out.png").exists()

@@ -5,7 +5,11 @@ subset — objects the model never saw and those it trained on (when known), all
 artifact kind — and add the pixel metrics that synthetic cases allow, over the artifact (DESIGN §7): PSNR / SSIM
 over the mask's box grown by 8 px (the headline), PSNR over the mask, GMSD, detail ratio, seam error; then the
 older window PSNR / SSIM, mIoU, background max difference, OCR agreement and the mean run time. Records a method
-skipped (it does not apply to the case) count in neither the means nor the failures.
+skipped (it does not apply to the case) count in neither the means nor the failures. A comparison run adds, for each
+pipeline method that reports where its windows' pixels came from (``sources``), the registration table
+(:func:`registration_markdown`: the share of cases registered and the share *wrongly* registered — pasted, yet worse
+than doing nothing — per reference and artifact kind) and every method's means over the cases it left unregistered,
+per artifact kind.
 Plots need matplotlib (the ``eval`` extra); without it they are skipped with one logged line.
 """
 
@@ -145,6 +149,72 @@ def timing_markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def registered(record: dict[str, Any]) -> bool | None:
+    """Whether a pipeline record pasted the registered reference in any of its windows (``sources`` starting with
+    ``"reference"``); ``None`` for a record without ``sources`` (a baseline, or a failed case)."""
+    sources = record.get("sources")
+    if not sources or record.get("error") or record.get("skipped"):
+        return None
+    return any(str(s).startswith("reference") for s in sources)
+
+
+def _psnr_of(records: list[dict[str, Any]] | None) -> dict[str, float]:
+    return {r["case"]: float(r["box_psnr"]) for r in records or [] if r.get("box_psnr") is not None
+            and not r.get("error") and not r.get("skipped")}
+
+
+def registration_rows(records: list[dict[str, Any]], identity: list[dict[str, Any]] | None,
+                      telea: list[dict[str, Any]] | None, field: str) -> list[dict[str, Any]]:
+    """Per value of ``field`` (``"all"`` first): cases ``n``, ``registered`` and ``wrong`` (registered, yet a box PSNR
+    below doing nothing's on the same case; needs ``identity``), and over the registered cases the mean box PSNR of
+    the method, of doing nothing and of Telea (``None`` where not measured)."""
+    base, fill = _psnr_of(identity), _psnr_of(telea)
+    usable = [r for r in records if registered(r) is not None and r.get("box_psnr") is not None]
+    groups = {"all": usable, **grouped(usable, field)}
+    rows = []
+    for name, recs in groups.items():
+        reg = [r for r in recs if registered(r)]
+        wrong = [r for r in reg if r["case"] in base and r["box_psnr"] < base[r["case"]]]
+
+        def mean(values):
+            return float(np.mean(values)) if values else None
+
+        rows.append({"group": name, "n": len(recs), "registered": len(reg),
+                     "wrong": len(wrong) if identity is not None else None,
+                     "psnr": mean([r["box_psnr"] for r in reg]),
+                     "identity": mean([base[r["case"]] for r in reg if r["case"] in base]),
+                     "telea": mean([fill[r["case"]] for r in reg if r["case"] in fill])})
+    return rows
+
+
+def registration_markdown(runs: dict[str, list[dict[str, Any]]], field: str = "reference_kind") -> str:
+    """The registration table of a comparison run, per value of ``field``, for each method whose records carry
+    ``sources`` (:func:`registration_rows`; doing nothing and Telea from the ``identity`` and ``telea`` runs)."""
+    head = ["Method", field.replace("_", " "), "cases", "registered", "wrongly registered (of cases)", "PSNR box registered",
+            "doing nothing", "Telea"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def num(v, fmt="{:.2f}"):
+        return "–" if v is None else fmt.format(v)
+
+    for method, records in runs.items():
+        if not any(registered(r) is not None for r in records):
+            continue
+        for row in registration_rows(records, runs.get("identity"), runs.get("telea"), field):
+            n, k, w = row["n"], row["registered"], row["wrong"]
+            share = f"{k}/{n} ({k / n:.0%})" if n else "0/0"
+            wrong = "–" if w is None else f"{w}/{n} ({w / n:.0%})" if n else "0/0"
+            lines.append("| " + " | ".join([method, row["group"], str(n), share, wrong, num(row["psnr"]),
+                                             num(row["identity"]), num(row["telea"])]) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def unregistered_runs(runs: dict[str, list[dict[str, Any]]], method: str) -> dict[str, list[dict[str, Any]]]:
+    """Every method's records restricted to the cases ``method`` left unregistered (:func:`registered` False)."""
+    names = {r["case"] for r in runs[method] if registered(r) is False}
+    return {m: [r for r in recs if r.get("case") in names] for m, recs in runs.items()}
+
+
 def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
     """The text of a comparison run's ``summary.md``: objects never seen / seen first, then all cases, each
     reference kind, each artifact kind, and the run times (``runs``: method → records of the same cases)."""
@@ -157,8 +227,19 @@ def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
             lines += ["## Objects the model never saw, by reference kind", "",
                       comparison_markdown(unseen, "reference_kind")]
     lines += ["## By reference kind", "", comparison_markdown(runs, "reference_kind"),
-              "## By artifact kind", "", comparison_markdown(runs, "artifact_kind"),
-              "## Run time", "", timing_markdown(runs)]
+              "## By artifact kind", "", comparison_markdown(runs, "artifact_kind")]
+    by_ref = registration_markdown(runs, "reference_kind")
+    if by_ref:
+        lines += ["## Registered windows", "",
+                  "Cases where the pipeline pasted the registered reference's own pixels (in any window), and those "
+                  "wrongly registered: pasted, yet below doing nothing (box PSNR). The PSNR columns are means over "
+                  "the registered cases.", "", by_ref, registration_markdown(runs, "artifact_kind")]
+        for method in [m for m, recs in runs.items() if any(registered(r) is not None for r in recs)]:
+            rest = unregistered_runs(runs, method)
+            if any(rest.values()):
+                lines += [f"## Cases {method} left unregistered, by artifact kind", "",
+                          comparison_markdown(rest, "artifact_kind")]
+    lines += ["## Run time", "", timing_markdown(runs)]
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
 from refalign.shipped import default_model_path
+from refalign.transfer.damage import looks_mild
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import ModelFrame
@@ -305,7 +306,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             num_samples: samples drawn per window (in one batch) and averaged — the posterior-mean estimate that
                 minimises squared error; 1 = a single sample (the paper); default ``refinement.num_samples``.
             unregistered: with ``refinement.source="reference"``, what a window without a reliable correspondence
-                gets: ``"model"`` (the refiner) or ``"keep"`` (left as it was); default ``refinement.unregistered``.
+                gets: ``"model"`` (the refiner), ``"keep"`` (left as it was) or ``"auto"`` (kept where the artifact
+                looks continuous with its surroundings, else the refiner); default ``refinement.unregistered``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -449,7 +451,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
-            job.source = "kept" if unregistered == "keep" else "model"
+            keep = unregistered == "keep" or (unregistered == "auto" and looks_mild(image, job.mask))
+            job.source = "kept" if keep else "model"
             return
         job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
         job.source = "reference+model" if cfg.harmonize else "reference"
