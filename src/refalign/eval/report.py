@@ -190,8 +190,8 @@ def registration_rows(records: list[dict[str, Any]], identity: list[dict[str, An
 def registration_markdown(runs: dict[str, list[dict[str, Any]]], field: str = "reference_kind") -> str:
     """The registration table of a comparison run, per value of ``field``, for each method whose records carry
     ``sources`` (:func:`registration_rows`; doing nothing and Telea from the ``identity`` and ``telea`` runs)."""
-    head = ["Method", field.replace("_", " "), "cases", "registered", "wrongly registered (of cases)", "PSNR box registered",
-            "doing nothing", "Telea"]
+    head = ["Method", field.replace("_", " "), "cases", "registered", "wrongly registered (of cases)",
+            "PSNR box registered", "doing nothing", "Telea"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(v, fmt="{:.2f}"):
