@@ -47,6 +47,7 @@ def test_one_registration_feeds_region_and_guidance(monkeypatch):
 
     image, reference, _ = textured_warp_pair()
     mask = _artifact(image)
+    image[mask] = (255, 0, 255)  # the artifact (an undamaged region has nothing to repair: no registration is used)
     calls = []
     real = corr_mod.match_artifact
     monkeypatch.setattr(corr_mod, "match_artifact", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -58,7 +59,7 @@ def test_one_registration_feeds_region_and_guidance(monkeypatch):
     assert len(calls) == 1
     assert got.path == "warp" and got.num_inliers >= 10 and got.homography is not None
     assert got.valid_region is not None and (got.valid_region >= got.region).all()
-    assert got.guidance.startswith("warp (homography from")
+    assert got.guidance.startswith("warp (homography")
     warp = warped_reference(got, reference, frame, 32)
     assert warp is not None and warp[0].shape == (32, 32, 3) and warp[1].any()
     # sub-token alignment off: M* is kept for the tokens, the same registration still guides

@@ -113,6 +113,7 @@ def test_pipeline_registers_each_window_and_feeds_the_warp(one_thread):
     image, reference, _ = textured_warp_pair()
     mask = np.zeros(image.shape[:2], bool)
     mask[140:170, 150:185] = True
+    image[mask] = (255, 0, 255)  # the artifact (an undamaged region has nothing to repair: no registration is used)
     pipe = _guided_pipeline()
     seen = []
     orig = pipe.unet_forward

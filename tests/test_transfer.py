@@ -107,7 +107,7 @@ def _noisy_case(seed=0):
     noisy = np.clip(ref + np.random.default_rng(seed).normal(0, 25, ref.shape), 0, 255).astype(np.uint8)
     hole = _hole(target.shape[:2])
     mild = target.copy()
-    mild[hole] = np.clip(mild[hole].astype(int) + (10, -6, 8), 0, 255).astype(np.uint8)
+    mild[hole] = np.clip(mild[hole].astype(int) + (4, -3, 3), 0, 255).astype(np.uint8)
     return target, noisy, H, hole, mild
 
 
