@@ -6,7 +6,9 @@ import pytest
 
 from conftest import textured_image
 
-from refalign.transfer.register import MIN_DAMAGE_RATIO, damage_ratio, register_hole, score_warp
+from refalign.transfer.register import (
+    MIN_DAMAGE_RATIO, Candidate, _agree, damage_ratio, register_hole, score_warp,
+)
 from refalign.transfer.source import paste_hole, transfer_source
 
 
@@ -152,3 +154,12 @@ def test_registration_does_not_depend_on_opencvs_global_random_state():
         results.append(register_hole(image, hole, ref))
     assert all(r.ok for r in results)
     assert all(np.array_equal(results[0].matrix, r.matrix) for r in results[1:])
+
+
+def test_two_models_agree_when_they_map_the_holes_box_within_the_tolerance():
+    hole = _hole((320, 320))
+    H = np.array([[0.9, 0.1, 12.0], [-0.1, 0.95, 5.0], [0, 0, 1]])
+    shifted = np.array([[1, 0, 30.0], [0, 1, 0], [0, 0, 1]]) @ H
+    near = np.array([[1, 0, 0.5], [0, 1, -0.5], [0, 0, 1]]) @ H
+    a, b, c = Candidate("a", H, 20), Candidate("b", near, 20), Candidate("c", shifted, 20)
+    assert _agree(a, b, hole, 1.0) and not _agree(a, c, hole, 25.0) and _agree(a, c, hole, 31.0)

@@ -21,7 +21,8 @@ on its own:
    (:data:`MIN_DAMAGE_RATIO`, :attr:`WarpScore.damage_ratio`) — otherwise the paste's own error (the ring's) is as
    large as the damage it would repair, and keeping the input is the safer choice;
 5. the best candidate is kept only if it clears :data:`MIN_GRADIENT_CORRELATION` and the damage ratio, covers the
-   hole and has enough inliers; otherwise the result says why not.
+   hole, has enough inliers and the **support** of another passing candidate that maps the hole nearly the same way
+   (:data:`SUPPORT_PX_PER_1000`); otherwise the result says why not.
 
 Conventions as in :mod:`refalign.registration`: a matrix maps image pixel coordinates ``(x, y, 1)`` to reference
 coordinates; boxes are ``(top, left, bottom, right)``, bottom/right exclusive.
@@ -80,6 +81,12 @@ MAX_FLAT_RESIDUAL = 6.0
 #: ring (misregistration costs more there), so an undamaged detailed region can pass; and content of the reference
 #: that differs from the truth inside the hole only (an occlusion) reads as damage.
 MIN_DAMAGE_RATIO = 1.5
+#: Support: an accepted model needs another candidate that also passes and maps the hole's box within this many
+#: reference pixels per 1000 px of the reference's longer side (a model found by one fit alone can be a lucky sample
+#: of a few matches). On the development cases every accepted warp model had support within 0.6 (crossview: 17.4, two
+#: photos' local models differ more); the one wrongly accepted case left after the damage ratio (a text tag, 17 ASIFT
+#: inliers, -6.8 dB) had none.
+SUPPORT_PX_PER_1000 = 25.0
 #: Hole pixels this close (pixels) to the hole's edge are left out of the hole's error (the warp's edge blur).
 HOLE_MARGIN = 2
 #: Resampling of the reference. Lanczos (8×8) keeps more of its fine detail than bilinear: on the 39 warp cases of
@@ -453,10 +460,23 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
     top = ranked[0]
     if not top.score.passes:
         return LocalRegistration(False, _why_not(top.score), top, candidates, n)
+    if not any(c is not top and c.score.passes and _agree(c, top, hole, SUPPORT_PX_PER_1000 * scale)
+               for c in candidates):
+        return LocalRegistration(False, f"only one fitted model ({top.name} from {top.inliers} inliers) explains the "
+                                        f"surroundings; none of the other {len(candidates) - 1} agrees with it",
+                                 top, candidates, n)
     s = top.score
     return LocalRegistration(True, f"{top.name} from {top.inliers} inliers, gradient correlation "
                                    f"{s.gradient_correlation:.2f}, colour error {s.residual:.1f} (inside the region "
                                    f"{s.hole_residual:.1f})", top, candidates, n)
+
+
+def _agree(a: Candidate, b: Candidate, hole: np.ndarray, tolerance: float) -> bool:
+    """Whether two models map the corners of ``hole``'s box within ``tolerance`` reference pixels of each other."""
+    t, l, b_, r = mask_bbox(hole)
+    corners = np.float32([[l, t], [r, t], [r, b_], [l, b_]])
+    d = np.abs(project(a.matrix, corners) - project(b.matrix, corners))
+    return bool(np.isfinite(d).all() and d.max() <= tolerance)
 
 
 def _why_not(s: WarpScore) -> str:
