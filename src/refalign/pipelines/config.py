@@ -104,8 +104,8 @@ class RefinementDefaults:
             +4.7 to +6.7 dB); keeping is better on mild ones (colour drift, garbled print, lost detail: +0.8 to
             +2.4 dB) and keeps their texture. ``"auto"`` decides per window from the damaged pixels: keep where the
             artifact looks continuous with its surroundings (:func:`refalign.transfer.damage.looks_mild`), the refiner
-            where it breaks from them (67 unregistered other-photo cases: 22.62 dB against 21.66 with the refiner
-            everywhere and 20.61 kept everywhere; it assumes the mask hugs the artifact).
+            where it breaks from them (71 unregistered other-photo cases: 22.62 dB against 21.54 with the refiner
+            everywhere and 20.73 kept everywhere; it assumes the mask hugs the artifact).
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.
