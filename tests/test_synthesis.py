@@ -7,7 +7,8 @@ import pytest
 from refalign.fill import telea_fill
 from refalign.transfer.source import paste_hole
 from refalign.transfer.synthesis import (
-    Level, patch_distances, pyramid_levels, region_colour, synthesize_hole, target_patches, vote,
+    Level, patch_distances, pyramid_levels, region_colour, structure_and_texture, synthesize_hole, target_patches,
+    vote,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +41,7 @@ def test_a_periodic_texture_hole_is_refilled_from_a_region_of_the_same_texture()
     reference = _periodic(shift=(5, 3))  # another view of the same texture: no pixel corresponds
     region = np.zeros(hole.shape, bool)
     region[10:50, 10:50] = True
-    syn = synthesize_hole(image, hole, reference, region, seed=0, scale=1.0)
+    syn = synthesize_hole(image, hole, reference, region, seed=0, structure_sigma=0)
     out = image.copy()
     pasted = paste_hole(out, syn.pixels, hole, syn.box)
     assert (pasted == hole).all()
@@ -62,9 +63,25 @@ def test_the_colour_map_carries_the_regions_colours_into_the_images():
     fit = region_colour(image, hole, darker, region)
     mapped = fit.apply(darker[region])
     assert abs(mapped.mean() - truth[region].mean()) < 4.0 < abs(darker[region].mean() - truth[region].mean())
-    syn = synthesize_hole(image, hole, darker, region, seed=0, scale=1.0)
+    syn = synthesize_hole(image, hole, darker, region, seed=0, structure_sigma=0)
     t, l, b, r = syn.box
     assert _mae(syn.pixels, truth[t:b, l:r], hole[t:b, l:r]) < 10.0
+
+
+def test_structure_comes_from_the_surroundings_and_texture_from_the_synthesis():
+    crop = np.full((64, 64, 3), 100.0, np.float32)
+    hole = np.zeros((64, 64), bool)
+    hole[8:56, 8:56] = True
+    checker = ((np.indices((64, 64)).sum(0) % 2) * 40 - 20).astype(np.float32)[..., None]
+    synthesized = crop.copy()
+    synthesized[hole] = (150.0 + checker)[hole]  # the right texture at the wrong level
+    out = structure_and_texture(crop, hole, synthesized, sigma=4.0)
+    inner = np.zeros_like(hole)
+    inner[28:36, 28:36] = True
+    assert abs(out[inner].mean() - 100.0) < 6.0  # the level of the surroundings (as Telea continues it), not 150
+    assert np.allclose(out[inner] - out[inner].mean(), checker[inner] * np.ones(3), atol=3.0)  # the texture
+    assert (out[~hole] == crop[~hole]).all()
+    assert structure_and_texture(crop, hole, synthesized, sigma=0) is synthesized
 
 
 def test_synthesis_is_deterministic_for_a_seed():
@@ -122,8 +139,8 @@ def test_a_reference_at_another_scale_is_resized_to_the_images():
     region = np.zeros((240, 240), bool)
     region[30:120, 30:120] = True
     t, l, b, r = synthesize_hole(image, hole, big, region, scale=1.5).box
-    right = synthesize_hole(image, hole, big, region, scale=1.5).pixels
-    wrong = synthesize_hole(image, hole, big, region, scale=1.0).pixels
+    right = synthesize_hole(image, hole, big, region, scale=1.5, structure_sigma=0).pixels
+    wrong = synthesize_hole(image, hole, big, region, scale=1.0, structure_sigma=0).pixels
     sub = hole[t:b, l:r]
     assert _mae(right, truth[t:b, l:r], sub) < 0.6 * _mae(wrong, truth[t:b, l:r], sub)
     with pytest.raises(ValueError, match="scale"):

@@ -15,6 +15,10 @@ inside the multiscale **EM voting** of Wexler, Shechtman & Irani (PAMI 2007, "Sp
 * coarse to fine: solved first at the coarsest level of a pyramid, the NNF and the estimate upsampled as the
   start of the next level.
 
+The synthesis supplies the hole's texture; its structure — the band coarser than :data:`STRUCTURE_SIGMA` — comes
+from a Telea fill (:func:`structure_and_texture`, after Bertalmío et al. 2003): a patch from another photo has the
+object's texture but rarely the exact low frequencies of this hole, which the surroundings predict better.
+
 Before synthesis the region's colours are carried into the image's: with no pixel correspondence, only a
 distribution match is available — histogram specification (:func:`~refalign.transfer.colour.fit_quantiles`) of the
 reference's ring around the region onto the image's ring around the hole (:func:`region_colour`), the same kind of
@@ -47,6 +51,11 @@ MAX_LEVELS = 5
 EM_COARSE, EM_FINE = 6, 2
 PM_STEPS = 2
 FINE_SEARCH = 3
+#: Gaussian scale (pixels) splitting structure from texture (:func:`structure_and_texture`): the hole's band coarser
+#: than this comes from a Telea fill of it, the finer band from the synthesis. On the development benchmark's 68
+#: unregistered other-photo windows (box PSNR / GMSD / detail ratio): synthesis alone 20.51 / 0.200 / 0.46,
+#: split at σ = 2: 21.80 / 0.177 / 0.44, at σ = 4: 21.90 / 0.177 / 0.43 (Telea 21.68 / 0.187 / 0.22).
+STRUCTURE_SIGMA = 4.0
 #: Fewest source patch centres a region must offer; fewer and synthesis is refused.
 MIN_SOURCE_CENTRES = 16
 #: The source's scale relative to the image when none is given. The same scale: on the development benchmark's
@@ -356,13 +365,30 @@ def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowe
     return np.clip(stack[0].target, 0, 255), levels
 
 
+def structure_and_texture(crop: np.ndarray, hole: np.ndarray, synthesized: np.ndarray,
+                          sigma: float = STRUCTURE_SIGMA) -> np.ndarray:
+    """The hole's structure from a classical fill, its texture from the synthesis (Bertalmío, Vese, Sapiro & Osher
+    2003, "Simultaneous structure and texture image inpainting", with a Gaussian split):
+    ``G_σ * telea + (s − G_σ * s)`` inside ``hole``, ``crop`` elsewhere. A synthesis from another photo carries
+    plausible texture but not the exact low frequencies, which the surroundings' smooth continuation estimates
+    better; the sum keeps both. ``sigma <= 0`` returns the synthesis itself."""
+    if sigma <= 0:
+        return synthesized
+    base = telea_fill(np.clip(np.round(crop), 0, 255).astype(np.uint8), hole).astype(np.float32)
+    syn = np.asarray(synthesized, np.float32)
+    split = cv2.GaussianBlur(base, (0, 0), sigma) + syn - cv2.GaussianBlur(syn, (0, 0), sigma)
+    out = np.asarray(crop, np.float32).copy()
+    out[hole] = split[hole]
+    return np.clip(out, 0, 255)
+
+
 def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, region: np.ndarray, *,
-                    seed: int = 0, scale: float = SCALE) -> Synthesis:
+                    seed: int = 0, scale: float = SCALE, structure_sigma: float = STRUCTURE_SIGMA) -> Synthesis:
     """Synthesise ``hole`` (``(H, W)`` bool) of ``image`` (``(H, W, 3)``) from ``region`` (``(H_r, W_r)`` bool) of
     ``reference``: the region's colours mapped onto the image's (:func:`region_colour`), resized by ``1 / scale``
     (``scale``: the reference's size relative to the image's, default :data:`SCALE`), then :func:`synthesize` over
-    the hole's
-    :func:`~refalign.transfer.register.colour_box`. Paste the result with
+    the hole's :func:`~refalign.transfer.register.colour_box`, its band coarser than ``structure_sigma`` replaced
+    by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). Paste the result with
     :func:`~refalign.transfer.source.paste_hole` (hole pixels only).
 
     Raises ``ValueError`` (nothing computed) for non-finite inputs, an empty hole or region, or a region too small
@@ -379,5 +405,6 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
         raise ValueError(f"synthesis: scale must be a positive number, got {scale}")
     source, allowed = source_patches(reference, region, colour, scale)
     t, l, b, r = box = colour_box(hole)
-    pixels, levels = synthesize(image[t:b, l:r].astype(np.float32), ~hole[t:b, l:r], source, allowed, seed=seed)
-    return Synthesis(pixels, box, colour, scale, levels)
+    crop, sub = image[t:b, l:r].astype(np.float32), hole[t:b, l:r]
+    pixels, levels = synthesize(crop, ~sub, source, allowed, seed=seed)
+    return Synthesis(structure_and_texture(crop, sub, pixels, structure_sigma), box, colour, scale, levels)
