@@ -74,6 +74,10 @@ def test_an_unregistered_window_is_synthesised_from_the_region_inside_the_mask_o
     whole = pipe(art, mask, other, no_align=True, seed=0, num_inference_steps=2, unregistered="synthesize")
     assert whole.sources == ["model"] and "not synthesised (no matching region" in whole.reports[0]
     assert "refined by the model instead" in whole.reports[0]
+    harmonized = _set(pipe, "refinement.paste_mode=residual", "refinement.harmonize=true")(
+        art, mask, other, region, seed=0, num_inference_steps=2, unregistered="synthesize")
+    assert harmonized.sources == ["synthesis+model"] and (harmonized.image[~mask] == art[~mask]).all()
+    assert "harmonized by the model" in harmonized.reports[0]
 
 
 def test_several_references_take_the_registrable_one(dummy_pipeline):

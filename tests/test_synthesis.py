@@ -7,8 +7,8 @@ import pytest
 from refalign.fill import telea_fill
 from refalign.transfer.source import paste_hole
 from refalign.transfer.synthesis import (
-    Level, patch_distances, pyramid_levels, region_colour, structure_and_texture, synthesize_hole, target_patches,
-    vote,
+    Level, SynthesisError, patch_distances, pyramid_levels, region_colour, structure_and_texture, synthesize_hole,
+    target_patches, vote,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,11 +104,11 @@ def test_non_finite_inputs_and_unusable_regions_are_refused():
         synthesize_hole(bad, hole, image, region)
     with pytest.raises(ValueError, match="non-finite"):
         synthesize_hole(image, hole, bad, region)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(SynthesisError, match="empty"):
         synthesize_hole(image, hole, image, np.zeros_like(region))
     tiny = np.zeros_like(region)
     tiny[0, 0] = True  # a corner pixel: no whole patch fits
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(SynthesisError, match="fewer than"):
         synthesize_hole(image, hole, image, tiny)
 
 

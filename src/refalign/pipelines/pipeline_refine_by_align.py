@@ -50,7 +50,7 @@ from refalign.pipelines.zoom import (
 from refalign.shipped import default_model_path
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, transfer_source
-from refalign.transfer.synthesis import synthesize_hole
+from refalign.transfer.synthesis import SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
@@ -471,7 +471,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         try:
             job.synthesis = synthesize_hole(image, job.mask, reference, job.region, seed=seed)
-        except ValueError as exc:
+        except SynthesisError as exc:
             job.source, job.fallback = "model", str(exc)
             return
         job.transfer = (job.synthesis.pixels, None, job.synthesis.box)

@@ -107,10 +107,9 @@ class WindowJob:
             return f"{where}: {how} — registered ({corr.registration}; confidence {corr.confidence:.2f})"
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
         if self.source.startswith("synthesis"):
-            syn, region = self.synthesis, _region_name(corr)
-            how = "synthesised from " + region + (", harmonized by the model" if self.source.endswith("model") else "")
-            return (f"{where}: {how} in {syn.levels} level(s) (no geometric model fits: {why}) — --unregistered "
-                    "keep to leave it as it was")
+            how = f"synthesised from {_region_name(corr)} in {self.synthesis.levels} level(s)"
+            how += ", harmonized by the model" if self.source.endswith("model") else ""
+            return f"{where}: {how} (no geometric model fits: {why}) — --unregistered keep to leave it as it was"
         if self.fallback:
             return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — paint the matching "
                     "region with --reference-mask, or --unregistered keep to leave it as it was")

@@ -64,6 +64,10 @@ MIN_SOURCE_CENTRES = 16
 SCALE = 1.0
 
 
+class SynthesisError(ValueError):
+    """The region cannot be synthesised from (empty, or too small to offer patches); the caller may fall back."""
+
+
 @dataclass(frozen=True)
 class Synthesis:
     """A synthesised hole: ``pixels`` (``(h, w, 3)`` float32 in [0, 255]) over ``box`` in image coordinates (hole
@@ -347,7 +351,7 @@ def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowe
         al = allowed if i == 0 else _down(allowed.astype(np.float32), f) >= 0.5
         stack.append(Level.build(tgt, kn, src, al, radius))
     if not all(lv.centres.sum() >= MIN_SOURCE_CENTRES for lv in stack):
-        raise ValueError(f"synthesis: the source region offers fewer than {MIN_SOURCE_CENTRES} patches of "
+        raise SynthesisError(f"synthesis: the source region offers fewer than {MIN_SOURCE_CENTRES} patches of "
                          f"{patch}x{patch} pixels; paint a larger matching region")
     coarse = stack[-1]
     start = telea_fill(np.clip(np.round(coarse.target), 0, 255).astype(np.uint8), ~coarse.known)
@@ -391,15 +395,15 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
     by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). Paste the result with
     :func:`~refalign.transfer.source.paste_hole` (hole pixels only).
 
-    Raises ``ValueError`` (nothing computed) for non-finite inputs, an empty hole or region, or a region too small
-    to offer patches."""
+    Raises ``ValueError`` (nothing computed) for non-finite inputs or a bad ``scale``, and its subclass
+    :class:`SynthesisError` for an empty hole or region, or a region too small to offer patches."""
     image = np.asarray(image)
     reference = np.asarray(reference)
     for name, arr in (("image", image), ("reference", reference)):
         if not np.isfinite(arr).all():
             raise ValueError(f"synthesis: the {name} holds non-finite values")
     if not hole.any() or not region.any():
-        raise ValueError("synthesis: " + ("the hole" if not hole.any() else "the source region") + " is empty")
+        raise SynthesisError("synthesis: " + ("the hole" if not hole.any() else "the source region") + " is empty")
     colour = region_colour(image, hole, reference, region)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"synthesis: scale must be a positive number, got {scale}")
