@@ -150,3 +150,18 @@ def test_a_reference_at_another_scale_is_resized_to_the_images():
 def test_levels_follow_the_sizes():
     assert pyramid_levels(_hole(box=(0, 0, 10, 10)), (200, 200)) == 1
     assert pyramid_levels(_hole(box=(0, 0, 120, 120)), (400, 400)) == 4
+
+
+def test_a_large_hole_and_a_large_region_stay_within_bounds(monkeypatch):
+    monkeypatch.setattr("refalign.transfer.synthesis.MAX_HOLE_SIDE", 40)  # small bounds, so the test is quick
+    monkeypatch.setattr("refalign.transfer.synthesis.MAX_SOURCE_SIDE", 64)
+    truth = _periodic(200)
+    hole = _hole(200, (70, 70, 130, 130))  # longer than MAX_HOLE_SIDE: synthesised at a reduced scale
+    image = truth.copy()
+    image[hole] = 0
+    region = np.ones((200, 200), bool)  # larger than MAX_SOURCE_SIDE: read around its centre only
+    syn = synthesize_hole(image, hole, _periodic(200, shift=(4, 1)), region, seed=0)
+    out = image.copy()
+    paste_hole(out, syn.pixels, hole, syn.box)
+    assert (out[~hole] == image[~hole]).all()
+    assert _mae(out, truth, hole) < 0.8 * _mae(telea_fill(image, hole), truth, hole)

@@ -24,8 +24,8 @@ distribution match is available — histogram specification (:func:`~refalign.tr
 reference's ring around the region onto the image's ring around the hole (:func:`region_colour`), the same kind of
 content on both sides.
 
-Everything is vectorised over the patches of a level (one gather per patch offset); colours are float32 in
-[0, 255]; boxes are ``(top, left, bottom, right)``, bottom/right exclusive.
+Everything is vectorised over the patches of a level (each source patch is one row of a bank); colours are
+float32 in [0, 255]; boxes are ``(top, left, bottom, right)``, bottom/right exclusive.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from refalign.fill import telea_fill
 from refalign.mask_ops import dilate, distance_to
 from refalign.transfer.colour import ColourFit, QuantileFit, fit_quantiles
-from refalign.transfer.register import colour_area, colour_box, ring_width
+from refalign.transfer.register import colour_area, colour_box, ring_width, square_around
 from refalign.windows import mask_bbox
 
 #: Patch side (odd), in pixels of every pyramid level.
@@ -56,6 +56,11 @@ FINE_SEARCH = 3
 #: unregistered other-photo windows (box PSNR / GMSD / detail ratio): synthesis alone 20.51 / 0.200 / 0.46,
 #: split at σ = 2: 21.80 / 0.177 / 0.44, at σ = 4: 21.90 / 0.177 / 0.43 (Telea 21.68 / 0.187 / 0.22).
 STRUCTURE_SIGMA = 4.0
+#: Largest source read around a region, pixels a side at the image's scale (memory: one bank row per patch).
+MAX_SOURCE_SIDE = 384
+#: Holes whose box is longer than this (pixels) are synthesised at a reduced scale and the texture upsampled
+#: (time and memory grow with the hole's area; 3 of the 71 other-photo development holes are longer).
+MAX_HOLE_SIDE = 192
 #: Fewest source patch centres a region must offer; fewer and synthesis is refused.
 MIN_SOURCE_CENTRES = 16
 #: The source's scale relative to the image when none is given. The same scale: on the development benchmark's
@@ -106,13 +111,23 @@ def region_colour(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, re
 
 def source_patches(reference: np.ndarray, region: np.ndarray, colour: QuantileFit | ColourFit, scale: float
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The source of synthesis: the reference around ``region`` (its :func:`colour_box`), colour-mapped and resized
-    by ``1 / scale`` to the image's scale, ``(pixels (hs, ws, 3) float32, centres (hs, ws) bool)``; ``centres``
-    marks where a source patch may be centred: ``region`` grown by its ring width (a token-level region is coarse,
-    and the content next to the match is the object's too)."""
-    t, l, b, r = colour_box(region)
-    allowed = dilate(region, int(round(ring_width(region))))[t:b, l:r]
+    """The source of synthesis: the reference around ``region``, colour-mapped and resized by ``1 / scale`` to the
+    image's scale, ``(pixels (hs, ws, 3) float32, centres (hs, ws) bool)``; ``centres`` marks where a source patch
+    may be centred: ``region`` grown by its ring width (a token-level region is coarse, and the content next to the
+    match is the object's too). At most :data:`MAX_SOURCE_SIDE` pixels a side (at the image's scale), centred on
+    the region's centroid: a large painted region costs no more than that."""
+    allowed = dilate(region, int(round(ring_width(region))))
+    t, l, b, r = mask_bbox(allowed)
+    pad = PATCH
+    t, l = max(0, t - pad), max(0, l - pad)
+    b, r = min(region.shape[0], b + pad), min(region.shape[1], r + pad)
+    side = int(MAX_SOURCE_SIDE * scale)
+    if b - t > side or r - l > side:
+        ys, xs = np.nonzero(region)
+        t, l, b, r = square_around((int(ys.mean()), int(xs.mean()), int(ys.mean()) + 1, int(xs.mean()) + 1), side,
+                                   region.shape)
     pixels = colour.apply(reference[t:b, l:r]).astype(np.float32)
+    allowed = allowed[t:b, l:r]
     if abs(scale - 1.0) > 1e-3:
         size = (max(PATCH, round((r - l) / scale)), max(PATCH, round((b - t) / scale)))
         pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
@@ -162,6 +177,7 @@ class Level:
         cy, cx = np.nonzero(centres)
         dy, dx = patch_offsets(radius)
         bank = source[cy[:, None] + dy[None], cx[:, None] + dx[None]].reshape(len(cy), -1)
+        bank = np.clip(np.round(bank), 0, 255).astype(np.uint8)  # a quarter of the memory; distances barely move
         rows = np.full(centres.size, -1, np.int64)
         rows[cy * centres.shape[1] + cx] = np.arange(len(cy))
         return Level(target.astype(np.float32), known, source, centres, ys, xs, bank, rows)
@@ -410,5 +426,18 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
     source, allowed = source_patches(reference, region, colour, scale)
     t, l, b, r = box = colour_box(hole)
     crop, sub = image[t:b, l:r].astype(np.float32), hole[t:b, l:r]
-    pixels, levels = synthesize(crop, ~sub, source, allowed, seed=seed)
+    ht, hl, hb, hr = mask_bbox(sub)
+    shrink = MAX_HOLE_SIDE / max(hb - ht, hr - hl)
+    if shrink >= 1.0:
+        pixels, levels = synthesize(crop, ~sub, source, allowed, seed=seed)
+    else:  # a large hole: synthesised at a reduced scale, its texture upsampled (the finest texture is lost)
+        size = (max(1, round((r - l) * shrink)), max(1, round((b - t) * shrink)))
+        small_source = (max(PATCH, round(source.shape[1] * shrink)), max(PATCH, round(source.shape[0] * shrink)))
+        known = cv2.resize((~sub).astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
+        small, levels = synthesize(
+            cv2.resize(crop, size, interpolation=cv2.INTER_AREA), known,
+            cv2.resize(source, small_source, interpolation=cv2.INTER_AREA),
+            cv2.resize(allowed.astype(np.float32), small_source, interpolation=cv2.INTER_LINEAR) >= 0.5, seed=seed)
+        pixels = crop.copy()
+        pixels[sub] = cv2.resize(small, (r - l, b - t), interpolation=cv2.INTER_CUBIC)[sub]
     return Synthesis(structure_and_texture(crop, sub, pixels, structure_sigma), box, colour, scale, levels)
