@@ -207,8 +207,8 @@ def patch_distances(patches: np.ndarray, bank: np.ndarray, rows: np.ndarray) -> 
     return np.einsum("ij,ij->i", diff, diff) * (3.0 / patches.shape[1])
 
 
-def _improve(level: Level, patches: np.ndarray, radius: int, cy: np.ndarray, cx: np.ndarray,
-             which: np.ndarray | None = None) -> None:
+def _improve(level: Level, patches: np.ndarray, cy: np.ndarray, cx: np.ndarray, which: np.ndarray | None = None
+             ) -> None:
     """Try candidate centres ``(cy, cx)`` for the target centres ``which`` (indices; ``None``: all); keep those
     that are valid and closer."""
     hs, ws = level.centres.shape
@@ -227,7 +227,7 @@ def _improve(level: Level, patches: np.ndarray, radius: int, cy: np.ndarray, cx:
     level.ny[idx], level.nx[idx], level.cost[idx] = cy[better], cx[better], d[better]
 
 
-def propagate(level: Level, patches: np.ndarray, radius: int, step: int) -> None:
+def propagate(level: Level, patches: np.ndarray, step: int) -> None:
     """PatchMatch propagation (Barnes et al. 2009 §3.2), all centres at once: each centre tries its four
     neighbours' offsets at distance ``step`` (``step`` > 1 spreads good offsets faster, as jump flooding does)."""
     h, w = level.known.shape
@@ -239,11 +239,11 @@ def propagate(level: Level, patches: np.ndarray, radius: int, step: int) -> None
         which = np.nonzero(inside)[0]
         nb = index[qy[which], qx[which]]
         which, nb = which[nb >= 0], nb[nb >= 0]
-        _improve(level, patches, radius, level.ny[nb] + ey, level.nx[nb] + ex, which)
+        _improve(level, patches, level.ny[nb] + ey, level.nx[nb] + ex, which)
 
 
-def random_search(level: Level, patches: np.ndarray, radius: int, rng: np.random.Generator, max_radius: float,
-                  alpha: float = 0.5) -> None:
+def random_search(level: Level, patches: np.ndarray, rng: np.random.Generator, max_radius: float, alpha: float = 0.5
+                  ) -> None:
     """PatchMatch random search (Barnes et al. 2009 §3.2): candidates uniformly within radii ``w·αⁱ`` around each
     centre's current match, from ``max_radius`` (``w``) down to one pixel; plus one uniform draw over all valid
     centres (so a level escapes a poor start)."""
@@ -251,13 +251,13 @@ def random_search(level: Level, patches: np.ndarray, radius: int, rng: np.random
     n = len(level.ys)
     everywhere = np.flatnonzero(level.centres)
     pick = everywhere[rng.integers(0, len(everywhere), n)]
-    _improve(level, patches, radius, pick // ws, pick % ws)
+    _improve(level, patches, pick // ws, pick % ws)
     r = float(max_radius)
     while r >= 1.0:
         k = int(r)
         cy = level.ny + rng.integers(-k, k + 1, n)
         cx = level.nx + rng.integers(-k, k + 1, n)
-        _improve(level, patches, radius, cy, cx)
+        _improve(level, patches, cy, cx)
         r *= alpha
 
 
@@ -292,8 +292,8 @@ def solve_level(level: Level, radius: int, em_steps: int, pm_steps: int, max_rad
         level.cost = patch_distances(patches, level.bank, level.rows[level.ny * level.centres.shape[1] + level.nx])
         for _ in range(pm_steps):
             for step in (4, 2, 1):
-                propagate(level, patches, radius, step)
-            random_search(level, patches, radius, rng, max_radius)
+                propagate(level, patches, step)
+            random_search(level, patches, rng, max_radius)
         level.target = vote(level, radius)
 
 
