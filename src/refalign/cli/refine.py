@@ -19,6 +19,7 @@ from refalign.checks import check_number, check_seed, check_steps, num_train_tim
 from refalign.cli._common import EXIT_CASES_FAILED, DeviceOption, ModelOption, OverwriteOption, handle_errors
 from refalign.errors import InputError
 from refalign.files import DEFAULT_MAX_PIXELS
+from refalign.pipelines.config import UNREGISTERED
 
 #: Largest --guidance accepted (classifier-free guidance far above ~20 only saturates the window).
 MAX_GUIDANCE = 100.0
@@ -85,7 +86,9 @@ def refine(
     ),
     unregistered: Optional[str] = typer.Option(
         None, "--unregistered", help="A region with no reliable correspondence in the reference: 'model' (the "
-        "refiner fills it) or 'keep' (left as it was) (default: the model's)."
+        "refiner fills it), 'keep' (left as it was) or 'synthesize' (rebuilt from the patches of the matching "
+        "reference region, --reference-mask or the alignment's; the refiner when there is none) (default: the "
+        "model's)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
@@ -100,8 +103,8 @@ def refine(
     _check_numbers(steps, guidance, strength, samples, seed, detect_z, max_pixels)
     if masked_content not in (None, "original", "fill"):
         raise InputError(f"--masked-content {masked_content}: use original or fill")
-    if unregistered not in (None, "keep", "model"):
-        raise InputError(f"--unregistered {unregistered}: use keep or model")
+    if unregistered not in (None, *UNREGISTERED):
+        raise InputError(f"--unregistered {unregistered}: use {', '.join(UNREGISTERED)}")
     if no_align and reference_mask is not None:
         raise InputError("--no-align and --reference-mask exclude each other; give one")
     call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, masked_content=masked_content,
