@@ -194,7 +194,7 @@ def _warp_case(root, name, seed=0, size=96):
     """A warp case as make-cases writes it: reference = colour-changed target under a known homography."""
     import cv2
 
-    from refalign.eval.make_cases import colour_change, random_homography
+    from refalign.data.perturb import colour_change, random_homography
 
     s = synthetic_scene(size, seed)
     rng = np.random.default_rng(seed)

@@ -116,8 +116,13 @@ def test_bad_numbers_refused_before_model(files, no_model, extra, named):
     [(["align", "{image}", "--mask", "{mask}", "--reference", "{reference}", "--seed", str(2**64)], "--seed"),
      (["align-search", "{cases}", "--steps", "5000"], "--steps"),
      (["detect", "{image}", "--reference", "{reference}", "-o", "{out}", "--z", "nan"], "--z"),
-     (["detect", "{image}", "--reference", "{reference}", "-o", "{out}", "--max-regions", "0"], "--max-regions")],
-    ids=["align-seed", "align-search-steps", "detect-z-nan", "detect-regions-0"],
+     (["detect", "{image}", "--reference", "{reference}", "-o", "{out}", "--max-regions", "0"], "--max-regions"),
+     (["bench", "{cases}", "--method", "refalign", "-o", "{out}", "--steps", "5000"], "--steps"),
+     (["bench", "{cases}", "--method", "telea", "-o", "{out}", "--seed", "-1"], "--seed"),
+     (["example", "-o", "{out}", "--steps", "5000"], "--steps"),
+     (["example", "-o", "{out}", "--seed", str(2**64)], "--seed")],
+    ids=["align-seed", "align-search-steps", "detect-z-nan", "detect-regions-0", "bench-steps", "bench-seed",
+         "example-steps", "example-seed"],
 )
 def test_other_commands_refuse_bad_numbers_before_model(files, no_model, dummy_checkpoint, command, named):
     names = {k: str(v) for k, v in files.items()} | {"cases": str(files["image"].parent), "out": str(

@@ -75,6 +75,28 @@ def test_auto_keeps_a_mild_artifact_and_refines_one_from_elsewhere(dummy_pipelin
     assert refined.sources == ["model"] and not (refined.image == pasted).all()
 
 
+def test_an_unregistered_window_is_synthesised_from_the_region_inside_the_mask_only(dummy_pipeline):
+    truth, art, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    region = np.zeros(other.shape[:2], bool)
+    region[40:160, 60:200] = True
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    out = pipe(art, mask, other, region, seed=0, unregistered="synthesize")
+    assert out.sources == ["synthesis"] and out.confidence == [0.0]
+    assert (out.image[~mask] == art[~mask]).all() and not (out.image[mask] == art[mask]).all()
+    assert "synthesised from your --reference-mask region" in out.reports[0]
+    again = pipe(art, mask, other, region, seed=0, unregistered="synthesize")
+    assert (again.image == out.image).all()  # deterministic for a seed
+    # without a region (no alignment: the whole reference) the window falls back to the refiner, and says so
+    whole = pipe(art, mask, other, no_align=True, seed=0, num_inference_steps=2, unregistered="synthesize")
+    assert whole.sources == ["model"] and "not synthesised (no matching region" in whole.reports[0]
+    assert "refined by the model instead" in whole.reports[0]
+    harmonized = _set(pipe, "refinement.paste_mode=residual", "refinement.harmonize=true")(
+        art, mask, other, region, seed=0, num_inference_steps=2, unregistered="synthesize")
+    assert harmonized.sources == ["synthesis+model"] and (harmonized.image[~mask] == art[~mask]).all()
+    assert "harmonized by the model" in harmonized.reports[0]
+
+
 def test_several_references_take_the_registrable_one(dummy_pipeline):
     _, art, mask, ref = _artifact_case()
     pipe = _set(dummy_pipeline, "refinement.source=reference")
@@ -120,5 +142,5 @@ def test_cli_unregistered_option_is_checked_before_any_model_work(tmp_path, monk
     monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
     res = CliRunner().invoke(app, ["refine", str(img), "--mask", str(tmp_path / "mask.png"), "--reference", str(img),
                                    "-o", str(tmp_path / "out.png"), "--unregistered", "fill"])
-    assert res.exit_code == 2 and "--unregistered fill: use keep, model" in res.output, res.output
+    assert res.exit_code == 2 and "--unregistered fill: use keep, model, synthesize, auto" in res.output, res.output
     assert not (tmp_path / "out.png").exists()

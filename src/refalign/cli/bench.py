@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from refalign.checks import check_seed, check_steps, num_train_timesteps
 from refalign.cli._common import DeviceOption, handle_errors
 
 
@@ -47,8 +48,10 @@ def bench(
 
     methods = list(dict.fromkeys(m for arg in methods for m in arg.split(",") if m))
     uses_model = [m for m in methods if m in MODEL_METHODS]
+    check_seed(seed)
     if uses_model:
         model = resolve_model(model)
+        check_steps(steps, num_train_timesteps(model))  # before any case runs, not when the model first loads
     if settings:
         from pathlib import Path
 

@@ -17,6 +17,7 @@ from refalign.cli._common import (
     handle_errors,
     run_summary,
 )
+from refalign.checks import check_seed, check_steps, num_train_timesteps
 from refalign.errors import InputError
 
 OUTPUT_FILES = ("image.png", "mask.png", "reference.png", "target.png", "refined.png", "correspondence.png",
@@ -39,13 +40,15 @@ def example(
     """Refine a built-in example (by default a real photo pair: a backpack's label with its print smeared, and
     another photo of the backpack as the reference) and write the inputs, the refined image, labelled pictures of
     the correspondence used and of the token attention map, and a labelled before/after panel."""
-    from refalign.cli._common import allow_quick_exit, load_pipeline, write_outputs
+    from refalign.cli._common import allow_quick_exit, load_pipeline, resolve_model, write_outputs
     from refalign.examples import EXAMPLE_KINDS, load_example  # deferred: OpenCV, ~0.1 s of every command's start
 
     # 1. the output folder and the example, checked and built before the model loads
     if kind not in EXAMPLE_KINDS:
         raise InputError(f"--kind {kind}: use {' or '.join(EXAMPLE_KINDS)}")
     check_output_folder(output_dir, OUTPUT_FILES, overwrite=overwrite)
+    check_seed(seed)
+    check_steps(steps, num_train_timesteps(resolve_model(model)))
     ex = load_example(kind)
 
     # 2. the model, both stages

@@ -86,8 +86,9 @@ def refine(
     ),
     unregistered: Optional[str] = typer.Option(
         None, "--unregistered", help="A region with no reliable correspondence in the reference: 'model' (the "
-        "refiner fills it), 'keep' (left as it was) or 'auto' (kept where the artifact looks continuous with its "
-        "surroundings, else the refiner) (default: the model's)."
+        "refiner fills it), 'keep' (left as it was), 'synthesize' (rebuilt from the patches of the matching "
+        "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' (kept "
+        "where the artifact looks continuous with its surroundings, else the refiner) (default: the model's)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
@@ -102,7 +103,7 @@ def refine(
     _check_numbers(steps, guidance, strength, samples, seed, detect_z, max_pixels)
     if masked_content not in (None, "original", "fill"):
         raise InputError(f"--masked-content {masked_content}: use original or fill")
-    if unregistered is not None and unregistered not in UNREGISTERED:
+    if unregistered not in (None, *UNREGISTERED):
         raise InputError(f"--unregistered {unregistered}: use {', '.join(UNREGISTERED)}")
     if no_align and reference_mask is not None:
         raise InputError("--no-align and --reference-mask exclude each other; give one")

@@ -17,7 +17,9 @@ from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, alignment_samp
 def to_tensors(sample: dict) -> dict[str, torch.Tensor]:
     """numpy sample → ``image`` (3, R, R) and ``reference`` (3, Rr, Rr) in ``[-1, 1]``, ``mask`` (1, R, R) and
     ``correspondence`` (1, Rr, Rr) float in {0, 1}, ``mode`` long, ``warped`` (3, R, R) in ``[-1, 1]`` and
-    ``warp_valid`` (1, R, R) in {0, 1}."""
+    ``warp_valid`` (1, R, R) in {0, 1}; ``source`` (3, R, R) in ``[-1, 1]`` and ``source_valid`` (1, R, R): the
+    transferred reference's pixels in the hole of an engine sample (:mod:`refalign.data.engine_pairs`), all zero
+    (no source) for every other sample."""
 
     def img(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 127.5 - 1.0
@@ -33,6 +35,8 @@ def to_tensors(sample: dict) -> dict[str, torch.Tensor]:
         "mode": torch.tensor(sample["mode"], dtype=torch.long),
         "warped": img(sample["warped"]),
         "warp_valid": msk(sample["warp_valid"]),
+        "source": img(sample["source"]) if "source" in sample else torch.zeros_like(img(sample["image"])),
+        "source_valid": msk(sample["source_valid"]) if "source_valid" in sample else torch.zeros_like(msk(sample["mask"])),
     }
 
 
@@ -47,6 +51,8 @@ class SynthesisDataset(Dataset):
             at least two photos qualify; ignored when there are none).
         length: number of distinct indices (the trainer never needs more than ``steps × batch``).
         seed: data seed.
+        pool: ready-made samples (:func:`refalign.data.engine_pairs.engine_pool`), drawn with probability
+            ``pool_ratio`` instead of a synthesised one (ignored when empty).
     """
 
     def __init__(
@@ -58,6 +64,8 @@ class SynthesisDataset(Dataset):
         multiview_ratio: float = 0.2,
         length: int = 10**9,
         seed: int = 0,
+        pool: list[dict] | None = None,
+        pool_ratio: float = 0.0,
     ):
         if not photos:
             raise ValueError("no photos to synthesise samples from")
@@ -67,6 +75,8 @@ class SynthesisDataset(Dataset):
         self.multiview_ratio = float(multiview_ratio)
         self.length = int(length)
         self.seed = int(seed)
+        self.pool = list(pool or [])
+        self.pool_ratio = float(pool_ratio)
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(photos):
             groups.setdefault(p.group, []).append(i)
@@ -78,6 +88,8 @@ class SynthesisDataset(Dataset):
     def sample(self, index: int) -> dict:
         """The numpy sample of ``index`` (see :mod:`refalign.data.samples`)."""
         rng = np.random.default_rng((self.seed, int(index)))
+        if self.pool and rng.random() < self.pool_ratio:  # no draw without a pool: older runs resume identically
+            return self.pool[int(rng.integers(len(self.pool)))]
         if rng.random() < self.alignment_ratio:
             return alignment_sample(self.photos[int(rng.integers(len(self.photos)))], rng, self.spec)
         if self.multiview_groups and rng.random() < self.multiview_ratio:

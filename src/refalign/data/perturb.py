@@ -130,3 +130,25 @@ def warp_mask(mask: np.ndarray, h: np.ndarray, size: int, *, nearest: bool = Fal
         return cv2.warpPerspective(mask, h, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     soft = cv2.warpPerspective(mask.astype(np.float32), h, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
     return soft >= 0.5
+
+
+# ------------------------------------------------------------------ the benchmark's warp kind (whole photos)
+def random_homography(h: int, w: int, rng: np.random.Generator, *, jitter: float = 0.08) -> np.ndarray:
+    """A random perspective transform: rotation ±12°, scale 0.8–1.0, shift ±5 % and corner jitter ±``jitter``."""
+    angle, scale = rng.uniform(-12, 12), rng.uniform(0.8, 1.0)
+    a = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    a[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    moved = cv2.transform(corners[None], a)[0] + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32) * (w, h)
+    return cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
+
+
+def colour_change(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Per-channel gain, gamma and saturation change (the perturbation S of §3.4, mild)."""
+    gains = rng.uniform(0.85, 1.15, 3)
+    gamma = float(rng.uniform(0.8, 1.25))
+    sat = float(rng.uniform(0.7, 1.3))
+    x = np.clip((image.astype(np.float32) / 255.0) ** gamma * gains, 0, 1)
+    grey = x.mean(axis=2, keepdims=True)
+    x = np.clip(grey + (x - grey) * sat, 0, 1)
+    return (x * 255 + 0.5).astype(np.uint8), {"gains": gains.round(4).tolist(), "gamma": round(gamma, 4), "saturation": round(sat, 4)}

@@ -42,10 +42,10 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from refalign.data.perturb import colour_change, random_homography
 from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import is_case, write_case
-from refalign.pipelines.zoom import dilate
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
 from refalign.mask_ops import dilate, grabcut_foreground
 from refalign.registration import register
@@ -250,27 +250,6 @@ def crossview_mask(target: np.ndarray, obj: np.ndarray, other: np.ndarray, other
         if reg.ok and n_inside >= 3 and CROSSVIEW_AREA[0] <= mask.mean() <= CROSSVIEW_AREA[1]:
             return mask, reg
     return None
-
-
-def random_homography(h: int, w: int, rng: np.random.Generator, *, jitter: float = 0.08) -> np.ndarray:
-    """A random perspective transform: rotation ±12°, scale 0.8–1.0, shift ±5 % and corner jitter ±``jitter``."""
-    angle, scale = rng.uniform(-12, 12), rng.uniform(0.8, 1.0)
-    a = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-    a[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
-    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    moved = cv2.transform(corners[None], a)[0] + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32) * (w, h)
-    return cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
-
-
-def colour_change(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Per-channel gain, gamma and saturation change (the perturbation S of §3.4, mild)."""
-    gains = rng.uniform(0.85, 1.15, 3)
-    gamma = float(rng.uniform(0.8, 1.25))
-    sat = float(rng.uniform(0.7, 1.3))
-    x = np.clip((image.astype(np.float32) / 255.0) ** gamma * gains, 0, 1)
-    grey = x.mean(axis=2, keepdims=True)
-    x = np.clip(grey + (x - grey) * sat, 0, 1)
-    return (x * 255 + 0.5).astype(np.uint8), {"gains": gains.round(4).tolist(), "gamma": round(gamma, 4), "saturation": round(sat, 4)}
 
 
 def warp_reference(target: np.ndarray, obj: np.ndarray, mask: np.ndarray, rng: np.random.Generator):

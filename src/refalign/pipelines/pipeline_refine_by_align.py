@@ -51,6 +51,7 @@ from refalign.shipped import default_model_path
 from refalign.transfer.damage import looks_mild
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, transfer_source
+from refalign.transfer.synthesis import SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
@@ -306,8 +307,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
             num_samples: samples drawn per window (in one batch) and averaged — the posterior-mean estimate that
                 minimises squared error; 1 = a single sample (the paper); default ``refinement.num_samples``.
             unregistered: with ``refinement.source="reference"``, what a window without a reliable correspondence
-                gets: ``"model"`` (the refiner), ``"keep"`` (left as it was) or ``"auto"`` (kept where the artifact
-                looks continuous with its surroundings, else the refiner); default ``refinement.unregistered``.
+                gets: ``"model"`` (the refiner), ``"keep"`` (left as it was), ``"synthesize"`` (synthesised from
+                the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
+                is none) or ``"auto"`` (kept where the artifact looks continuous with its surroundings, else the
+                refiner); default ``refinement.unregistered``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -420,7 +423,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         # transferring the reference's pixels uses the pixel-accurate correspondence: sub-token alignment is implied
         self._correspond(job, inputs, run, subtoken=True if transfers else subtoken, register=guided or transfers)
         reference = inputs.references[job.reference_index]
-        self._choose_source(job, inputs.image, reference, run.unregistered)
+        self._choose_source(job, inputs.image, reference, run.unregistered, run.seed)
         if not job.runs_model:
             return job
         ref_pixels = crop_reference(reference, job.region, self.reference_encoder.image_size,
@@ -441,21 +444,41 @@ class RefineByAlignPipeline(DiffusionPipeline):
             strategy.prepare(job, reference, cfg.reference_fill)
         return job
 
-    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, unregistered: str) -> None:
+    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, unregistered: str,
+                       seed: int = 0) -> None:
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
         when the correspondence has an accepted model, else ``unregistered`` (the call's, or
-        ``refinement.unregistered``)."""
+        ``refinement.unregistered``; ``seed`` for synthesis)."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
+            if unregistered == "synthesize":
+                self._synthesize(job, image, reference, seed)
+                return
             keep = unregistered == "keep" or (unregistered == "auto" and looks_mild(image, job.mask))
             job.source = "kept" if keep else "model"
             return
         job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
         job.source = "reference+model" if cfg.harmonize else "reference"
+
+    def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
+        """``unregistered="synthesize"``: the hole synthesised from the correspondence's reference region
+        (:func:`~refalign.transfer.synthesis.synthesize_hole`, pasted inside the mask only); a window without a
+        region, or with one too small to offer patches, goes to the refiner and its report says why."""
+        cfg = self.refalign_config.refinement
+        if job.region is None:
+            job.source, job.fallback = "model", "no matching region in the reference to synthesise from"
+            return
+        try:
+            job.synthesis = synthesize_hole(image, job.mask, reference, job.region, seed=seed)
+        except SynthesisError as exc:
+            job.source, job.fallback = "model", str(exc)
+            return
+        job.transfer = (job.synthesis.pixels, None, job.synthesis.box)
+        job.source = "synthesis+model" if cfg.harmonize else "synthesis"
 
     def _correspond(self, job: WindowJob, inputs: "CheckedInputs", run: RefineSettings, *, subtoken: bool | None,
                     register: bool) -> None:

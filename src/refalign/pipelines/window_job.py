@@ -17,6 +17,7 @@ import torch
 from refalign.pipelines.alignment import AlignmentOutput
 from refalign.pipelines.correspondence import Correspondence
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
+from refalign.transfer.synthesis import Synthesis
 from refalign.windows import ModelFrame, Window
 
 
@@ -32,6 +33,12 @@ class RefineSettings:
     callback: Callable[..., dict] | None = None
     callback_inputs: Sequence[str] = ("latents",)
     unregistered: str = "model"
+
+    @property
+    def seed(self) -> int:
+        """The call's seed for the pipeline's own randomness outside the model (synthesis): the generator's
+        initial seed, 0 without one."""
+        return int(self.generator.initial_seed()) if self.generator is not None else 0
 
     @property
     def fill_start(self) -> bool:
@@ -57,10 +64,14 @@ class WindowJob:
         warp: the reference warped onto the window at model resolution, ``(pixels, valid)``, for guidance.
         detail: the registered reference's band finer than the model (image scale), for the residual paste.
         guidance: what the warped guidance got, for the report (``"warp (…)"``, ``"none (…)"``, ``"off"``).
-        source: where the hole's pixels come from: ``"model"``, ``"reference"``, ``"reference+model"`` or
-            ``"kept"`` (:attr:`RefineOutput.sources <refalign.pipelines.outputs.RefineOutput>`).
-        transfer: the registered reference's pixels for the hole, ``(pixels, valid, box)`` in image coordinates
-            (:func:`refalign.transfer.source.transfer_source`), when ``source`` starts with ``"reference"``.
+        source: where the hole's pixels come from: ``"model"``, ``"reference"``, ``"reference+model"``,
+            ``"synthesis"``, ``"synthesis+model"`` or ``"kept"``
+            (:attr:`RefineOutput.sources <refalign.pipelines.outputs.RefineOutput>`).
+        transfer: the hole's pixels from the reference, ``(pixels, valid, box)`` in image coordinates — registered
+            (:func:`refalign.transfer.source.transfer_source`) when ``source`` starts with ``"reference"``,
+            synthesised from its region when it starts with ``"synthesis"`` (``valid`` ``None``).
+        synthesis: the synthesis itself (:func:`refalign.transfer.synthesis.synthesize_hole`), for the report.
+        fallback: why the source asked for (synthesis) was not used, when it was not.
     """
 
     plan: ZoomWindow
@@ -78,11 +89,13 @@ class WindowJob:
     detail: np.ndarray | None = None
     guidance: str = ""
     source: str = "model"
-    transfer: tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]] | None = None
+    transfer: tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int]] | None = None
+    synthesis: Synthesis | None = None
+    fallback: str = ""
 
     @property
     def runs_model(self) -> bool:
-        return self.source in ("model", "reference+model")
+        return self.source in ("model", "reference+model", "synthesis+model")
 
     def report(self) -> str:
         """One line for the user: the window, where its pixels came from, and why."""
@@ -93,6 +106,13 @@ class WindowJob:
             how = "the reference's own pixels" + (", harmonized by the model" if self.source.endswith("model") else "")
             return f"{where}: {how} — registered ({corr.registration}; confidence {corr.confidence:.2f})"
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
+        if self.source.startswith("synthesis"):
+            how = f"synthesised from {_region_name(corr)} in {self.synthesis.levels} level(s)"
+            how += ", harmonized by the model" if self.source.endswith("model") else ""
+            return f"{where}: {how} (no geometric model fits: {why}) — --unregistered keep to leave it as it was"
+        if self.fallback:
+            return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — paint the matching "
+                    "region with --reference-mask, or --unregistered keep to leave it as it was")
         if self.source == "kept":
             return (f"{where}: no reliable correspondence in the reference ({why}); region left as it was — paint "
                     "the matching region with --reference-mask")
@@ -110,3 +130,11 @@ class WindowJob:
     def region(self) -> np.ndarray | None:
         """The reference region the refinement is conditioned on (``None``: the whole reference)."""
         return self.correspondence.region if self.correspondence is not None else None
+
+
+def _region_name(corr: Correspondence) -> str:
+    """The reference region a synthesis used, in the user's words."""
+    n = int(corr.region.sum())
+    if corr.path == "user":
+        return f"your --reference-mask region ({n} px)"
+    return f"the alignment's matching region M* ({n} px)"

@@ -218,12 +218,16 @@ def transferred_fill(
 ) -> ClassicalFill:
     """The window with its ``hole`` (``(H, W)`` bool, this window's regions) replaced by the transferred reference
     (``(pixels, valid, box)`` of :func:`refalign.transfer.source.transfer_source`), at image scale and at the
-    model's resolution — the source the refiner harmonizes, in place of :func:`classical_fill`'s Telea fill."""
+    model's resolution — the source the refiner harmonizes, in place of :func:`classical_fill`'s Telea fill. Hole
+    pixels the transfer does not reach are Telea-filled, as in training (:func:`refalign.training.trainer.sourced_fill`)."""
     pixels, valid, box = transfer
     full = image.copy()
     pasted = paste_hole(full, pixels, hole, box, valid)
     base = crop(full, plan.window)
-    return ClassicalFill(base, resize_image(base, resolution), crop(pasted, plan.window))
+    rest = crop(hole & ~pasted, plan.window)
+    if rest.any():
+        base = telea_fill(base, rest)
+    return ClassicalFill(base, resize_image(base, resolution), crop(hole, plan.window))
 
 
 def residual_patch(

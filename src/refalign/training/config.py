@@ -21,7 +21,7 @@ from refalign.errors import InputError
 from refalign.files import write_bytes_atomic
 from refalign.typed_config import build_typed, set_dotted
 
-SOURCE_KINDS = ("procedural", "multiview", "coco")
+SOURCE_KINDS = ("procedural", "multiview", "coco", "engine")
 
 
 PREDICTION_TYPES = (None, "epsilon", "v_prediction", "sample")
@@ -57,7 +57,9 @@ class ModelConfig:
 @dataclass
 class SourceConfig:
     """One data source. ``procedural``: ``count`` objects × ``views``; ``multiview``: folder ``path``;
-    ``coco``: annotation json ``path`` and image folder ``images``. ``repeat`` weights a source by repetition."""
+    ``coco``: annotation json ``path`` and image folder ``images``; ``engine``: ``count`` attempts of the transfer
+    engine on the photos of folder ``path`` (:mod:`refalign.data.engine_pairs`; drawn at ``data.engine_ratio``).
+    ``repeat`` weights a source by repetition (not ``engine``)."""
     kind: str = "procedural"
     path: str | None = None
     images: str | None = None
@@ -87,6 +89,7 @@ class DataConfig:
     geometry: GeometrySpec = field(default_factory=GeometrySpec)
     warp_drop: float = 0.3  # warped-reference guidance dropped for this share of samples (model.warped_guidance)
     warp_jitter: float = 1.0  # registration error simulated on the guidance warp, window pixels
+    engine_ratio: float = 0.5  # share of samples drawn from the engine sources' pool (when there is one)
     num_workers: int = 0
     val_holdout: float = 0.1
     val_samples: int = 64
@@ -145,8 +148,12 @@ class TrainConfig:
         checks = [
             (self.model.preset in ("tiny", "sd"), "model.preset must be tiny or sd"),
             (all(s.kind in SOURCE_KINDS for s in self.data.sources), f"data.sources[].kind must be one of {SOURCE_KINDS}"),
-            (bool(self.data.sources), "data.sources is empty; add a procedural, multiview or coco source"),
+            (any(s.kind != "engine" for s in self.data.sources),
+             "data.sources has no photo source; add a procedural, multiview or coco source"),
             (0.0 <= self.data.alignment_ratio <= 1.0, "data.alignment_ratio must be in [0, 1]"),
+            (0.0 <= self.data.engine_ratio <= 1.0, "data.engine_ratio must be in [0, 1]"),
+            (all(s.path for s in self.data.sources if s.kind in ("multiview", "engine")),
+             "data.sources[]: a multiview or engine source needs a path (a folder of <object>/<photo> images)"),
             (self.batch_size >= 1 and self.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
             (self.max_steps >= 1, "max_steps must be >= 1"),
             (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto, no, fp16 or bf16"),

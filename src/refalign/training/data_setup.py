@@ -6,6 +6,7 @@ import logging
 import zlib
 
 from refalign.data.dataset import SynthesisDataset
+from refalign.data.engine_pairs import engine_pool
 from refalign.data.procedural import procedural_objects
 from refalign.data.readers import read_coco, read_multiview_folder
 from refalign.data.samples import ObjectPhoto, SampleSpec
@@ -19,6 +20,8 @@ def load_photos(data: DataConfig) -> list[ObjectPhoto]:
     """Read every source once (resized to ``max_side``, masks and detail maps cached in memory)."""
     photos: list[ObjectPhoto] = []
     for src in data.sources:
+        if src.kind == "engine":
+            continue  # not photos to synthesise from: engine_samples reads its folder
         if src.kind == "procedural":
             part = procedural_objects(src.count, size=src.size, views=src.views, seed=src.seed)
         elif src.kind == "multiview":
@@ -29,6 +32,21 @@ def load_photos(data: DataConfig) -> list[ObjectPhoto]:
                     len(part), len({p.group for p in part}))
         photos.extend(part * max(1, src.repeat))
     return photos
+
+
+def engine_samples(data: DataConfig, spec: SampleSpec, held: set[str], progress: bool = False) -> list[dict]:
+    """The pool of every ``engine`` source (:func:`refalign.data.engine_pairs.engine_pool`), from the photos of
+    objects not held back for validation."""
+    pool: list[dict] = []
+    for src in data.sources:
+        if src.kind != "engine":
+            continue
+        photos = [p for p in read_multiview_folder(src.path, max_side=data.max_side, cache_dir=data.cache_dir)
+                  if p.group not in held]
+        part = engine_pool(photos, src.count, src.seed, spec, data.cache_dir, progress=progress)
+        logger.info("data source engine %s: %d samples from %d attempts", src.path, len(part), src.count)
+        pool.extend(part)
+    return pool
 
 
 def split_holdout(photos: list[ObjectPhoto], fraction: float) -> tuple[list[ObjectPhoto], list[ObjectPhoto]]:
@@ -62,14 +80,17 @@ def sample_spec(data: DataConfig, model: RefalignConfig, reference_size: int) ->
     )
 
 
-def build_datasets(data: DataConfig, model: RefalignConfig, reference_size: int, seed: int):
+def build_datasets(data: DataConfig, model: RefalignConfig, reference_size: int, seed: int, progress: bool = False):
     """``(train_dataset, val_dataset | None)``; validation samples are alignment mode (they carry the exact
-    correspondence that the mIoU is measured against) from held-back objects."""
+    correspondence that the mIoU is measured against) from held-back objects. Engine sources' samples
+    (harmonize and real-pair alignment) are drawn at ``data.engine_ratio``, from the training objects only."""
     photos = load_photos(data)
     train, val = split_holdout(photos, data.val_holdout)
     spec = sample_spec(data, model, reference_size)
+    pool = engine_samples(data, spec, {p.group for p in val}, progress)
     train_ds = SynthesisDataset(
-        train, spec, alignment_ratio=data.alignment_ratio, multiview_ratio=data.multiview_ratio, seed=seed
+        train, spec, alignment_ratio=data.alignment_ratio, multiview_ratio=data.multiview_ratio, seed=seed,
+        pool=pool, pool_ratio=data.engine_ratio,
     )
     val_ds = None
     if val and data.val_samples > 0:

@@ -31,6 +31,7 @@ from refalign.training.config import TrainConfig, save_config, to_dict
 from refalign.training.data_setup import build_datasets
 from refalign.training.losses import alignment_loss, correspondence_targets, diffusion_loss, diffusion_target
 from refalign.training.model import RefinerModel, build_pipeline, capture_layers, seeded_generator, trainable_parameter_groups
+from refalign.pipelines.pipeline_refine_by_align import telea_fill_tensor
 from refalign.training.validation import alignment_cases, correspondence_metrics, pipeline_miou, sample_grid
 
 logger = get_logger(__name__)
@@ -82,7 +83,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     raw = accelerator.unwrap_model(model)
 
-    train_ds, val_ds = build_datasets(config.data, pipe.refalign_config, raw.reference_encoder.image_size, config.seed)
+    train_ds, val_ds = build_datasets(config.data, pipe.refalign_config, raw.reference_encoder.image_size, config.seed,
+                                      progress=main and config.progress)
     align_layers = capture_layers(raw, config) if config.align_loss_weight > 0 else []
 
     start_step = 0
@@ -197,7 +199,7 @@ def sample_timesteps(num_train_timesteps: int, batch: int, high_share: float, ge
 def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step, micro, rank):
     """Diffusion loss (eq. 2, target per ``prediction_type``, optionally mask-weighted) and the auxiliary eq. 5 alignment loss (0 when off) of one micro-batch."""
     image, mask = batch["image"], batch["mask"]
-    latents, masked_latents, latent_mask = pipe.prepare_inpainting_inputs(image, mask)
+    latents, masked_latents, latent_mask = pipe.prepare_inpainting_inputs(image, mask, sourced_fill(batch))
     b = latents.shape[0]
     gen = seeded_generator(config.seed, step, micro, rank)
     noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32).to(latents)
@@ -221,6 +223,17 @@ def _step_loss(model, raw, pipe, batch, config: TrainConfig, align_layers, step,
         pred = model(noisy, t, masked_latents, latent_mask, batch["reference"], drop, guidance)
     target = diffusion_target(pipe.scheduler, latents, noise, t)
     return diffusion_loss(pred, target, latent_mask, config.mask_loss_weight), aux
+
+
+def sourced_fill(batch: dict) -> torch.Tensor | None:
+    """The masked-image fill of a batch holding engine samples: the transferred reference where a sample has one
+    (``source_valid``), the classical fill elsewhere — what ``refinement.harmonize`` feeds the model at inference
+    (:func:`refalign.pipelines.zoom.transferred_fill`). ``None`` when no sample has a source (the usual fill)."""
+    valid = batch.get("source_valid")
+    if valid is None or not bool(valid.any()):
+        return None
+    classical = telea_fill_tensor(batch["image"], batch["mask"])
+    return torch.where(valid >= 0.5, batch["source"], classical)
 
 
 def _log(path: Path, step: int, window: dict, lr_scheduler, bar, align_layers) -> None:

@@ -1,0 +1,202 @@
+"""Training samples sourced by the transfer engine (issue 15 part 5): the refiner as the harmonizer of the
+reference's own pixels, and real-photo correspondences for the auxiliary eq. 5 loss.
+
+One *attempt* takes a photo of an object, a random artifact mask ``G`` (§3.4) and a reference: another photo of the
+same object (a real viewpoint change) or the photo itself under a random perspective and colour change (the
+benchmark's warp kind, :func:`perspective_pair`). The engine registers the artifact's neighbourhood exactly as the
+refine path does (:func:`refalign.transfer.register.register_hole`); when it accepts a model, the attempt gives
+
+* a **harmonize** sample (refinement mode): the zoom-in window whose hole holds the engine's transferred pixels
+  (:func:`refalign.transfer.source.transfer_source`) as ``source`` — what the model's masked-image input becomes
+  with ``refinement.harmonize`` — with the engine's real errors (registration, colour map, resampling), the region
+  crop of the reference as the encoder's input, the guidance warped through the registered matrix, and the clean
+  window as the target;
+* an **alignment** sample: the whole reference object, with the hole pushed through the registered matrix as the
+  correspondence — the eq. 5 target measured on real photo pairs instead of synthesised.
+
+Attempts whose registration fails give nothing (as at inference, where such windows go to the refiner alone).
+The pool is computed once per ``(photos, count, seed, spec)`` and cached as ``.npz`` (an attempt costs 0.1–3 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from refalign.data.masks import sample_artifact_mask
+from refalign.data.perturb import colour_change, random_homography
+from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, make_reference
+from refalign.guidance import empty_guidance, warp_to_window
+from refalign.mask_ops import dilate
+from refalign.transfer.register import register_hole
+from refalign.transfer.source import paste_hole, transfer_source
+from refalign.windows import Window, crop, mask_bbox, resize_image, resize_mask, square_window, window_to_source
+
+logger = logging.getLogger(__name__)
+
+#: Fields of an engine sample beyond the common ones (:mod:`refalign.data.samples`).
+SOURCE_FIELDS = ("source", "source_valid")
+
+
+def perspective_pair(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference, reference_object_mask)``: the photo under a random perspective and a mild colour change
+    (:func:`~refalign.data.perturb.random_homography`, :func:`~refalign.data.perturb.colour_change`) — the
+    benchmark's warp kind applied to a training photo (white outside the frame)."""
+    h, w = image.shape[:2]
+    hom = random_homography(h, w, rng)
+    ref = cv2.warpPerspective(image, hom, (w, h), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+    ref_obj = cv2.warpPerspective(obj.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
+    return colour_change(ref, rng)[0], ref_obj
+
+
+def project_mask(mask: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` pushed through ``matrix`` (image → reference) onto a ``shape`` frame (bilinear, ≥ 0.5)."""
+    out = cv2.warpPerspective(mask.astype(np.float32), matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
+    return out >= 0.5
+
+
+def _window(array: np.ndarray, win: Window, resolution: int, *, is_mask: bool = False) -> np.ndarray:
+    part = crop(array, win)
+    return resize_mask(part, resolution, conservative=True) if is_mask else resize_image(part, resolution)
+
+
+def _guidance(ref: np.ndarray, keep: np.ndarray, to_ref: np.ndarray, win: Window, spec: SampleSpec) -> dict:
+    warped, valid = warp_to_window(ref, keep, to_ref @ window_to_source(win, spec.resolution), spec.resolution,
+                                   spec.fill)
+    return {"warped": warped, "warp_valid": valid}
+
+
+def _no_source(resolution: int) -> dict:
+    return {"source": np.zeros((resolution, resolution, 3), np.uint8),
+            "source_valid": np.zeros((resolution, resolution), bool)}
+
+
+def harmonize_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, colour,
+                     rng: np.random.Generator, spec: SampleSpec) -> dict | None:
+    """The refinement-mode sample of one accepted registration (module docstring); ``None`` when the transfer
+    covers none of the hole."""
+    pixels, valid, box = transfer_source(photo.image, hole, reference, matrix, colour)
+    sourced = photo.image.copy()
+    pasted = paste_hole(sourced, pixels, hole, box, valid)
+    if not pasted.any():
+        return None
+    win = square_window(mask_bbox(hole), hole.shape, context=spec.refine_context, min_size=spec.min_window)
+    projected = project_mask(hole, matrix, reference.shape[:2])
+    t, l, b, r = mask_bbox(hole)
+    region = dilate(projected, int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l))))
+    if not projected.any():
+        return None
+    ref, (corr, keep), to_crop = make_reference(reference, region, [projected, region], spec.reference_size, None,
+                                                spec)
+    return {"image": _window(photo.image, win, spec.resolution), "mask": _window(hole, win, spec.resolution,
+                                                                                   is_mask=True),
+            "reference": ref, "correspondence": corr, "mode": MODES["refinement"],
+            **_guidance(ref, keep, to_crop @ matrix, win, spec),
+            "source": _window(sourced, win, spec.resolution),
+            "source_valid": _window(pasted, win, spec.resolution, is_mask=True)}
+
+
+def alignment_pair_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray, ref_obj: np.ndarray,
+                          matrix: np.ndarray, rng: np.random.Generator, spec: SampleSpec) -> dict | None:
+    """The alignment-mode sample of one accepted registration: the whole reference object and the engine's
+    correspondence (the hole pushed through ``matrix``) as the eq. 5 target; ``None`` when it misses the object."""
+    projected = project_mask(hole, matrix, reference.shape[:2]) & ref_obj
+    if not projected.any():
+        return None
+    win = square_window(mask_bbox(hole), hole.shape, context=spec.align_context, min_size=spec.min_window)
+    ref, (corr, keep), to_crop = make_reference(reference, ref_obj, [projected, ref_obj], spec.reference_size, None,
+                                                spec)
+    if not corr.any():
+        return None
+    guidance = (dict(zip(("warped", "warp_valid"), empty_guidance(spec.resolution, spec.fill)))
+                if rng.random() < spec.warp_drop else _guidance(ref, keep, to_crop @ matrix, win, spec))
+    return {"image": _window(photo.image, win, spec.resolution), "mask": _window(hole, win, spec.resolution,
+                                                                                   is_mask=True),
+            "reference": ref, "correspondence": corr, "mode": MODES["alignment"], **guidance,
+            **_no_source(spec.resolution)}
+
+
+def engine_attempt(photos: list[ObjectPhoto], groups: list[list[int]], index: int, seed: int,
+                   spec: SampleSpec, other_view_share: float = 0.5) -> list[dict]:
+    """Attempt ``index`` (seeded by ``(seed, index)``): a photo, an artifact mask, a reference (another photo of
+    the object with probability ``other_view_share`` when the object has one, else :func:`perspective_pair`), the
+    engine's registration, and the samples of an accepted one (none otherwise)."""
+    rng = np.random.default_rng((seed, index))
+    group = groups[int(rng.integers(len(groups)))]
+    pick = [int(i) for i in rng.permutation(group)]
+    photo = photos[pick[0]]
+    if len(pick) > 1 and rng.random() < other_view_share:
+        other = photos[pick[1]]
+        reference, ref_obj = other.image, other.mask
+    else:
+        reference, ref_obj = perspective_pair(photo.image, photo.mask, rng)
+    hole = sample_artifact_mask(photo.mask, rng, spec.masks, photo.detail)
+    reg = register_hole(photo.image, hole, reference)
+    if not reg.ok:
+        return []
+    colour = reg.best.score.colour
+    made = [harmonize_sample(photo, hole, reference, reg.matrix, colour, rng, spec),
+            alignment_pair_sample(photo, hole, reference, ref_obj, reg.matrix, rng, spec)]
+    return [m for m in made if m is not None]
+
+
+def _cache_key(photos: list[ObjectPhoto], attempts: int, seed: int, spec: SampleSpec) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps({"attempts": attempts, "seed": seed, "spec": asdict(spec)}, sort_keys=True,
+                        default=str).encode())
+    for p in photos:
+        h.update(p.name.encode())
+        h.update(np.ascontiguousarray(p.image[::7, ::7]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_pool(path: Path, pool: list[dict]) -> None:
+    arrays = {f"{i}/{k}": np.asarray(v) for i, s in enumerate(pool) for k, v in s.items()}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, count=np.int64(len(pool)), **arrays)
+    tmp.replace(path)
+
+
+def _load_pool(path: Path) -> list[dict]:
+    with np.load(path) as data:
+        pool: list[dict] = [{} for _ in range(int(data["count"]))]
+        for key in data.files:
+            if key != "count":
+                i, name = key.split("/", 1)
+                value = data[key]
+                pool[int(i)][name] = int(value) if name == "mode" else value
+    return pool
+
+
+def engine_pool(photos: list[ObjectPhoto], attempts: int, seed: int, spec: SampleSpec,
+                cache_dir: str | Path | None = None, progress: bool = False) -> list[dict]:
+    """The samples of ``attempts`` engine attempts over ``photos`` (objects with at least one photo; other views
+    come from photos sharing a ``group``), cached in ``cache_dir`` when given."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(photos):
+        groups.setdefault(p.group, []).append(i)
+    if not groups or attempts <= 0:
+        return []
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"engine-pool-{_cache_key(photos, attempts, seed, spec)}.npz"
+        if path.is_file():
+            pool = _load_pool(path)
+            logger.info("engine pool: %d samples from %s", len(pool), path)
+            return pool
+    pool: list[dict] = []
+    order = list(groups.values())
+    for i in tqdm(range(attempts), desc="engine pairs", disable=not progress):
+        pool.extend(engine_attempt(photos, order, i, seed, spec))
+    logger.info("engine pool: %d samples from %d attempts", len(pool), attempts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save_pool(path, pool)
+    return pool
