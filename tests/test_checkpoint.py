@@ -133,3 +133,11 @@ def test_set_refuses_fixed_settings_and_silent_no_ops(settings, named):
     ok = apply_overrides(RefalignConfig(), ["refinement.paste_mode=residual", "refinement.ramp=1.0",
                                             "refinement.masked_content=fill", "refinement.strength=0.5"])
     assert ok.refinement.ramp == 1.0 and ok.refinement.masked_content == "fill"
+    # switching the checkpoint to the paper's path leaves its own unregistered/harmonize inert: that is intended
+    shipped = apply_overrides(RefalignConfig(), ["refinement.source=reference", "refinement.unregistered=auto",
+                                                 "refinement.paste_mode=residual",
+                                                 "refinement.harmonize=true"])
+    paper = apply_overrides(shipped, ["refinement.source=model"])
+    assert paper.refinement.source == "model"
+    with pytest.raises(InputError, match="refinement.unregistered"):
+        apply_overrides(shipped, ["refinement.source=model", "refinement.unregistered=keep"])

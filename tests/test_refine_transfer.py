@@ -60,7 +60,7 @@ def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pi
         pipe(art, mask, other, unregistered="fill")
 
 
-def test_auto_keeps_a_mild_artifact_and_refines_one_from_elsewhere(dummy_pipeline):
+def test_auto_keeps_a_mild_artifact_and_synthesises_one_from_elsewhere(dummy_pipeline):
     truth, _, mask, _ = _artifact_case()
     other = textured_image(seed=9)
     pipe = _set(dummy_pipeline, "refinement.source=reference")
@@ -71,8 +71,12 @@ def test_auto_keeps_a_mild_artifact_and_refines_one_from_elsewhere(dummy_pipelin
     assert looks_mild(blurred, mask) and not looks_mild(pasted, mask)
     kept = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert kept.sources == ["kept"] and (kept.image == blurred).all()
-    refined = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
-    assert refined.sources == ["model"] and not (refined.image == pasted).all()
+    rebuilt = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert rebuilt.sources == ["synthesis"] and not (rebuilt.image == pasted).all()
+    assert (rebuilt.image[~mask] == pasted[~mask]).all()
+    # without a matching region (no alignment) there is nothing to synthesise from: the refiner, said so
+    alone = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto", no_align=True)
+    assert alone.sources == ["model"] and "refined by the model instead" in alone.reports[0]
 
 
 def test_an_unregistered_window_is_synthesised_from_the_region_inside_the_mask_only(dummy_pipeline):

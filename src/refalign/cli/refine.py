@@ -88,7 +88,7 @@ def refine(
         None, "--unregistered", help="A region with no reliable correspondence in the reference: 'model' (the "
         "refiner fills it), 'keep' (left as it was), 'synthesize' (rebuilt from the patches of the matching "
         "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' (kept "
-        "where the artifact looks continuous with its surroundings, else the refiner) (default: the model's)."
+        "where the artifact looks continuous with its surroundings, else synthesized) (default: the model's)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,

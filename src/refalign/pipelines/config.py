@@ -98,20 +98,16 @@ class RefinementDefaults:
             (:mod:`refalign.transfer`), the reference's own pixels, warped and colour-fitted at full resolution;
             other windows get ``unregistered``.
         unregistered: with ``source="reference"``, what a window without a reliable correspondence gets:
-            ``"model"`` (the refiner, as ``source="model"``; the user is told), ``"keep"`` (the input, unchanged)
-            or ``"synthesize"`` (the hole synthesised from the correspondence's reference region — the user's
+            ``"model"`` (the refiner, as ``source="model"``; the user is told), ``"keep"`` (the input, unchanged),
+            ``"synthesize"`` (the hole synthesised from the correspondence's reference region — the user's
             reference mask or ``M*`` — by PatchMatch over a Telea fill's coarse band,
-            :mod:`refalign.transfer.synthesis`; the refiner when there is no region). On the same cases (71: 68
-            unregistered windows, all with an ``M*``) synthesis measured best overall: box PSNR 22.04 dB, GMSD
-            0.176, detail 0.45, against the refiner's 21.76 / 0.178 / 0.27 and Telea's 21.73 / 0.186 / 0.22;
-            keeping still wins on mild artifacts (colour drift, garbled print, lost detail).
-            Measured on the development benchmark's other-photo cases (crossview and multiview): the refiner is better
-            on average (PSNR over the mask's box +0.9 dB, GMSD lower), from severe artifacts (hallucinated, shuffled:
-            +4.7 to +6.7 dB); keeping is better on mild ones (colour drift, garbled print, lost detail: +0.8 to
-            +2.4 dB) and keeps their texture. ``"auto"`` decides per window from the damaged pixels: keep where the
-            artifact looks continuous with its surroundings (:func:`refalign.transfer.damage.looks_mild`), the refiner
-            where it breaks from them (71 unregistered other-photo cases: 22.62 dB against 21.54 with the refiner
-            everywhere and 20.73 kept everywhere; it assumes the mask hugs the artifact).
+            :mod:`refalign.transfer.synthesis`; the refiner when there is no region) or ``"auto"`` (kept where the
+            artifact looks continuous with its surroundings, :func:`refalign.transfer.damage.looks_mild`, else as
+            ``"synthesize"``; it assumes the mask hugs the artifact). On the development benchmark's 71 unregistered
+            other-photo windows (session 5), box PSNR / GMSD: auto 22.76 / 0.160, Telea 21.62 / 0.186, kept 20.73 /
+            0.183; over all 74 other-photo cases auto 22.89, synthesize 22.00, model 21.72, keep 20.95 dB. Keeping
+            wins on mild artifacts (colour drift, garbled print), a fill on content from elsewhere (hallucinated,
+            shuffled: 7-8 dB). The shipped model uses ``"auto"``; the class default stays the paper's ``"model"``.
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.
@@ -253,8 +249,9 @@ def apply_overrides(config: RefalignConfig, overrides: list[str], *, check_effec
     field's type (:mod:`refalign.typed_config`, the training config's mechanism). Refused with one
     :class:`~refalign.errors.InputError` line naming the setting: an unknown key or a wrong value, a :data:`FIXED`
     setting, and a setting that the result would silently ignore (detail transfer or a ramp with the window paste,
-    a fill start with strength 1; ``check_effect=False`` skips this last check, for checking the keys and values
-    before the checkpoint they apply to is loaded)."""
+    a fill start with strength 1 — only a setting given here, not one of the checkpoint's that the others turn off;
+    ``check_effect=False`` skips this last check, for checking the keys and values before the checkpoint they
+    apply to is loaded)."""
     sections = {"alignment": AlignmentDefaults, "refinement": RefinementDefaults}
     known = [f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)]
     touched = set()
@@ -273,17 +270,11 @@ def apply_overrides(config: RefalignConfig, overrides: list[str], *, check_effec
     except CheckpointError as exc:
         raise InputError(f"{exc}".replace("; fix the file", "; choose another value")) from None
     for key, why in _no_op(result) if check_effect else []:
-        if touched & _NO_OP_PARTNERS[key]:
+        # refused only when the setting that would do nothing is one the user gave: switching the checkpoint to
+        # another path (e.g. source=model) leaves the checkpoint's own settings for the other path inert, by intent
+        if key in touched:
             raise InputError(f"--set: {key}={getattr(result.refinement, key.split('.')[1])!r} {why}; "
                              f"set {key} too, or change the other setting")
     return result
 
 
-#: The settings whose combination :func:`_no_op` judges (a ``--set`` of any of them can make the combination).
-_NO_OP_PARTNERS = {
-    "refinement.detail_transfer": {"refinement.detail_transfer", "refinement.paste_mode"},
-    "refinement.ramp": {"refinement.ramp", "refinement.paste_mode"},
-    "refinement.masked_content": {"refinement.masked_content", "refinement.strength"},
-    "refinement.harmonize": {"refinement.harmonize", "refinement.source"},
-    "refinement.unregistered": {"refinement.unregistered", "refinement.source"},
-}

@@ -309,8 +309,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             unregistered: with ``refinement.source="reference"``, what a window without a reliable correspondence
                 gets: ``"model"`` (the refiner), ``"keep"`` (left as it was), ``"synthesize"`` (synthesised from
                 the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
-                is none) or ``"auto"`` (kept where the artifact looks continuous with its surroundings, else the
-                refiner); default ``refinement.unregistered``.
+                is none) or ``"auto"`` (kept where the artifact looks continuous with its surroundings, else
+                synthesised as ``"synthesize"`` does); default ``refinement.unregistered``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -455,11 +455,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
-            if unregistered == "synthesize":
+            if unregistered == "keep" or (unregistered == "auto" and looks_mild(image, job.mask)):
+                job.source = "kept"
+            elif unregistered in ("synthesize", "auto"):
                 self._synthesize(job, image, reference, seed)
-                return
-            keep = unregistered == "keep" or (unregistered == "auto" and looks_mild(image, job.mask))
-            job.source = "kept" if keep else "model"
+            else:
+                job.source = "model"
             return
         job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
         job.source = "reference+model" if cfg.harmonize else "reference"
