@@ -73,6 +73,8 @@ def test_auto_keeps_a_mild_artifact_and_synthesises_one_from_elsewhere(dummy_pip
     assert kept.sources == ["kept"] and (kept.image == blurred).all()
     rebuilt = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert rebuilt.sources == ["synthesis"] and not (rebuilt.image == pasted).all()
+    assert "auto: the artifact breaks from its surroundings" in rebuilt.reports[0]
+    assert "auto: the artifact looks continuous" in kept.reports[0]
     assert (rebuilt.image[~mask] == pasted[~mask]).all()
     # without a matching region (no alignment) there is nothing to synthesise from: the refiner, said so
     alone = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto", no_align=True)

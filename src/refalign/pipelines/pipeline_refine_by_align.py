@@ -48,7 +48,7 @@ from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
 from refalign.shipped import default_model_path
-from refalign.transfer.damage import looks_mild
+from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_contrast
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, transfer_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
@@ -455,7 +455,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
-            if unregistered == "keep" or (unregistered == "auto" and looks_mild(image, job.mask)):
+            if unregistered == "keep" or (unregistered == "auto" and self._auto_keeps(job, image)):
                 job.source = "kept"
             elif unregistered in ("synthesize", "auto"):
                 self._synthesize(job, image, reference, seed)
@@ -464,6 +464,16 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
         job.source = "reference+model" if cfg.harmonize else "reference"
+
+    @staticmethod
+    def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:
+        """``unregistered="auto"``: keep the window when its artifact looks continuous with its surroundings
+        (:func:`~refalign.transfer.damage.looks_mild`'s edge contrast), with the number in the window's report."""
+        contrast = edge_contrast(image, job.mask)
+        mild = contrast < MILD_EDGE_CONTRAST
+        job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
+                      f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
+        return mild
 
     def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
         """``unregistered="synthesize"``: the hole synthesised from the correspondence's reference region

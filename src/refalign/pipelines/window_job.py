@@ -72,6 +72,7 @@ class WindowJob:
             synthesised from its region when it starts with ``"synthesis"`` (``valid`` ``None``).
         synthesis: the synthesis itself (:func:`refalign.transfer.synthesis.synthesize_hole`), for the report.
         fallback: why the source asked for (synthesis) was not used, when it was not.
+        choice: how ``unregistered="auto"`` decided for this window (its edge contrast), for the report.
     """
 
     plan: ZoomWindow
@@ -92,6 +93,7 @@ class WindowJob:
     transfer: tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int]] | None = None
     synthesis: Synthesis | None = None
     fallback: str = ""
+    choice: str = ""
 
     @property
     def runs_model(self) -> bool:
@@ -99,6 +101,10 @@ class WindowJob:
 
     def report(self) -> str:
         """One line for the user: the window, where its pixels came from, and why."""
+        line = self._report()
+        return f"{line} [{self.choice}]" if self.choice else line
+
+    def _report(self) -> str:
         w = self.window
         where = f"window at ({w.left}, {w.top}) size {w.size}"
         corr = self.correspondence
