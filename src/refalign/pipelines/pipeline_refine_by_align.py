@@ -473,6 +473,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         mild = contrast < MILD_EDGE_CONTRAST
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
+        if mild:
+            job.choice += "; a mask drawn with a margin of clean pixels looks so too: --unregistered synthesize"
         return mild
 
     def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:

@@ -11,7 +11,10 @@ left unregistered (71), box PSNR: the refiner everywhere 21.54 dB, kept everywhe
 against 0.179 and 0.183); on the 67 of an earlier run, a choice knowing the truth reached 23.03 and every threshold
 from 1.3 to 2.5 beat both fixed choices. The measure assumes the mask's edge lies on the artifact's edge, as in the
 benchmark's synthetic cases: a mask painted with a wide margin of clean pixels makes every artifact look mild (then
-the input is kept), and a flat fill with a faint seam looks mild too.
+the input is kept), and a flat fill with a faint seam looks mild too. Measured with the 71 masks grown by 8 px:
+64 of 69 unregistered windows kept, 21.43 dB against 21.73 kept everywhere and 19.16 synthesised everywhere; the
+largest edge contrast over eroded copies of the mask (0-14 px) instead measured 21.73 there but 22.73 against 22.92
+on the masks as drawn, so the edge itself decides.
 """
 
 from __future__ import annotations
