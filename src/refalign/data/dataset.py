@@ -35,8 +35,8 @@ def to_tensors(sample: dict) -> dict[str, torch.Tensor]:
         "mode": torch.tensor(sample["mode"], dtype=torch.long),
         "warped": img(sample["warped"]),
         "warp_valid": msk(sample["warp_valid"]),
-        "source": img(sample["source"]) if "source" in sample else torch.zeros_like(img(sample["image"])),
-        "source_valid": msk(sample["source_valid"]) if "source_valid" in sample else torch.zeros_like(msk(sample["mask"])),
+        "source": img(sample["source"]) if "source" in sample else torch.zeros(3, *sample["image"].shape[:2]),
+        "source_valid": msk(sample["source_valid"]) if "source_valid" in sample else torch.zeros(1, *sample["mask"].shape),
     }
 
 

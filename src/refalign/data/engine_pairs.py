@@ -26,51 +26,26 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from refalign.data.masks import sample_artifact_mask
-from refalign.data.perturb import colour_change, random_homography
-from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, make_reference
-from refalign.guidance import empty_guidance, warp_to_window
+from refalign.data.perturb import perspective_copy, project_mask, random_homography
+from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, guidance_through, make_reference, window_sample
+from refalign.guidance import empty_guidance
 from refalign.mask_ops import dilate
 from refalign.transfer.register import register_hole
 from refalign.transfer.source import paste_hole, transfer_source
-from refalign.windows import Window, crop, mask_bbox, resize_image, resize_mask, square_window, window_to_source
+from refalign.windows import crop, mask_bbox, resize_image, resize_mask, window_to_source
 
 logger = logging.getLogger(__name__)
 
-#: Fields of an engine sample beyond the common ones (:mod:`refalign.data.samples`).
-SOURCE_FIELDS = ("source", "source_valid")
-
-
 def perspective_pair(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(reference, reference_object_mask)``: the photo under a random perspective and a mild colour change
-    (:func:`~refalign.data.perturb.random_homography`, :func:`~refalign.data.perturb.colour_change`) — the
+    (:func:`~refalign.data.perturb.random_homography`, :func:`~refalign.data.perturb.perspective_copy`) — the
     benchmark's warp kind applied to a training photo (white outside the frame)."""
-    h, w = image.shape[:2]
-    hom = random_homography(h, w, rng)
-    ref = cv2.warpPerspective(image, hom, (w, h), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
-    ref_obj = cv2.warpPerspective(obj.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
-    return colour_change(ref, rng)[0], ref_obj
-
-
-def project_mask(mask: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``mask`` pushed through ``matrix`` (image → reference) onto a ``shape`` frame (bilinear, ≥ 0.5)."""
-    out = cv2.warpPerspective(mask.astype(np.float32), matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
-    return out >= 0.5
-
-
-def _window(array: np.ndarray, win: Window, resolution: int, *, is_mask: bool = False) -> np.ndarray:
-    part = crop(array, win)
-    return resize_mask(part, resolution, conservative=True) if is_mask else resize_image(part, resolution)
-
-
-def _guidance(ref: np.ndarray, keep: np.ndarray, to_ref: np.ndarray, win: Window, spec: SampleSpec) -> dict:
-    warped, valid = warp_to_window(ref, keep, to_ref @ window_to_source(win, spec.resolution), spec.resolution,
-                                   spec.fill)
-    return {"warped": warped, "warp_valid": valid}
+    ref, ref_obj, _ = perspective_copy(image, obj, random_homography(*image.shape[:2], rng), rng)
+    return ref, ref_obj
 
 
 def _no_source(resolution: int) -> dict:
@@ -87,20 +62,18 @@ def harmonize_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray
     pasted = paste_hole(sourced, pixels, hole, box, valid)
     if not pasted.any():
         return None
-    win = square_window(mask_bbox(hole), hole.shape, context=spec.refine_context, min_size=spec.min_window)
     projected = project_mask(hole, matrix, reference.shape[:2])
-    t, l, b, r = mask_bbox(hole)
-    region = dilate(projected, int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l))))
     if not projected.any():
         return None
+    image, mask, win = window_sample(photo, hole, spec.refine_context, spec)
+    t, l, b, r = mask_bbox(hole)
+    region = dilate(projected, int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l))))
     ref, (corr, keep), to_crop = make_reference(reference, region, [projected, region], spec.reference_size, None,
                                                 spec)
-    return {"image": _window(photo.image, win, spec.resolution), "mask": _window(hole, win, spec.resolution,
-                                                                                   is_mask=True),
-            "reference": ref, "correspondence": corr, "mode": MODES["refinement"],
-            **_guidance(ref, keep, to_crop @ matrix, win, spec),
-            "source": _window(sourced, win, spec.resolution),
-            "source_valid": _window(pasted, win, spec.resolution, is_mask=True)}
+    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["refinement"],
+            **guidance_through(ref, keep, to_crop @ matrix @ window_to_source(win, spec.resolution), spec),
+            "source": resize_image(crop(sourced, win), spec.resolution),
+            "source_valid": resize_mask(crop(pasted, win), spec.resolution, conservative=True)}
 
 
 def alignment_pair_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray, ref_obj: np.ndarray,
@@ -110,17 +83,17 @@ def alignment_pair_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.nd
     projected = project_mask(hole, matrix, reference.shape[:2]) & ref_obj
     if not projected.any():
         return None
-    win = square_window(mask_bbox(hole), hole.shape, context=spec.align_context, min_size=spec.min_window)
     ref, (corr, keep), to_crop = make_reference(reference, ref_obj, [projected, ref_obj], spec.reference_size, None,
                                                 spec)
     if not corr.any():
         return None
-    guidance = (dict(zip(("warped", "warp_valid"), empty_guidance(spec.resolution, spec.fill)))
-                if rng.random() < spec.warp_drop else _guidance(ref, keep, to_crop @ matrix, win, spec))
-    return {"image": _window(photo.image, win, spec.resolution), "mask": _window(hole, win, spec.resolution,
-                                                                                   is_mask=True),
-            "reference": ref, "correspondence": corr, "mode": MODES["alignment"], **guidance,
-            **_no_source(spec.resolution)}
+    image, mask, win = window_sample(photo, hole, spec.align_context, spec)
+    if rng.random() < spec.warp_drop:
+        guidance = dict(zip(("warped", "warp_valid"), empty_guidance(spec.resolution, spec.fill)))
+    else:
+        guidance = guidance_through(ref, keep, to_crop @ matrix @ window_to_source(win, spec.resolution), spec)
+    return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["alignment"],
+            **guidance, **_no_source(spec.resolution)}
 
 
 def engine_attempt(photos: list[ObjectPhoto], groups: list[list[int]], index: int, seed: int,

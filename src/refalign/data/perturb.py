@@ -152,3 +152,20 @@ def colour_change(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     grey = x.mean(axis=2, keepdims=True)
     x = np.clip(grey + (x - grey) * sat, 0, 1)
     return (x * 255 + 0.5).astype(np.uint8), {"gains": gains.round(4).tolist(), "gamma": round(gamma, 4), "saturation": round(sat, 4)}
+
+
+def project_mask(mask: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` pushed through ``matrix`` (its frame → another) onto a ``shape`` frame (bilinear, ≥ 0.5)."""
+    out = cv2.warpPerspective(mask.astype(np.float32), matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
+    return out >= 0.5
+
+
+def perspective_copy(image: np.ndarray, obj: np.ndarray, hom: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The photo through ``hom`` (white outside the frame) with :func:`colour_change`, and its object mask through
+    the same ``hom``: ``(reference, reference_object_mask, colour_info)`` — the benchmark's warp reference."""
+    h, w = image.shape[:2]
+    ref = cv2.warpPerspective(image, hom, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(255, 255, 255))
+    ref, colour = colour_change(ref, rng)
+    return ref, project_mask(obj, hom, (h, w)), colour

@@ -140,9 +140,10 @@ def make_reference(
     return ref, masks, matrix
 
 
-def _window_sample(
+def window_sample(
     photo: ObjectPhoto, artifact: np.ndarray, context: float, spec: SampleSpec
 ) -> tuple[np.ndarray, np.ndarray, Window]:
+    """The window of ``context`` × the artifact's box at the model's resolution: ``(image, mask, window)``."""
     win = square_window(mask_bbox(artifact), artifact.shape, context=context, min_size=spec.min_window)
     image = resize_image(crop(photo.image, win), spec.resolution)
     mask = resize_mask(crop(artifact, win), spec.resolution, conservative=True)
@@ -155,16 +156,22 @@ def _guidance(ref: np.ndarray, region: np.ndarray, matrix: np.ndarray, win: Wind
     ``matrix``), jittered, or dropped at rate ``spec.warp_drop``."""
     if rng.random() < spec.warp_drop:
         warped, valid = empty_guidance(spec.resolution, spec.fill)
-    else:
-        to_ref = jitter(matrix @ window_to_source(win, spec.resolution), rng, spec.warp_jitter, spec.resolution)
-        warped, valid = warp_to_window(ref, region, to_ref, spec.resolution, spec.fill)
+        return {"warped": warped, "warp_valid": valid}
+    to_ref = jitter(matrix @ window_to_source(win, spec.resolution), rng, spec.warp_jitter, spec.resolution)
+    return guidance_through(ref, region, to_ref, spec)
+
+
+def guidance_through(ref: np.ndarray, region: np.ndarray, to_ref: np.ndarray, spec: SampleSpec) -> dict:
+    """``warped``/``warp_valid``: ``region`` of ``ref`` pulled onto the window through ``to_ref`` (window frame →
+    reference; :func:`refalign.guidance.warp_to_window`)."""
+    warped, valid = warp_to_window(ref, region, to_ref, spec.resolution, spec.fill)
     return {"warped": warped, "warp_valid": valid}
 
 
 def alignment_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: SampleSpec) -> dict:
     """Alignment mode (§3.4): the whole perturbed object references an artifact inside it."""
     artifact = sample_artifact_mask(photo.mask, rng, spec.masks, photo.detail)
-    image, mask, win = _window_sample(photo, artifact, spec.align_context, spec)
+    image, mask, win = window_sample(photo, artifact, spec.align_context, spec)
     ref, (corr, obj), matrix = make_reference(photo.image, photo.mask, [artifact, photo.mask], spec.reference_size,
                                               rng, spec)
     return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["alignment"],
@@ -174,7 +181,7 @@ def alignment_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: SampleS
 def refinement_sample(photo: ObjectPhoto, rng: np.random.Generator, spec: SampleSpec) -> dict:
     """Refinement mode (§3.4): only the perturbed local region references the artifact (zoom-in window)."""
     artifact = sample_artifact_mask(photo.mask, rng, spec.masks, photo.detail)
-    image, mask, win = _window_sample(photo, artifact, spec.refine_context, spec)
+    image, mask, win = window_sample(photo, artifact, spec.refine_context, spec)
     t, l, b, r = mask_bbox(artifact)
     radius = int(round(rng.uniform(0, spec.refine_dilate_max) * max(b - t, r - l)))
     region = dilate(artifact, radius)
@@ -196,7 +203,7 @@ def multiview_sample(ref_photo: ObjectPhoto, photo: ObjectPhoto, rng: np.random.
     the reference."""
     t, l, b, r = mask_bbox(photo.mask)
     artifact = erode(photo.mask, int(rng.uniform(*spec.multiview_erode) * max(b - t, r - l)))
-    image, mask, _ = _window_sample(photo, artifact, spec.refine_context, spec)
+    image, mask, _ = window_sample(photo, artifact, spec.refine_context, spec)
     ref, (corr,), _ = make_reference(ref_photo.image, ref_photo.mask, [ref_photo.mask], spec.reference_size, rng, spec)
     warped, valid = empty_guidance(spec.resolution)  # the views' geometry is unknown
     return {"image": image, "mask": mask, "reference": ref, "correspondence": corr, "mode": MODES["multiview"],

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from refalign.data.perturb import colour_change, random_homography
+from refalign.data.perturb import perspective_copy, project_mask, random_homography
 from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import is_case, write_case
@@ -258,14 +258,11 @@ def warp_reference(target: np.ndarray, obj: np.ndarray, mask: np.ndarray, rng: n
     h, w = target.shape[:2]
     for _ in range(20):
         hom = random_homography(h, w, rng)
-        corr = cv2.warpPerspective(mask.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
+        corr = project_mask(mask, hom, (h, w))
         src_area = mask.sum() * abs(np.linalg.det(hom[:2, :2]))  # rough area the region should keep
         if corr.any() and corr.sum() >= 0.7 * src_area:
             break
-    ref = cv2.warpPerspective(target, hom, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=(255, 255, 255))
-    ref_mask = cv2.warpPerspective(obj.astype(np.float32), hom, (w, h), flags=cv2.INTER_LINEAR) >= 0.5
-    ref, colour = colour_change(ref, rng)
+    ref, ref_mask, colour = perspective_copy(target, obj, hom, rng)
     return ref, ref_mask, corr, {"homography": hom.tolist(), "colour_change": colour}
 
 
