@@ -39,6 +39,7 @@ def test_engine_pool_sources_the_hole_from_the_registered_reference(tmp_path):
     harm = [s for s in pool if s["source_valid"].any()]
     align = [s for s in pool if s["mode"] == MODES["alignment"]]
     assert harm and align, "a clean textured pair registers: both kinds of sample are made"
+    assert len(harm) >= 5, "the engine sees the hole emptied, so the damage check accepts nearly every attempt"
     for s in harm:
         assert s["mode"] == MODES["refinement"]
         assert not (s["source_valid"] & ~s["mask"]).any(), "the source lies inside the hole"

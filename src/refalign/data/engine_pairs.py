@@ -14,7 +14,11 @@ refine path does (:func:`refalign.transfer.register.register_hole`); when it acc
 * an **alignment** sample: the whole reference object, with the hole pushed through the registered matrix as the
   correspondence — the eq. 5 target measured on real photo pairs instead of synthesised.
 
-Attempts whose registration fails give nothing (as at inference, where such windows go to the refiner alone).
+The engine registers the photo with the hole's content removed (a Telea fill), as an artifact would leave it —
+registration accepts a model only where the hole differs from the warped reference clearly more than the ring does
+(:data:`refalign.transfer.register.MIN_DAMAGE_RATIO`), which an undamaged hole never does. The transfer and the
+target are the clean photo's. Attempts whose registration fails give nothing (as at inference, where such windows
+go to the refiner alone).
 The pool is computed once per ``(photos, count, seed, spec)`` and cached as ``.npz`` (an attempt costs 0.1–3 s).
 """
 
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 from refalign.data.masks import sample_artifact_mask
 from refalign.data.perturb import perspective_copy, project_mask, random_homography
 from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, guidance_through, make_reference, window_sample
+from refalign.fill import telea_fill
 from refalign.guidance import empty_guidance
 from refalign.mask_ops import dilate
 from refalign.transfer.register import register_hole
@@ -39,6 +44,10 @@ from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, window_to_source
 
 logger = logging.getLogger(__name__)
+
+#: Part of the pool's cache key: raised whenever the attempts would give other samples (2: the hole Telea-filled
+#: before registration), so a stale cache is never read.
+POOL_VERSION = 2
 
 def perspective_pair(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(reference, reference_object_mask)``: the photo under a random perspective and a mild colour change
@@ -111,7 +120,9 @@ def engine_attempt(photos: list[ObjectPhoto], groups: list[list[int]], index: in
     else:
         reference, ref_obj = perspective_pair(photo.image, photo.mask, rng)
     hole = sample_artifact_mask(photo.mask, rng, spec.masks, photo.detail)
-    reg = register_hole(photo.image, hole, reference)
+    # the engine sees the hole as an artifact leaves it, its content gone (Telea): registration accepts a model only
+    # where the hole differs from the reference more than the ring does, which the clean photo's hole never does
+    reg = register_hole(telea_fill(photo.image, hole), hole, reference)
     if not reg.ok:
         return []
     colour = reg.best.score.colour
@@ -122,8 +133,8 @@ def engine_attempt(photos: list[ObjectPhoto], groups: list[list[int]], index: in
 
 def _cache_key(photos: list[ObjectPhoto], attempts: int, seed: int, spec: SampleSpec) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps({"attempts": attempts, "seed": seed, "spec": asdict(spec)}, sort_keys=True,
-                        default=str).encode())
+    key = {"version": POOL_VERSION, "attempts": attempts, "seed": seed, "spec": asdict(spec)}
+    h.update(json.dumps(key, sort_keys=True, default=str).encode())
     for p in photos:
         h.update(p.name.encode())
         h.update(np.ascontiguousarray(p.image[::7, ::7]).tobytes())
