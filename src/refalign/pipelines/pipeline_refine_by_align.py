@@ -48,7 +48,7 @@ from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
 from refalign.shipped import default_model_path
-from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_contrast
+from refalign.transfer.damage import MILD_EDGE_CONTRAST, mildness
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, transfer_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
@@ -468,9 +468,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
     @staticmethod
     def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:
         """``unregistered="auto"``: keep the window when its artifact looks continuous with its surroundings
-        (:func:`~refalign.transfer.damage.looks_mild`'s edge contrast), with the number in the window's report."""
-        contrast = edge_contrast(image, job.mask)
-        mild = contrast < MILD_EDGE_CONTRAST
+        (:func:`~refalign.transfer.damage.mildness`), with the number in the window's report."""
+        mild, contrast = mildness(image, job.mask)
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
         if mild:

@@ -60,4 +60,10 @@ def edge_contrast(image: np.ndarray, hole: np.ndarray) -> float:
 def looks_mild(image: np.ndarray, hole: np.ndarray, threshold: float = MILD_EDGE_CONTRAST) -> bool:
     """Whether the artifact in ``hole`` looks continuous with its surroundings (:func:`edge_contrast` below
     ``threshold``): then keeping the input is the better guess for an unregistered window."""
-    return edge_contrast(image, hole) < threshold
+    return mildness(image, hole, threshold)[0]
+
+
+def mildness(image: np.ndarray, hole: np.ndarray, threshold: float = MILD_EDGE_CONTRAST) -> tuple[bool, float]:
+    """:func:`looks_mild` and the :func:`edge_contrast` it decided on (for reports)."""
+    contrast = edge_contrast(image, hole)
+    return contrast < threshold, contrast
