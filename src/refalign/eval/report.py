@@ -47,10 +47,15 @@ COLUMNS = (
 )
 
 
+def succeeded(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of cases that ran: neither failed (``error``) nor skipped."""
+    return [r for r in records if not r.get("error") and not r.get("skipped")]
+
+
 def mean_metrics(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Mean of every column over the successful records (``BG max`` is the maximum), plus ``n`` and ``failed``."""
     records = [r for r in records if not r.get("skipped")]
-    ok = [r for r in records if not r.get("error")]
+    ok = succeeded(records)
     row: dict[str, Any] = {"n": len(ok), "failed": len(records) - len(ok)}
     for key, _, _ in COLUMNS:
         vals = [float(r[key]) for r in ok if r.get(key) is not None]
@@ -159,8 +164,7 @@ def registered(record: dict[str, Any]) -> bool | None:
 
 
 def _psnr_of(records: list[dict[str, Any]] | None) -> dict[str, float]:
-    return {r["case"]: float(r["box_psnr"]) for r in records or [] if r.get("box_psnr") is not None
-            and not r.get("error") and not r.get("skipped")}
+    return {r["case"]: float(r["box_psnr"]) for r in succeeded(records or []) if r.get("box_psnr") is not None}
 
 
 def registration_rows(records: list[dict[str, Any]], identity: list[dict[str, Any]] | None,

@@ -150,8 +150,6 @@ class TrainConfig:
             (all(s.kind in SOURCE_KINDS for s in self.data.sources), f"data.sources[].kind must be one of {SOURCE_KINDS}"),
             (any(s.kind != "engine" for s in self.data.sources),
              "data.sources has no photo source; add a procedural, multiview or coco source"),
-            (0.0 <= self.data.alignment_ratio <= 1.0, "data.alignment_ratio must be in [0, 1]"),
-            (0.0 <= self.data.engine_ratio <= 1.0, "data.engine_ratio must be in [0, 1]"),
             (all(s.path for s in self.data.sources if s.kind in ("multiview", "engine")),
              "data.sources[]: a multiview or engine source needs a path (a folder of <object>/<photo> images)"),
             (self.batch_size >= 1 and self.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
