@@ -14,7 +14,7 @@ from conftest import DREAMBOOTH, synthetic_scene
 from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import list_cases, read_case
-from refalign.eval.make_cases import MakeCasesConfig, is_near_duplicate, make_cases
+from refalign.eval.make_cases import CROSSVIEW_MIN_SHOWN, MakeCasesConfig, content_shown, is_near_duplicate, make_cases
 
 
 def _photo(seed: int, size: int = 160) -> np.ndarray:
@@ -186,6 +186,21 @@ def test_crossview_cases_put_the_artifact_on_content_the_other_photo_shows(tmp_p
         ys, xs = np.nonzero(case.mask)
         pts = np.float32(np.stack([xs, ys], 1))[None]
         assert np.abs(cv2.perspectiveTransform(pts, est) - cv2.perspectiveTransform(pts, truth)).max() < 3.0
+        # and the other photo, through it, shows the clean content under the mask
+        assert content_shown(case.target, case.reference, est, case.mask) >= CROSSVIEW_MIN_SHOWN
+
+
+def test_content_shown_tells_the_right_view_from_a_wrong_one():
+    img, _ = _textured_photo(0)
+    hom = np.array([[0.9, 0.12, 14.0], [-0.1, 0.92, 12.0], [2e-4, 1e-4, 1.0]])
+    other = cv2.warpPerspective(img, hom, (200, 200), borderValue=(230, 230, 230))
+    mask = np.zeros((200, 200), bool)
+    mask[80:110, 70:110] = True
+    assert content_shown(img, other, hom, mask) > 0.9
+    shifted = np.array([[1.0, 0, 9.0], [0, 1.0, -7.0], [0, 0, 1.0]]) @ hom  # 9 px off: another part of the print
+    assert content_shown(img, other, shifted, mask) < CROSSVIEW_MIN_SHOWN
+    away = np.array([[1.0, 0, 5000.0], [0, 1.0, 0], [0, 0, 1.0]])
+    assert content_shown(img, other, away, mask) == -1.0  # the warp misses the mask
 
 
 def test_warp_cases_store_the_exact_homography(photos, tmp_path):

@@ -258,6 +258,17 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(rgb, np.float32) @ np.float32([0.299, 0.587, 0.114])
 
 
+def gradient_correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Orientation-aware normalised correlation of two images' gradients over ``where`` (``(H, W)`` bool):
+    ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)`` in −1…1, on grey levels smoothed at :data:`SCORE_SIGMA` (Sobel gradients);
+    ``a``, ``b``: ``(H, W, 3)`` colours. A global gain or offset between the two does not change it."""
+    ga, gb = _gradients(_smooth(_grey(a))), _gradients(_smooth(_grey(b)))
+    dot = (ga[0] * gb[0] + ga[1] * gb[1])[where].sum()
+    na = (ga[0] ** 2 + ga[1] ** 2)[where].sum()
+    nb = (gb[0] ** 2 + gb[1] ** 2)[where].sum()
+    return float(dot / np.sqrt(max(na * nb, 1e-12)))
+
+
 def damage_ratio(hole_residual: float, ring_residual: float, floor: float = 1.0) -> float:
     """How much more the damaged hole differs from the warped, colour-fitted reference than the known ring does:
     ``hole_residual / max(ring_residual, floor)`` (grey levels; ``floor`` keeps a near-perfect ring from turning
@@ -314,11 +325,8 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     fitted = colour.apply(warped[y0:y1, x0:x1])
     near, ring = crop[y0:y1, x0:x1], ring[y0:y1, x0:x1]
-    ga, gb = _gradients(_smooth(_grey(fitted))), _gradients(_smooth(_grey(near)))
-    dot = (ga[0] * gb[0] + ga[1] * gb[1])[ring].sum()
-    na = (ga[0] ** 2 + ga[1] ** 2)[ring].sum()
-    nb = (gb[0] ** 2 + gb[1] ** 2)[ring].sum()
-    corr = float(dot / np.sqrt(max(na * nb, 1e-12)))
+    corr = gradient_correlation(fitted, near, ring)
+    gb = _gradients(_smooth(_grey(near)))
     texture = float(np.sqrt(gb[0] ** 2 + gb[1] ** 2)[ring].mean()) / 8.0  # Sobel 3×3 gives 8 on a unit ramp
     residual = mean_colour_error(fitted[ring], near[ring])
     # the damaged pixels inside the hole (away from its edge, where the warp is valid) are low-weight evidence: they

@@ -1,0 +1,141 @@
+"""How much a local registration can give on a case set, whatever the gate (issue 15 parts 1 and 3), as tables.
+
+For every case (``refalign make-cases`` folders with ``target.png``) the artifact's neighbourhood is registered with
+the reference (:func:`refalign.transfer.register.register_hole`, the engine the refine path runs) and **every**
+fitted candidate model — accepted or not — is pasted (:func:`refalign.transfer.source.transfer_source`) and scored
+over the mask's box (PSNR, GMSD), beside doing nothing and OpenCV's Telea fill from the same run:
+
+* *accepted*: what the gate let through, and how it scores;
+* *hindsight*: the best candidate chosen with the truth in hand — the most any gate over these models could give;
+  ``≥ +k dB`` counts the cases where it beats both doing nothing and Telea by ``k`` dB;
+* *dense flow* (``--flow``): the accepted paste refined by OpenCV's DIS optical flow (Kroeger et al. 2016) between
+  the image's known ring and the warped reference, extended into the hole by normalised convolution — the "dense
+  flow only where it measurably helps" of part 1; measured here, not used by the refine path.
+
+    python benchmarks/bench_registration.py CASES [CASES ...] [--limit N] [--flow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+from refalign.eval.cases import list_cases, read_case
+from refalign.eval.metrics import box_gmsd, box_psnr_ssim
+from refalign.fill import telea_fill
+from refalign.mask_ops import distance_to
+from refalign.transfer.colour import offset_field
+from refalign.transfer.engine import ReferenceView
+from refalign.transfer.register import register_hole, ring_width
+from refalign.transfer.source import paste_hole, transfer_source
+
+#: Margins (dB) over the better of doing nothing and Telea counted in the hindsight table.
+MARGINS = (0.0, 1.0, 3.0)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+def flow_refined(image: np.ndarray, hole: np.ndarray, source: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``source`` (the box's warped, colour-fitted reference) moved by the dense flow that aligns it with the image's
+    known pixels: DIS flow from the image (its hole replaced by the source) to the source, kept on the ring within
+    two ring widths of the hole and spread into the hole by normalised convolution at the ring's width."""
+    t, l, b, r = box
+    sub = hole[t:b, l:r]
+    known = np.where(sub[..., None], source, image[t:b, l:r].astype(np.float32))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flow = dis.calc(_grey(known), _grey(source), None)
+    width = ring_width(hole)
+    dist = distance_to(sub)
+    field = offset_field(flow, ~sub & (dist > 2) & (dist <= 2 * width), sigma=width)
+    ys, xs = np.mgrid[0:sub.shape[0], 0:sub.shape[1]].astype(np.float32)
+    return cv2.remap(source.astype(np.float32), xs + field[..., 0], ys + field[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def pasted(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate, *, flow: bool = False) -> np.ndarray:
+    """The image with ``candidate``'s transferred reference pasted into ``hole`` (optionally flow-refined)."""
+    source, valid, box = transfer_source(image, hole, reference, candidate.matrix, candidate.score.colour)
+    if flow:
+        source = flow_refined(image, hole, source, box)
+    out = image.copy()
+    paste_hole(out, source, hole, box, valid)
+    return out
+
+
+def measure(case, flow: bool) -> dict:
+    """One case's numbers: doing nothing, Telea, the accepted paste (and its flow refinement), the best candidate."""
+    score = lambda out: (box_psnr_ssim(out, case.target, case.mask)[0], box_gmsd(out, case.target, case.mask))  # noqa: E731
+    reg = register_hole(case.image, case.mask, case.reference, ReferenceView.prepare(case.reference).features)
+    row = {"kind": case.reference_kind, "nothing": score(case.image),
+           "telea": score(telea_fill(case.image, case.mask)), "reason": reg.reason, "accepted": None, "flow": None}
+    candidates = [score(pasted(case.image, case.mask, case.reference, c)) for c in reg.candidates]
+    row["hindsight"] = max(candidates, default=None)
+    if reg.ok:
+        row["accepted"] = score(pasted(case.image, case.mask, case.reference, reg.best))
+        if flow:
+            row["flow"] = score(pasted(case.image, case.mask, case.reference, reg.best, flow=True))
+    return row
+
+
+def _mean(rows: list[dict], key: str, i: int) -> str:
+    vals = [r[key][i] for r in rows if r[key] is not None]
+    return f"{statistics.mean(vals):.{2 if i == 0 else 3}f}" if vals else "–"
+
+
+def report(rows: list[dict], flow: bool) -> None:
+    by_kind = defaultdict(list)
+    for r in rows:
+        by_kind[r["kind"]].append(r)
+    print("\n## accepted registrations (box PSNR / GMSD, means over the accepted cases)\n")
+    head = "| reference kind | cases | accepted | pasted | doing nothing | Telea |" + (" dense flow |" if flow else "")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for kind, rs in sorted(by_kind.items()):
+        acc = [r for r in rs if r["accepted"] is not None]
+        cells = [f"{_mean(acc, k, 0)} / {_mean(acc, k, 1)}" for k in ("accepted", "nothing", "telea")]
+        if flow:
+            cells.append(f"{_mean(acc, 'flow', 0)} / {_mean(acc, 'flow', 1)}")
+        print(f"| {kind} | {len(rs)} | {len(acc)} | " + " | ".join(cells) + " |")
+    print("\n## hindsight: the best candidate model per case, chosen with the truth (box PSNR)\n")
+    print("| reference kind | cases | with a candidate | " + " | ".join(f"beats nothing and Telea by ≥ {m:g} dB"
+                                                              for m in MARGINS) + " |")
+    print("|" + "---|" * (3 + len(MARGINS)))
+    for kind, rs in sorted(by_kind.items()):
+        cand = [r for r in rs if r["hindsight"] is not None]
+        counts = [sum(r["hindsight"][0] >= max(r["nothing"][0], r["telea"][0]) + m for r in cand) for m in MARGINS]
+        print(f"| {kind} | {len(rs)} | {len(cand)} | " + " | ".join(str(c) for c in counts) + " |")
+    reasons = defaultdict(int)
+    for r in rows:
+        if r["accepted"] is None:
+            reasons[re.sub(r"\d+(\.\d+)?", "N", r["reason"].split(" (")[0])] += 1
+    print("\n## why the others were not accepted\n")
+    for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f"- {n} × {why}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cases", nargs="+")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--flow", action="store_true", help="also measure the dense-flow refinement of accepted pastes")
+    args = ap.parse_args()
+    paths = [p for root in args.cases for p in list_cases(root)]
+    paths = paths[: args.limit] if args.limit else paths
+    rows = []
+    for p in paths:
+        case = read_case(p)
+        if case.target is None:
+            continue
+        rows.append(measure(case, args.flow))
+    report(rows, args.flow)
+
+
+if __name__ == "__main__":
+    main()
