@@ -46,8 +46,8 @@ from refalign.windows import crop, mask_bbox, resize_image, resize_mask, window_
 logger = logging.getLogger(__name__)
 
 #: Part of the pool's cache key: raised whenever the attempts would give other samples (2: the hole Telea-filled
-#: before registration), so a stale cache is never read.
-POOL_VERSION = 2
+#: before registration; 3: the registration's direct-search fallback), so a stale cache is never read.
+POOL_VERSION = 3
 
 def perspective_pair(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(reference, reference_object_mask)``: the photo under a random perspective and a mild colour change

@@ -37,6 +37,7 @@ import numpy as np
 
 from refalign.mask_ops import distance_to
 from refalign.transfer.colour import ColourFit, QuantileFit, fit_quantiles
+from refalign.transfer.dense import refine_ecc, search_similarities
 from refalign.transfer.features import Features, detect, match_guided, match_ratio
 from refalign.windows import mask_bbox
 
@@ -95,6 +96,11 @@ HOLE_MARGIN = 2
 WARP_INTERPOLATION = cv2.INTER_LANCZOS4
 #: Gaussian scale (pixels) at which gradients are compared.
 SCORE_SIGMA = 1.5
+#: ... on images of this longer side, the development cases' (512 px) that every threshold here was set on. A larger
+#: image is scored at the same share of its size (:func:`score_sigma`): at twice the resolution fur and fabric are
+#: twice as many pixels wide, and a 1024-px pair whose printed tag registers at 512 px (ring correlation 0.59)
+#: scored 0.45 at 768 px and 0.23 at 1024 px with the sigma fixed in pixels.
+SCORE_SIDE = 512
 #: Seed of OpenCV's random generator (MAGSAC++/RANSAC sampling) at the start of every registration: without it the
 #: result depended on whatever had drawn from that global generator before (on a development case three runs gave
 #: three different accepted homographies), so the same inputs are registered the same way (DESIGN §5).
@@ -248,21 +254,27 @@ def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
 
 
-def _smooth(grey: np.ndarray) -> np.ndarray:
-    """Gradients are compared at the scale of :data:`SCORE_SIGMA`: fur and fabric never match pixel for pixel
-    across views, their structure does."""
-    return cv2.GaussianBlur(grey, (0, 0), SCORE_SIGMA) if SCORE_SIGMA > 0 else grey
+def score_sigma(hw: tuple[int, int]) -> float:
+    """The Gaussian scale (pixels) gradients are compared at on an image of size ``hw``: :data:`SCORE_SIGMA` at
+    :data:`SCORE_SIDE` pixels or less, proportionally more on larger images."""
+    return SCORE_SIGMA * max(1.0, max(hw[:2]) / SCORE_SIDE)
+
+
+def _smooth(grey: np.ndarray, sigma: float = SCORE_SIGMA) -> np.ndarray:
+    """Gradients are compared at the scale ``sigma``: fur and fabric never match pixel for pixel across views,
+    their structure does."""
+    return cv2.GaussianBlur(grey, (0, 0), sigma) if sigma > 0 else grey
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(rgb, np.float32) @ np.float32([0.299, 0.587, 0.114])
 
 
-def gradient_correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+def gradient_correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray, sigma: float = SCORE_SIGMA) -> float:
     """Orientation-aware normalised correlation of two images' gradients over ``where`` (``(H, W)`` bool):
-    ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)`` in −1…1, on grey levels smoothed at :data:`SCORE_SIGMA` (Sobel gradients);
+    ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)`` in −1…1, on grey levels smoothed at ``sigma`` (Sobel gradients);
     ``a``, ``b``: ``(H, W, 3)`` colours. A global gain or offset between the two does not change it."""
-    ga, gb = _gradients(_smooth(_grey(a))), _gradients(_smooth(_grey(b)))
+    ga, gb = _gradients(_smooth(_grey(a), sigma)), _gradients(_smooth(_grey(b), sigma))
     dot = (ga[0] * gb[0] + ga[1] * gb[1])[where].sum()
     na = (ga[0] ** 2 + ga[1] ** 2)[where].sum()
     nb = (gb[0] ** 2 + gb[1] ** 2)[where].sum()
@@ -306,7 +318,7 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
 
     The reference is warped onto the hole's surroundings and colour-fitted (:func:`fit_hole_colour`); on the
     scoring ring (:func:`ring_width`) the orientation-aware gradient correlation ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)``
-    (at the scale :data:`SCORE_SIGMA`) and the mean colour residual are measured, and the share of the hole the
+    (at the scale :func:`score_sigma`) and the mean colour residual are measured, and the share of the hole the
     warp covers.
     """
     width = ring_width(hole)
@@ -325,9 +337,11 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     fitted = colour.apply(warped[y0:y1, x0:x1])
     near, ring = crop[y0:y1, x0:x1], ring[y0:y1, x0:x1]
-    corr = gradient_correlation(fitted, near, ring)
-    gb = _gradients(_smooth(_grey(near)))
-    texture = float(np.sqrt(gb[0] ** 2 + gb[1] ** 2)[ring].mean()) / 8.0  # Sobel 3×3 gives 8 on a unit ramp
+    sigma = score_sigma(image.shape)
+    corr = gradient_correlation(fitted, near, ring, sigma)
+    gb = _gradients(_smooth(_grey(near), sigma))
+    # grey levels per pixel at SCORE_SIDE (Sobel 3×3 gives 8 on a unit ramp; a larger image has gentler ramps)
+    texture = float(np.sqrt(gb[0] ** 2 + gb[1] ** 2)[ring].mean()) / 8.0 * (sigma / SCORE_SIGMA)
     residual = mean_colour_error(fitted[ring], near[ring])
     # the damaged pixels inside the hole (away from its edge, where the warp is valid) are low-weight evidence: they
     # count only through their ratio to the ring's error (:data:`MIN_DAMAGE_RATIO`), a gate, never a score
@@ -419,9 +433,35 @@ def register_hole(
             ref_area = _around_points(corners, reference.shape[:2], search)
     affine = _register_with(image, hole, reference, detect(image, region, affine=True),
                             detect(reference, ref_area, affine=True))
-    if affine.ok or (affine.best is not None and (result.best is None or affine.best.inliers > result.best.inliers)):
+    if affine.ok:
         affine.reason = f"{affine.reason} (affine-simulated features)"
         return affine
+    # features fail on small planar parts among fur or fabric: let the pixels around the hole say where they lie
+    direct = register_direct(image, hole, reference, search)
+    if direct.ok:
+        return direct
+    if affine.best is not None and (result.best is None or affine.best.inliers > result.best.inliers):
+        affine.reason = f"{affine.reason} (affine-simulated features)"
+        return affine
+    return result
+
+
+def register_direct(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
+                    search: np.ndarray | None = None) -> LocalRegistration:
+    """Direct registration (:mod:`refalign.transfer.dense`): the masked template search's best peaks, each refined
+    by ECC into an affine map and a homography, scored and chosen like the feature-based candidates
+    (:func:`choose`)."""
+    candidates = []
+    for k, (_, similarity) in enumerate(search_similarities(image, hole, reference, search)):
+        candidates.append(Candidate(f"similarity-direct{k or ''}", similarity, 0))
+        for name, motion in (("affine", cv2.MOTION_AFFINE), ("homography", cv2.MOTION_HOMOGRAPHY)):
+            refined = refine_ecc(image, hole, reference, similarity, motion)
+            if refined is not None:
+                candidates.append(Candidate(f"{name}-direct{k or ''}", refined, 0))
+    if not candidates:
+        return LocalRegistration(False, "the reference is too small for a direct search around the region")
+    result = choose(image, hole, reference, candidates, 0)
+    result.reason += " (direct search, no feature matches)" if result.ok else " (direct search)"
     return result
 
 
@@ -462,21 +502,34 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
             Candidate(c.name + "+guided", c.matrix, c.inliers)
             for c in fit_candidates(g_img, g_ref, _at(dist, g_img), MAGSAC_PX_PER_1000 * scale)
         ]
+    return choose(image, hole, reference, candidates, n)
+
+
+def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidates: list[Candidate],
+           num_matches: int) -> LocalRegistration:
+    """Score every candidate (:func:`score_warp`) and accept the best one if it passes and another passing
+    candidate supports it (:data:`SUPPORT_PX_PER_1000`); otherwise say why not."""
+    scale = max(reference.shape[:2]) / 1000.0
     for c in candidates:
         c.score = score_warp(image, hole, reference, c.matrix)
     ranked = sorted(candidates, key=lambda c: (c.score.passes, c.score.confidence, -c.score.residual), reverse=True)
     top = ranked[0]
     if not top.score.passes:
-        return LocalRegistration(False, _why_not(top.score), top, candidates, n)
+        return LocalRegistration(False, _why_not(top.score), top, candidates, num_matches)
     if not any(c is not top and c.score.passes and _agree(c, top, hole, SUPPORT_PX_PER_1000 * scale)
                for c in candidates):
-        return LocalRegistration(False, f"only one fitted model ({top.name} from {top.inliers} inliers) explains the "
+        return LocalRegistration(False, f"only one fitted model ({top.name}{_inliers(top)}) explains the "
                                         f"surroundings; none of the other {len(candidates) - 1} agrees with it",
-                                 top, candidates, n)
+                                 top, candidates, num_matches)
     s = top.score
-    return LocalRegistration(True, f"{top.name} from {top.inliers} inliers, gradient correlation "
-                                   f"{s.gradient_correlation:.2f}, colour error {s.residual:.1f} (inside the region "
-                                   f"{s.hole_residual:.1f})", top, candidates, n)
+    return LocalRegistration(True, f"{top.name}{_inliers(top)}, gradient correlation {s.gradient_correlation:.2f}, "
+                                   f"colour error {s.residual:.1f} (inside the region {s.hole_residual:.1f})",
+                             top, candidates, num_matches)
+
+
+def _inliers(c: Candidate) -> str:
+    """`` from N inliers`` for a feature-based model; nothing for a direct one (no matches)."""
+    return f" from {c.inliers} inliers" if c.inliers else ""
 
 
 def _agree(a: Candidate, b: Candidate, hole: np.ndarray, tolerance: float) -> bool:

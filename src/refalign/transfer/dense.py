@@ -1,0 +1,147 @@
+"""Direct registration of a hole's neighbourhood, for when local features fail (issue 15 part 1).
+
+A printed tag on a plush toy, a logo on a shirt: the planar part around the hole is small and its texture (fur,
+fabric, dots) gives SIFT few matches that survive the ratio test across two photos. The pixels themselves still
+say where the neighbourhood lies. Two classical steps, both OpenCV's:
+
+1. **masked template search** over similarity transforms: the square around the hole (the hole and a small gap
+   excluded through the template's mask), shrunk to :data:`TEMPLATE_SIDE` pixels, rotated and scaled over
+   :data:`ANGLES` × :data:`SCALES`, matched by normalised correlation (``cv2.matchTemplate``, ``TM_CCORR_NORMED``
+   with a mask) over the reference's search area shrunk by the same factor; the best peaks are candidate
+   similarities;
+2. **ECC refinement** (Evangelidis & Psarakis 2008, ``cv2.findTransformECCWithMask``): each peak refined on the
+   known pixels around the hole into an affine map and a homography at :data:`ECC_SIDE` pixels.
+
+The candidates are scored and accepted by :mod:`refalign.transfer.register` like the feature-based ones (the
+ring's gradient correlation, the damage ratio), and the support check there asks that two refined models
+(affine and homography) agree. Matrices map image pixels to reference pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from refalign.mask_ops import distance_to
+from refalign.windows import mask_bbox
+
+#: The template: a square of ``CONTEXT ×`` the hole's longer side around it ...
+CONTEXT = 3.0
+#: ... shrunk (or enlarged) to this many pixels for the search.
+TEMPLATE_SIDE = 72
+#: Relative scales (reference / image) and rotations (degrees) searched.
+SCALES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 9))
+ANGLES = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
+#: Hole pixels grown by this (template pixels) are left out of the match (their edge blurs into the ring).
+TEMPLATE_GAP = 2
+#: Distinct peaks refined: the best ones at least a template's half side apart.
+PEAKS = 2
+#: The side (pixels) of the template when ECC refines a peak, and its termination criteria.
+ECC_SIDE = 160
+ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 80, 1e-5)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _scaling(f: float) -> np.ndarray:
+    return np.diag([f, f, 1.0])
+
+
+def _shift(x: float, y: float) -> np.ndarray:
+    return np.array([[1.0, 0, x], [0, 1.0, y], [0, 0, 1.0]])
+
+
+def template_window(hole: np.ndarray) -> tuple[int, int, int]:
+    """The square around ``hole`` the template is cut from: ``(top, left, side)`` in image pixels (it may reach
+    past the image; those pixels are masked out)."""
+    t, l, b, r = mask_bbox(hole)
+    side = int(np.ceil(CONTEXT * max(b - t, r - l)))
+    return int((t + b - side) // 2), int((l + r - side) // 2), side
+
+
+def _cut(image: np.ndarray, hole: np.ndarray, top: int, left: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The window's pixels (edges replicated) and its known-pixel mask (inside the image, outside the hole)."""
+    h, w = hole.shape
+    m = _shift(-left, -top)[:2]
+    pixels = cv2.warpAffine(image, m, (side, side), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    known = np.zeros((h, w), np.uint8)
+    known[~hole] = 255
+    known = cv2.warpAffine(known, m, (side, side), flags=cv2.INTER_NEAREST, borderValue=0)
+    return pixels, known
+
+
+def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
+                        search: np.ndarray | None = None) -> list[tuple[float, np.ndarray]]:
+    """Step 1: ``(score, matrix)`` of the best :data:`PEAKS` distinct peaks of the masked template search, best
+    first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity."""
+    top, left, side = template_window(hole)
+    f = TEMPLATE_SIDE / side
+    crop = _shift(-left, -top)
+    tmpl = cv2.warpAffine(image, (_scaling(f) @ crop)[:2], (TEMPLATE_SIDE, TEMPLATE_SIDE), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+    known = np.zeros(hole.shape, np.uint8)
+    known[~(distance_to(hole) <= TEMPLATE_GAP / f)] = 255
+    tmask = cv2.warpAffine(known, (_scaling(f) @ crop)[:2], (TEMPLATE_SIDE, TEMPLATE_SIDE),
+                           flags=cv2.INTER_NEAREST, borderValue=0)
+    rt, rl, rb, rr = (0, 0, *reference.shape[:2]) if search is None or not search.any() else mask_bbox(search)
+    area = cv2.resize(reference[rt:rb, rl:rr], (max(1, round((rr - rl) * f)), max(1, round((rb - rt) * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+    centre = (TEMPLATE_SIDE - 1) / 2.0
+    peaks: list[tuple[float, np.ndarray, tuple[float, float]]] = []
+    for scale in SCALES:
+        out_side = int(np.ceil(TEMPLATE_SIDE * scale * 1.42)) | 1  # room for any rotation
+        if out_side >= min(area.shape[:2]):
+            continue
+        for angle in ANGLES:
+            rot = cv2.getRotationMatrix2D((centre, centre), angle, scale)
+            rot[:, 2] += (out_side - 1) / 2.0 - centre
+            t = cv2.warpAffine(tmpl, rot, (out_side, out_side), flags=cv2.INTER_LINEAR)
+            tm = cv2.warpAffine(tmask, rot, (out_side, out_side), flags=cv2.INTER_NEAREST, borderValue=0)
+            if np.count_nonzero(tm) < 32:
+                continue
+            res = cv2.matchTemplate(area, t, cv2.TM_CCORR_NORMED, mask=np.repeat(tm[..., None], 3, 2))
+            res = np.nan_to_num(res, nan=-1.0, posinf=-1.0, neginf=-1.0)
+            _, score, _, (x, y) = cv2.minMaxLoc(res)
+            # image → template (f, crop) → rotated template (rot) → search area (x, y) → reference (1/f, offset)
+            m = _shift(rl, rt) @ _scaling(1.0 / f) @ _shift(x, y) @ np.vstack([rot, [0, 0, 1]]) @ _scaling(f) @ crop
+            peaks.append((float(score), m, (rl + (x + out_side / 2.0) / f, rt + (y + out_side / 2.0) / f)))
+    peaks.sort(key=lambda p: -p[0])
+    kept: list[tuple[float, np.ndarray, tuple[float, float]]] = []
+    for p in peaks:
+        if all(np.hypot(p[2][0] - k[2][0], p[2][1] - k[2][1]) > side / 2.0 for k in kept):
+            kept.append(p)
+        if len(kept) == PEAKS:
+            break
+    return [(s, m) for s, m, _ in kept]
+
+
+def refine_ecc(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray,
+               motion: int) -> np.ndarray | None:
+    """Step 2: ``matrix`` (image → reference) refined by ECC on the known pixels around ``hole``, with ``motion``
+    ``cv2.MOTION_AFFINE`` or ``cv2.MOTION_HOMOGRAPHY``; ``None`` when ECC does not converge."""
+    top, left, side = template_window(hole)
+    f = min(1.0, ECC_SIDE / side)
+    to_tmpl = _scaling(f) @ _shift(-left, -top)
+    n = max(8, round(side * f))
+    tmpl = cv2.warpAffine(_grey(image), to_tmpl[:2], (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    known = np.zeros(hole.shape, np.uint8)
+    known[~(distance_to(hole) <= TEMPLATE_GAP / f)] = 255
+    tmask = cv2.warpAffine(known, to_tmpl[:2], (n, n), flags=cv2.INTER_NEAREST, borderValue=0)
+    ref = _grey(reference)
+    if f < 1.0:
+        ref = cv2.resize(ref, (max(1, round(ref.shape[1] * f)), max(1, round(ref.shape[0] * f))),
+                         interpolation=cv2.INTER_AREA)
+    # warp: template pixels → reference pixels at the same scale f
+    warp = _scaling(f) @ matrix @ np.linalg.inv(to_tmpl)
+    warp = warp / warp[2, 2]
+    init = (warp if motion == cv2.MOTION_HOMOGRAPHY else warp[:2]).astype(np.float32)
+    try:
+        _, found = cv2.findTransformECCWithMask(tmpl, ref, tmask, np.full(ref.shape, 255, np.uint8), init,
+                                                motion, ECC_CRITERIA, 5)
+    except cv2.error:
+        return None
+    found = np.vstack([found, [0, 0, 1]]) if found.shape[0] == 2 else found
+    out = np.linalg.inv(_scaling(f)) @ found.astype(np.float64) @ to_tmpl
+    return out / out[2, 2] if np.isfinite(out).all() and abs(out[2, 2]) > 1e-12 else None

@@ -1,0 +1,90 @@
+"""Direct registration (refalign.transfer.dense) and the resolution-relative score scale."""
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DREAMBOOTH, textured_image
+
+from refalign.transfer.dense import refine_ecc, search_similarities
+from refalign.transfer.register import SCORE_SIGMA, SCORE_SIDE, project, register_direct, register_hole, score_sigma
+
+
+def _smooth_scene(seed=0, size=320):
+    """Soft blobs only: gradients everywhere, few corners for SIFT (a printed tag among fur, in spirit)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), 200, np.uint8)
+    for _ in range(40):
+        c = tuple(int(v) for v in rng.integers(30, 230, 3))
+        cv2.circle(img, tuple(int(v) for v in rng.integers(20, size - 20, 2)), int(rng.integers(8, 30)), c, -1)
+    return cv2.GaussianBlur(img, (0, 0), 2.5)
+
+
+def _similar_view(target, angle=12.0, scale=1.15, shift=(18.0, -10.0)):
+    h, w = target.shape[:2]
+    a = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    a[:, 2] += shift
+    H = np.vstack([a, [0, 0, 1]])  # image → reference
+    return cv2.warpPerspective(target, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), H
+
+
+def _hole(shape, centre=(150, 160), r=20):
+    m = np.zeros(shape, np.uint8)
+    cv2.ellipse(m, centre, (r, int(r * 0.7)), 20, 0, 360, 1, -1)
+    return m.astype(bool)
+
+
+def _centre_error(matrix, truth, xy=(160.0, 150.0)):
+    p = np.float32([xy])
+    return float(np.linalg.norm(project(matrix, p) - project(truth, p)))
+
+
+def test_template_search_finds_the_similarity_and_ecc_refines_it():
+    target = _smooth_scene()
+    ref, H = _similar_view(target)
+    hole = _hole(target.shape[:2])
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    (score, found), *_ = search_similarities(image, hole, ref)
+    assert _centre_error(found, H) < 12.0  # the search's grid: a few template pixels
+    for motion in (cv2.MOTION_AFFINE, cv2.MOTION_HOMOGRAPHY):
+        refined = refine_ecc(image, hole, ref, found, motion)
+        assert refined is not None and _centre_error(refined, H) < 1.5
+
+
+def test_direct_registration_accepts_the_right_view_and_refuses_an_unrelated_one():
+    target = _smooth_scene()
+    ref, H = _similar_view(target)
+    hole = _hole(target.shape[:2])
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    reg = register_direct(image, hole, ref)
+    assert reg.ok, reg.reason
+    assert "direct" in reg.best.name and _centre_error(reg.matrix, H) < 1.5
+    other = register_direct(image, hole, textured_image(seed=9, size=320))
+    assert not other.ok and other.reason
+
+
+def test_the_score_scale_follows_the_image_size():
+    assert score_sigma((SCORE_SIDE, SCORE_SIDE)) == SCORE_SIGMA
+    assert score_sigma((200, 300)) == SCORE_SIGMA  # never finer than the development cases'
+    assert score_sigma((768, 2 * SCORE_SIDE)) == 2 * SCORE_SIGMA
+
+
+@pytest.mark.skipif(not DREAMBOOTH.is_dir(), reason="shared dreambooth-dev photos not present")
+def test_a_printed_tag_among_fur_registers_across_two_real_photos():
+    """The bear's "Get Well!" tag (1024 px photos): SIFT finds no consistent model around it (fur), the direct
+    search does, and maps the damaged text onto the reference's text."""
+    image = np.asarray(Image.open(DREAMBOOTH / "bear_plushie" / "04.jpg").convert("RGB")).copy()
+    reference = np.asarray(Image.open(DREAMBOOTH / "bear_plushie" / "02.jpg").convert("RGB"))
+    hole = np.zeros(image.shape[:2], np.uint8)
+    cv2.ellipse(hole, (512, 655), (52, 36), -8, 0, 360, 1, -1)
+    hole = hole.astype(bool)
+    t, l, b, r = 600, 455, 712, 570
+    garbled = cv2.GaussianBlur(image[t:b, l:r][:, ::-1], (0, 0), 1.2)  # the print mirrored and softened
+    image[t:b, l:r][hole[t:b, l:r]] = garbled[hole[t:b, l:r]]
+    reg = register_hole(image, hole, reference)
+    assert reg.ok and "direct" in reg.best.name, reg.reason
+    x, y = project(reg.matrix, np.float32([[512.0, 655.0]]))[0]
+    assert abs(x - 516) < 15 and abs(y - 620) < 15  # the centre of the reference's printed text
