@@ -94,7 +94,8 @@ def report(rows: list[dict], flow: bool) -> None:
     for r in rows:
         by_kind[r["kind"]].append(r)
     print("\n## accepted registrations (box PSNR / GMSD, means over the accepted cases)\n")
-    head = "| reference kind | cases | accepted | pasted | doing nothing | Telea |" + (" dense flow |" if flow else "")
+    head = ("| reference kind | cases | accepted | below doing nothing | pasted | doing nothing | Telea |"
+            + (" dense flow |" if flow else ""))
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for kind, rs in sorted(by_kind.items()):
@@ -102,7 +103,8 @@ def report(rows: list[dict], flow: bool) -> None:
         cells = [f"{_mean(acc, k, 0)} / {_mean(acc, k, 1)}" for k in ("accepted", "nothing", "telea")]
         if flow:
             cells.append(f"{_mean(acc, 'flow', 0)} / {_mean(acc, 'flow', 1)}")
-        print(f"| {kind} | {len(rs)} | {len(acc)} | " + " | ".join(cells) + " |")
+        wrong = sum(r["accepted"][0] < r["nothing"][0] for r in acc)
+        print(f"| {kind} | {len(rs)} | {len(acc)} | {wrong} | " + " | ".join(cells) + " |")
     print("\n## hindsight: the best candidate model per case, chosen with the truth (box PSNR)\n")
     print("| reference kind | cases | with a candidate | " + " | ".join(f"beats nothing and Telea by ≥ {m:g} dB"
                                                               for m in MARGINS) + " |")

@@ -50,7 +50,7 @@ from refalign.eval.cases import is_case, write_case
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
 from refalign.mask_ops import dilate, grabcut_foreground
 from refalign.registration import register
-from refalign.transfer.register import gradient_correlation, warp_box
+from refalign.transfer.register import gradient_correlation, score_sigma, warp_box
 from refalign.windows import mask_bbox, resize_image, resize_mask
 
 logger = logging.getLogger(__name__)
@@ -236,11 +236,13 @@ def text_mask(target: np.ndarray, rng: np.random.Generator, cfg: MakeCasesConfig
 
 def content_shown(target: np.ndarray, other: np.ndarray, matrix: np.ndarray, mask: np.ndarray) -> float:
     """How well ``other`` warped through ``matrix`` (``target`` → ``other`` pixels) shows ``target``'s content under
-    ``mask``: the gradient correlation of the two inside the mask (−1…1; −1 where the warp misses the mask)."""
+    ``mask``: the gradient correlation of the two inside the mask at the registration's scale for this image size
+    (:func:`~refalign.transfer.register.score_sigma`; −1…1, −1 where the warp misses the mask)."""
     t, l, b, r = box = mask_bbox(mask)
     warped, valid = warp_box(other, matrix, box)
     inside = mask[t:b, l:r] & valid
-    return gradient_correlation(warped, target[t:b, l:r], inside) if inside.sum() >= 12 else -1.0
+    sigma = score_sigma(target.shape)
+    return gradient_correlation(warped, target[t:b, l:r], inside, sigma) if inside.sum() >= 12 else -1.0
 
 
 def crossview_mask(target: np.ndarray, obj: np.ndarray, other: np.ndarray, other_obj: np.ndarray,
