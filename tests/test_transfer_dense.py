@@ -40,12 +40,18 @@ def _centre_error(matrix, truth, xy=(160.0, 150.0)):
     return float(np.linalg.norm(project(matrix, p) - project(truth, p)))
 
 
-def test_template_search_finds_the_similarity_and_ecc_refines_it():
+def _damaged_pair():
+    """``(image with a magenta hole, hole, reference, true image → reference matrix)``."""
     target = _smooth_scene()
     ref, H = _similar_view(target)
     hole = _hole(target.shape[:2])
     image = target.copy()
     image[hole] = (255, 0, 255)
+    return image, hole, ref, H
+
+
+def test_template_search_finds_the_similarity_and_ecc_refines_it():
+    image, hole, ref, H = _damaged_pair()
     (score, found), *_ = search_similarities(image, hole, ref)
     assert _centre_error(found, H) < 12.0  # the search's grid: a few template pixels
     for motion in (cv2.MOTION_AFFINE, cv2.MOTION_HOMOGRAPHY):
@@ -54,11 +60,7 @@ def test_template_search_finds_the_similarity_and_ecc_refines_it():
 
 
 def test_direct_registration_accepts_the_right_view_and_refuses_an_unrelated_one():
-    target = _smooth_scene()
-    ref, H = _similar_view(target)
-    hole = _hole(target.shape[:2])
-    image = target.copy()
-    image[hole] = (255, 0, 255)
+    image, hole, ref, H = _damaged_pair()
     reg = register_direct(image, hole, ref)
     assert reg.ok, reg.reason
     assert "direct" in reg.best.name and _centre_error(reg.matrix, H) < 1.5
