@@ -278,7 +278,11 @@ def gradient_correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray, sigma:
     """Orientation-aware normalised correlation of two images' gradients over ``where`` (``(H, W)`` bool):
     ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)`` in −1…1, on grey levels smoothed at ``sigma`` (Sobel gradients);
     ``a``, ``b``: ``(H, W, 3)`` colours. A global gain or offset between the two does not change it."""
-    ga, gb = _gradients(_smooth(_grey(a), sigma)), _gradients(_smooth(_grey(b), sigma))
+    return _correlation(_gradients(_smooth(_grey(a), sigma)), _gradients(_smooth(_grey(b), sigma)), where)
+
+
+def _correlation(ga: tuple[np.ndarray, np.ndarray], gb: tuple[np.ndarray, np.ndarray], where: np.ndarray) -> float:
+    """:func:`gradient_correlation` of gradients already computed."""
     dot = (ga[0] * gb[0] + ga[1] * gb[1])[where].sum()
     na = (ga[0] ** 2 + ga[1] ** 2)[where].sum()
     nb = (gb[0] ** 2 + gb[1] ** 2)[where].sum()
@@ -342,8 +346,8 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     fitted = colour.apply(warped[y0:y1, x0:x1])
     near, ring = crop[y0:y1, x0:x1], ring[y0:y1, x0:x1]
     sigma = score_sigma(image.shape)
-    corr = gradient_correlation(fitted, near, ring, sigma)
     gb = _gradients(_smooth(_grey(near), sigma))
+    corr = _correlation(_gradients(_smooth(_grey(fitted), sigma)), gb, ring)
     # grey levels per pixel at SCORE_SIDE (Sobel 3×3 gives 8 on a unit ramp; a larger image has gentler ramps)
     texture = float(np.sqrt(gb[0] ** 2 + gb[1] ** 2)[ring].mean()) / 8.0 * (sigma / SCORE_SIGMA)
     residual = mean_colour_error(fitted[ring], near[ring])
