@@ -7,7 +7,8 @@ on its own:
 1. features in the **neighbourhood** of the hole (a square of :data:`NEIGHBOURHOOD` × the hole's size, the hole
    and a small gap excluded — its pixels are wrong by definition), matched into the reference's **search area**
    (the user's region, or the object, or the whole photo) by Lowe's ratio test; ASIFT when plain SIFT finds too
-   few (viewpoint changes);
+   few (viewpoint changes); and when features give no acceptable model at all (a printed tag among fur), a
+   **direct search** of the pixels around the hole (:mod:`refalign.transfer.dense`, :func:`register_direct`);
 2. several **candidate models**, each fitted robustly (MAGSAC++, Barath et al. 2020): a homography on all matches,
    and a homography, an affine map and a similarity on the matches nearest the hole (a local plane); then
    **guided re-matching** around the best candidate's prediction and a refit, which recovers matches the ratio
@@ -422,7 +423,8 @@ def register_hole(
         reference_features: the reference's features inside ``search`` (:func:`detect`), computed once per
             reference and reused by every window; computed here when ``None``.
         search: where in the reference the match may lie (the user's region, the object; ``None`` = anywhere).
-        affine_fallback: retry with ASIFT features when plain SIFT gives no acceptable model.
+        affine_fallback: retry with ASIFT features, then with the direct search (:func:`register_direct`), when
+            plain SIFT gives no acceptable model.
     """
     if not hole.any():
         return LocalRegistration(False, "empty hole")
