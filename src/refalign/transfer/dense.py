@@ -61,17 +61,6 @@ def template_window(hole: np.ndarray) -> tuple[int, int, int]:
     return int((t + b - side) // 2), int((l + r - side) // 2), side
 
 
-def _cut(image: np.ndarray, hole: np.ndarray, top: int, left: int, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """The window's pixels (edges replicated) and its known-pixel mask (inside the image, outside the hole)."""
-    h, w = hole.shape
-    m = _shift(-left, -top)[:2]
-    pixels = cv2.warpAffine(image, m, (side, side), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    known = np.zeros((h, w), np.uint8)
-    known[~hole] = 255
-    known = cv2.warpAffine(known, m, (side, side), flags=cv2.INTER_NEAREST, borderValue=0)
-    return pixels, known
-
-
 def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
                         search: np.ndarray | None = None) -> list[tuple[float, np.ndarray]]:
     """Step 1: ``(score, matrix)`` of the best :data:`PEAKS` distinct peaks of the masked template search, best
