@@ -443,17 +443,15 @@ def register_hole(
             ref_area = _around_points(corners, reference.shape[:2], search)
     affine = _register_with(image, hole, reference, detect(image, region, affine=True),
                             detect(reference, ref_area, affine=True))
+    affine.reason += " (affine-simulated features)"
     if affine.ok:
-        affine.reason = f"{affine.reason} (affine-simulated features)"
         return affine
     # features fail on small planar parts among fur or fabric: let the pixels around the hole say where they lie
     direct = register_direct(image, hole, reference, search)
     if direct.ok:
         return direct
-    if affine.best is not None and (result.best is None or affine.best.inliers > result.best.inliers):
-        affine.reason = f"{affine.reason} (affine-simulated features)"
-        return affine
-    return result
+    stronger = affine.best is not None and (result.best is None or affine.best.inliers > result.best.inliers)
+    return affine if stronger else result
 
 
 def register_direct(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
