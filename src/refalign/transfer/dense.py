@@ -53,6 +53,17 @@ def _shift(x: float, y: float) -> np.ndarray:
     return np.array([[1.0, 0, x], [0, 1.0, y], [0, 0, 1.0]])
 
 
+def _template(pixels: np.ndarray, hole: np.ndarray, to_template: np.ndarray, n: int,
+              gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n × n`` template of ``pixels`` (the image, or its grey levels) through ``to_template`` (image pixels →
+    template pixels, edges replicated) and its mask: 255 where the image is known — inside it, farther than ``gap``
+    image pixels from the hole — else 0."""
+    tmpl = cv2.warpAffine(pixels, to_template[:2], (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    known = np.zeros(hole.shape, np.uint8)
+    known[~(distance_to(hole) <= gap)] = 255
+    return tmpl, cv2.warpAffine(known, to_template[:2], (n, n), flags=cv2.INTER_NEAREST, borderValue=0)
+
+
 def template_window(hole: np.ndarray) -> tuple[int, int, int]:
     """The square around ``hole`` the template is cut from: ``(top, left, side)`` in image pixels (it may reach
     past the image; those pixels are masked out)."""
@@ -68,12 +79,7 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
     top, left, side = template_window(hole)
     f = TEMPLATE_SIDE / side
     crop = _shift(-left, -top)
-    tmpl = cv2.warpAffine(image, (_scaling(f) @ crop)[:2], (TEMPLATE_SIDE, TEMPLATE_SIDE), flags=cv2.INTER_AREA,
-                          borderMode=cv2.BORDER_REPLICATE)
-    known = np.zeros(hole.shape, np.uint8)
-    known[~(distance_to(hole) <= TEMPLATE_GAP / f)] = 255
-    tmask = cv2.warpAffine(known, (_scaling(f) @ crop)[:2], (TEMPLATE_SIDE, TEMPLATE_SIDE),
-                           flags=cv2.INTER_NEAREST, borderValue=0)
+    tmpl, tmask = _template(image, hole, _scaling(f) @ crop, TEMPLATE_SIDE, TEMPLATE_GAP / f)
     rt, rl, rb, rr = (0, 0, *reference.shape[:2]) if search is None or not search.any() else mask_bbox(search)
     area = cv2.resize(reference[rt:rb, rl:rr], (max(1, round((rr - rl) * f)), max(1, round((rb - rt) * f))),
                       interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
@@ -114,10 +120,7 @@ def refine_ecc(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     f = min(1.0, ECC_SIDE / side)
     to_tmpl = _scaling(f) @ _shift(-left, -top)
     n = max(8, round(side * f))
-    tmpl = cv2.warpAffine(_grey(image), to_tmpl[:2], (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    known = np.zeros(hole.shape, np.uint8)
-    known[~(distance_to(hole) <= TEMPLATE_GAP / f)] = 255
-    tmask = cv2.warpAffine(known, to_tmpl[:2], (n, n), flags=cv2.INTER_NEAREST, borderValue=0)
+    tmpl, tmask = _template(_grey(image), hole, to_tmpl, n, TEMPLATE_GAP / f)
     ref = _grey(reference)
     if f < 1.0:
         ref = cv2.resize(ref, (max(1, round(ref.shape[1] * f)), max(1, round(ref.shape[0] * f))),
