@@ -42,6 +42,7 @@ def test_a_registered_window_gets_the_references_pixels_inside_the_mask_only(dum
     assert _psnr(out.image, truth, mask) > 25  # the dummy model could never do this: the reference's own pixels
     assert out.confidence[0] > 0.5
     assert "the reference's own pixels" in out.reports[0] and "registered" in out.reports[0]
+    assert "dense flow" not in out.reports[0]  # a right registration is pasted as warped
     assert out.alignment[0].path == "warp"  # the same correspondence feeds the alignment's report
 
 
@@ -122,6 +123,7 @@ def test_harmonize_runs_the_model_over_the_transfer_and_keeps_the_outside(dummy_
 @pytest.mark.parametrize("settings, words", [
     (["refinement.paste_mode=residual", "refinement.harmonize=true"], "refinement.harmonize"),
     (["refinement.unregistered=keep"], "refinement.unregistered"),
+    (["refinement.dense_flow=false"], "refinement.dense_flow"),
     (["refinement.source=reference", "refinement.harmonize=true"], "harmonize needs paste_mode residual"),
 ])
 def test_settings_without_effect_are_refused(dummy_pipeline, settings, words):
@@ -150,3 +152,29 @@ def test_cli_unregistered_option_is_checked_before_any_model_work(tmp_path, monk
                                    "-o", str(tmp_path / "out.png"), "--unregistered", "fill"])
     assert res.exit_code == 2 and "--unregistered fill: use keep, model, synthesize, auto" in res.output, res.output
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("flag, passed", [([], None), (["--no-dense-flow"], False), (["--dense-flow"], True)])
+def test_cli_dense_flow_option_reaches_the_pipeline(tmp_path, monkeypatch, flag, passed):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from refalign.cli import app
+    from refalign.pipelines.outputs import RefineOutput
+
+    calls = []
+
+    def fake(image, mask, reference, **kwargs):
+        calls.append(kwargs)
+        return RefineOutput(image, None, None)
+
+    img = tmp_path / "img.png"
+    Image.fromarray(textured_image(seed=1)).save(img)
+    mask = np.zeros((320, 320), np.uint8)
+    mask[100:120, 100:130] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: fake)
+    res = CliRunner().invoke(app, ["refine", str(img), "--mask", str(tmp_path / "mask.png"), "--reference", str(img),
+                                   "-o", str(tmp_path / "out.png"), *flag])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1 and calls[0]["dense_flow"] is passed

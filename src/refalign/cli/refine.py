@@ -90,6 +90,11 @@ def refine(
         "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' (kept "
         "where the artifact looks continuous with its surroundings, else synthesized) (default: the model's)."
     ),
+    dense_flow: Optional[bool] = typer.Option(
+        None, "--dense-flow/--no-dense-flow", help="Move a registered region's pasted pixels by the dense optical "
+        "flow that aligns them with the known pixels around it, where the registration explains those only in part "
+        "(another viewpoint) (default: the model's)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
     save_correspondence: Optional[Path] = typer.Option(
@@ -109,7 +114,7 @@ def refine(
         raise InputError("--no-align and --reference-mask exclude each other; give one")
     call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, masked_content=masked_content,
                 num_samples=samples, seed=seed, no_align=no_align,
-                subtoken=subtoken, warped_guidance=warped_guidance, unregistered=unregistered)
+                subtoken=subtoken, warped_guidance=warped_guidance, unregistered=unregistered, dense_flow=dense_flow)
     if cases is not None:
         _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,
                       model, device, overwrite, max_pixels, call)

@@ -7,7 +7,8 @@ benchmark's warp kind, :func:`perspective_pair`). The engine registers the artif
 refine path does (:func:`refalign.transfer.register.register_hole`); when it accepts a model, the attempt gives
 
 * a **harmonize** sample (refinement mode): the zoom-in window whose hole holds the engine's transferred pixels
-  (:func:`refalign.transfer.source.transfer_source`) as ``source`` — what the model's masked-image input becomes
+  (:func:`refalign.transfer.source.transfer_source`, moved by :func:`refalign.transfer.flow.flow_correct` where
+  the dense flow shifts them) as ``source`` — what the model's masked-image input becomes
   with ``refinement.harmonize`` — with the engine's real errors (registration, colour map, resampling), the region
   crop of the reference as the encoder's input, the guidance warped through the registered matrix, and the clean
   window as the target;
@@ -39,15 +40,17 @@ from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, guidance_throu
 from refalign.fill import telea_fill
 from refalign.guidance import empty_guidance
 from refalign.mask_ops import dilate
-from refalign.transfer.register import register_hole
+from refalign.transfer.flow import flow_correct
+from refalign.transfer.register import WarpScore, register_hole
 from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, window_to_source
 
 logger = logging.getLogger(__name__)
 
 #: Part of the pool's cache key: raised whenever the attempts would give other samples (2: the hole Telea-filled
-#: before registration; 3: the registration's direct-search fallback), so a stale cache is never read.
-POOL_VERSION = 3
+#: before registration; 3: the registration's direct-search fallback; 4: the transferred pixels moved by the dense
+#: flow where it shifts them, as the refine path does), so a stale cache is never read.
+POOL_VERSION = 4
 
 def perspective_pair(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(reference, reference_object_mask)``: the photo under a random perspective and a mild colour change
@@ -62,11 +65,12 @@ def _no_source(resolution: int) -> dict:
             "source_valid": np.zeros((resolution, resolution), bool)}
 
 
-def harmonize_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, colour,
-                     rng: np.random.Generator, spec: SampleSpec) -> dict | None:
-    """The refinement-mode sample of one accepted registration (module docstring); ``None`` when the transfer
-    covers none of the hole."""
-    pixels, valid, box = transfer_source(photo.image, hole, reference, matrix, colour)
+def harmonize_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray,
+                     score: WarpScore, rng: np.random.Generator, spec: SampleSpec) -> dict | None:
+    """The refinement-mode sample of one accepted registration (module docstring; ``score`` its ring score: the
+    colour map and the correlation the flow correction reads); ``None`` when the transfer covers none of the hole."""
+    pixels, valid, box = transfer_source(photo.image, hole, reference, matrix, score.colour)
+    pixels, valid, _ = flow_correct(photo.image, hole, pixels, valid, box, score.gradient_correlation)
     sourced = photo.image.copy()
     pasted = paste_hole(sourced, pixels, hole, box, valid)
     if not pasted.any():
@@ -125,8 +129,7 @@ def engine_attempt(photos: list[ObjectPhoto], groups: list[list[int]], index: in
     reg = register_hole(telea_fill(photo.image, hole), hole, reference)
     if not reg.ok:
         return []
-    colour = reg.best.score.colour
-    made = [harmonize_sample(photo, hole, reference, reg.matrix, colour, rng, spec),
+    made = [harmonize_sample(photo, hole, reference, reg.matrix, reg.best.score, rng, spec),
             alignment_pair_sample(photo, hole, reference, ref_obj, reg.matrix, rng, spec)]
     return [m for m in made if m is not None]
 

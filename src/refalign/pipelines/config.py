@@ -111,6 +111,12 @@ class RefinementDefaults:
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.
+        dense_flow: with ``source="reference"``, move the transferred pixels by the dense flow that aligns them with
+            the known pixels around the hole where the registered model explains those only in part and the flow
+            shifts them by at least a pixel on average (:func:`refalign.transfer.flow.flow_correct`: across views a
+            plane model lands a few pixels off); a registration that is already right is pasted as warped. On the
+            six accepted cross-view windows of the development sets (session 7) +1.4 dB box PSNR on average, GMSD
+            lower on five; no warp window moves.
     """
 
     num_inference_steps: int = 50
@@ -131,6 +137,7 @@ class RefinementDefaults:
     source: str = "model"
     unregistered: str = "model"
     harmonize: bool = False
+    dense_flow: bool = True
 
 
 @dataclass
@@ -240,6 +247,8 @@ def _no_op(config: RefalignConfig) -> list[tuple[str, str]]:
             out.append(("refinement.harmonize", "acts only with refinement.source=reference"))
         if r.unregistered != "model":
             out.append(("refinement.unregistered", "acts only with refinement.source=reference"))
+        if not r.dense_flow:
+            out.append(("refinement.dense_flow", "acts only with refinement.source=reference"))
     return out
 
 

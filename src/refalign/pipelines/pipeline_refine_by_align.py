@@ -50,6 +50,7 @@ from refalign.pipelines.zoom import (
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import MILD_EDGE_CONTRAST, mildness
 from refalign.transfer.engine import ReferenceView
+from refalign.transfer.flow import flow_correct
 from refalign.transfer.source import paste_hole, transfer_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
@@ -274,6 +275,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         masked_content: str | None = None,
         num_samples: int | None = None,
         unregistered: str | None = None,
+        dense_flow: bool | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         context: float | None = None,
@@ -311,6 +313,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
                 is none) or ``"auto"`` (kept where the artifact looks continuous with its surroundings, else
                 synthesised as ``"synthesize"`` does); default ``refinement.unregistered``.
+            dense_flow: with ``refinement.source="reference"``, move a registered window's pixels by the dense flow
+                that aligns them with the known pixels around the hole where the model explains those only in
+                part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -325,7 +330,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         cfg = self.refalign_config.refinement
         # 1. Settings and inputs, checked once
         run = self._settings(num_inference_steps, guidance_scale, strength, masked_content, num_samples, generator,
-                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs, unregistered)
+                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs, unregistered, dense_flow)
         inputs = self._check_inputs(image, mask, reference, reference_mask, object_mask, no_align, run, output_type)
         check_number(context, "context", lo=0.0, lo_open=True)
         self._interrupt = False
@@ -358,7 +363,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         return self._output(result, jobs, inputs, output_type)
 
     def _settings(self, steps, guidance_scale, strength, masked_content, num_samples, generator, seed, callback,
-                  tensor_inputs, unregistered=None) -> RefineSettings:
+                  tensor_inputs, unregistered=None, dense_flow=None) -> RefineSettings:
         """The call's settings over the checkpoint's defaults, each checked (one :class:`InputError` line)."""
         cfg = self.refalign_config.refinement
         steps = int(steps or cfg.num_inference_steps)
@@ -386,8 +391,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         unregistered = str(cfg.unregistered if unregistered is None else unregistered)
         if unregistered not in UNREGISTERED:
             raise InputError(f"unregistered must be one of {', '.join(UNREGISTERED)}, got {unregistered!r}")
+        dense_flow = bool(cfg.dense_flow if dense_flow is None else dense_flow)
         return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs),
-                              unregistered)
+                              unregistered, dense_flow)
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, no_align, run: RefineSettings,
                       output_type) -> "CheckedInputs":
@@ -423,7 +429,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         # transferring the reference's pixels uses the pixel-accurate correspondence: sub-token alignment is implied
         self._correspond(job, inputs, run, subtoken=True if transfers else subtoken, register=guided or transfers)
         reference = inputs.references[job.reference_index]
-        self._choose_source(job, inputs.image, reference, run.unregistered, run.seed)
+        self._choose_source(job, inputs.image, reference, run)
         if not job.runs_model:
             return job
         ref_pixels = crop_reference(reference, job.region, self.reference_encoder.image_size,
@@ -444,25 +450,28 @@ class RefineByAlignPipeline(DiffusionPipeline):
             strategy.prepare(job, reference, cfg.reference_fill)
         return job
 
-    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, unregistered: str,
-                       seed: int = 0) -> None:
+    def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, run: RefineSettings) -> None:
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
-        when the correspondence has an accepted model, else ``unregistered`` (the call's, or
-        ``refinement.unregistered``; ``seed`` for synthesis)."""
+        (moved by the dense flow when ``run.dense_flow`` and it applies) when the correspondence has an accepted
+        model, else ``run.unregistered`` (its seed for synthesis)."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
-            if unregistered == "keep" or (unregistered == "auto" and self._auto_keeps(job, image)):
+            if run.unregistered == "keep" or (run.unregistered == "auto" and self._auto_keeps(job, image)):
                 job.source = "kept"
-            elif unregistered in ("synthesize", "auto"):
-                self._synthesize(job, image, reference, seed)
+            elif run.unregistered in ("synthesize", "auto"):
+                self._synthesize(job, image, reference, run.seed)
             else:
                 job.source = "model"
             return
-        job.transfer = transfer_source(image, job.mask, reference, corr.matrix, corr.fit.best.score.colour)
+        score = corr.fit.best.score
+        pixels, valid, box = transfer_source(image, job.mask, reference, corr.matrix, score.colour)
+        if run.dense_flow:
+            pixels, valid, job.flow = flow_correct(image, job.mask, pixels, valid, box, score.gradient_correlation)
+        job.transfer = (pixels, valid, box)
         job.source = "reference+model" if cfg.harmonize else "reference"
 
     @staticmethod

@@ -17,6 +17,7 @@ import torch
 from refalign.pipelines.alignment import AlignmentOutput
 from refalign.pipelines.correspondence import Correspondence
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
+from refalign.transfer.flow import FlowCorrection
 from refalign.transfer.synthesis import Synthesis
 from refalign.windows import ModelFrame, Window
 
@@ -33,6 +34,7 @@ class RefineSettings:
     callback: Callable[..., dict] | None = None
     callback_inputs: Sequence[str] = ("latents",)
     unregistered: str = "model"
+    dense_flow: bool = True
 
     @property
     def seed(self) -> int:
@@ -69,7 +71,10 @@ class WindowJob:
             (:attr:`RefineOutput.sources <refalign.pipelines.outputs.RefineOutput>`).
         transfer: the hole's pixels from the reference, ``(pixels, valid, box)`` in image coordinates — registered
             (:func:`refalign.transfer.source.transfer_source`) when ``source`` starts with ``"reference"``,
-            synthesised from its region when it starts with ``"synthesis"`` (``valid`` ``None``).
+            synthesised from its region when it starts with ``"synthesis"`` (``valid`` ``None``), moved by the
+            dense flow when ``flow`` says so.
+        flow: what the dense-flow correction of the registered pixels did
+            (:func:`refalign.transfer.flow.flow_correct`; ``None`` when it did not run).
         synthesis: the synthesis itself (:func:`refalign.transfer.synthesis.synthesize_hole`), for the report.
         fallback: why the source asked for (synthesis) was not used, when it was not.
         choice: how ``unregistered="auto"`` decided for this window (its edge contrast), for the report.
@@ -92,6 +97,7 @@ class WindowJob:
     source: str = "model"
     transfer: tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int]] | None = None
     synthesis: Synthesis | None = None
+    flow: FlowCorrection | None = None
     fallback: str = ""
     choice: str = ""
 
@@ -109,7 +115,9 @@ class WindowJob:
         where = f"window at ({w.left}, {w.top}) size {w.size}"
         corr = self.correspondence
         if self.source.startswith("reference"):
-            how = "the reference's own pixels" + (", harmonized by the model" if self.source.endswith("model") else "")
+            how = "the reference's own pixels"
+            how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
+            how += ", harmonized by the model" if self.source.endswith("model") else ""
             return f"{where}: {how} — registered ({corr.registration}; confidence {corr.confidence:.2f})"
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
         if self.source.startswith("synthesis"):
