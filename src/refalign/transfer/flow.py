@@ -27,7 +27,7 @@ import numpy as np
 
 from refalign.mask_ops import distance_to
 from refalign.transfer.colour import offset_field
-from refalign.transfer.register import SCORE_SIDE, ring_width
+from refalign.transfer.register import image_scale, ring_width
 
 #: Mean displacement over the hole (pixels, at a :data:`~refalign.transfer.register.SCORE_SIDE`-pixel image;
 #: proportionally more on larger ones) from which the flow correction is applied.
@@ -64,10 +64,11 @@ class FlowCorrection:
 
 def min_shift(hw: tuple[int, int]) -> float:
     """:data:`FLOW_MIN_SHIFT` for an image of size ``hw``."""
-    return FLOW_MIN_SHIFT * max(1.0, max(hw[:2]) / SCORE_SIDE)
+    return FLOW_MIN_SHIFT * image_scale(hw)
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
+def _grey8(rgb: np.ndarray) -> np.ndarray:
+    """8-bit grey of a (float) colour image: what DIS takes."""
     return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
 
 
@@ -79,7 +80,7 @@ def ring_flow(image: np.ndarray, hole: np.ndarray, source: np.ndarray, box: tupl
     sub = hole[t:b, l:r]
     known = np.where(sub[..., None], source, image[t:b, l:r].astype(np.float32))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(_grey(known), _grey(source), None)
+    flow = dis.calc(_grey8(known), _grey8(source), None)
     width = ring_width(hole)
     dist = distance_to(sub)
     return offset_field(flow, ~sub & (dist > EDGE_GAP) & (dist <= 2 * width), sigma=width)

@@ -259,10 +259,16 @@ def _gradients(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
 
 
+def image_scale(hw: tuple[int, int]) -> float:
+    """How much larger than the development cases an image of size ``hw`` is: its longer side over
+    :data:`SCORE_SIDE`, at least 1. Pixel lengths set on the development cases are multiplied by it."""
+    return max(1.0, max(hw[:2]) / SCORE_SIDE)
+
+
 def score_sigma(hw: tuple[int, int]) -> float:
     """The Gaussian scale (pixels) gradients are compared at on an image of size ``hw``: :data:`SCORE_SIGMA` at
     :data:`SCORE_SIDE` pixels or less, proportionally more on larger images."""
-    return SCORE_SIGMA * max(1.0, max(hw[:2]) / SCORE_SIDE)
+    return SCORE_SIGMA * image_scale(hw)
 
 
 def _smooth(grey: np.ndarray, sigma: float = SCORE_SIGMA) -> np.ndarray:
