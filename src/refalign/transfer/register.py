@@ -328,19 +328,41 @@ def fit_hole_colour(warped: np.ndarray, valid: np.ndarray, sub_hole: np.ndarray,
     return fit_quantiles(warped[area], crop[area], w, w)
 
 
-def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray) -> WarpScore:
-    """Score a model (image → reference ``matrix``) on the known pixels around ``hole`` (``(H, W)`` bool).
+@dataclass(frozen=True)
+class HoleFrame:
+    """What scoring needs of a hole, whatever the model: its :func:`colour_box`, the hole inside it (``sub``), the
+    distance to the hole there (``dist``), the hole's pixels farther than :data:`HOLE_MARGIN` from its edge
+    (``interior``) and the ring's width. Computed once per registration (:func:`hole_frame`) and shared by every
+    candidate's :func:`score_warp` — two distance transforms each otherwise."""
+
+    box: tuple[int, int, int, int]
+    sub: np.ndarray
+    dist: np.ndarray
+    interior: np.ndarray
+    width: float
+
+
+def hole_frame(hole: np.ndarray) -> HoleFrame:
+    """The :class:`HoleFrame` of ``hole`` (``(H, W)`` bool)."""
+    t, l, b, r = box = colour_box(hole)
+    sub = hole[t:b, l:r]
+    return HoleFrame(box, sub, distance_to(sub), sub & (distance_to(~sub) > HOLE_MARGIN), ring_width(hole))
+
+
+def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray,
+               frame: HoleFrame | None = None) -> WarpScore:
+    """Score a model (image → reference ``matrix``) on the known pixels around ``hole`` (``(H, W)`` bool;
+    ``frame``: its :func:`hole_frame`, when several models are scored).
 
     The reference is warped onto the hole's surroundings and colour-fitted (:func:`fit_hole_colour`); on the
     scoring ring (:func:`ring_width`) the orientation-aware gradient correlation ``Σ ∇a·∇b / √(Σ|∇a|² Σ|∇b|²)``
     (at the scale :func:`score_sigma`) and the mean colour residual are measured, and the share of the hole the
     warp covers.
     """
-    width = ring_width(hole)
-    t, l, b, r = box = colour_box(hole)
-    sub_hole = hole[t:b, l:r]
+    frame = frame or hole_frame(hole)
+    width, sub_hole, dist = frame.width, frame.sub, frame.dist
+    t, l, b, r = box = frame.box
     warped, valid = warp_box(reference, matrix, box)
-    dist = distance_to(sub_hole)
     crop = image[t:b, l:r]
     ring = valid & ~sub_hole & (dist > 1) & (dist <= width)
     coverage = float(valid[sub_hole].mean()) if sub_hole.any() else 0.0
@@ -360,7 +382,7 @@ def score_warp(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matri
     residual = mean_colour_error(fitted[ring], near[ring])
     # the damaged pixels inside the hole (away from its edge, where the warp is valid) are low-weight evidence: they
     # count only through their ratio to the ring's error (:data:`MIN_DAMAGE_RATIO`), a gate, never a score
-    inside = sub_hole & valid & (distance_to(~sub_hole) > HOLE_MARGIN)
+    inside = frame.interior & valid
     inside = inside if inside.sum() >= 12 else sub_hole & valid
     hole_residual = mean_colour_error(colour.apply(warped[inside]), crop[inside]) if inside.any() else float("inf")
     return WarpScore(corr, residual, coverage, texture, colour, hole_residual)
@@ -524,8 +546,9 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
     """Score every candidate (:func:`score_warp`) and accept the best one if it passes and another passing
     candidate supports it (:data:`SUPPORT_PX_PER_1000`); otherwise say why not."""
     scale = max(reference.shape[:2]) / 1000.0
+    frame = hole_frame(hole)
     for c in candidates:
-        c.score = score_warp(image, hole, reference, c.matrix)
+        c.score = score_warp(image, hole, reference, c.matrix, frame)
     ranked = sorted(candidates, key=lambda c: (c.score.passes, c.score.confidence, -c.score.residual), reverse=True)
     top = ranked[0]
     if not top.score.passes:
