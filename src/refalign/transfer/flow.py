@@ -9,8 +9,8 @@ by normalised convolution (Knutsson & Westin 1993, :func:`refalign.transfer.colo
 resampled through that smooth field.
 
 Where the registration is already right, following the flow costs: −0.15 dB box PSNR on the 39 warp cases at
-512 px (sub-pixel noise), and −2.8 dB on the built-in example's woven label, where DIS reads the label's frame in
-the ring as a 1.4 px shift and bends the logo. So the flow is measured only where the registered model explains the
+512 px (sub-pixel noise), and −2.8 dB on the built-in example's woven label (registered by features then), where
+DIS reads the label's frame in the ring as a 1.4 px shift and bends the logo. So the flow is measured only where the registered model explains the
 ring's gradients in part — its gradient correlation there below :data:`FLOW_MAX_CORRELATION` (warp windows score
 0.86–0.99 at 512 and 1024 px, the example 0.91, the accepted cross-view windows 0.51–0.78) — and applied only when
 its mean displacement over the hole reaches :data:`FLOW_MIN_SHIFT`, scaled with the image like the registration's
