@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from refalign.mask_ops import distance_to
 from refalign.transfer.colour import offset_field
-from refalign.transfer.register import image_scale, ring_width
+from refalign.transfer.register import hole_frame, image_scale
 
 #: Mean displacement over the hole (pixels, at a :data:`~refalign.transfer.register.SCORE_SIDE`-pixel image;
 #: proportionally more on larger ones) from which the flow correction is applied.
@@ -76,14 +75,15 @@ def ring_flow(image: np.ndarray, hole: np.ndarray, source: np.ndarray, box: tupl
     """The smooth displacement field ``(h, w, 2)`` float32 over ``box`` that moves ``source`` (the box's warped,
     colour-fitted reference) onto the image's known pixels: ``image(x) ≈ source(x + d(x))`` measured on the ring
     between :data:`EDGE_GAP` and two ring widths from the hole, spread into the hole at the ring's width."""
+    frame = hole_frame(hole)
+    if tuple(box) != frame.box:
+        raise ValueError(f"ring_flow: box {box} is not the hole's colour box {frame.box}")
     t, l, b, r = box
-    sub = hole[t:b, l:r]
-    known = np.where(sub[..., None], source, image[t:b, l:r].astype(np.float32))
+    known = np.where(frame.sub[..., None], source, image[t:b, l:r].astype(np.float32))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     flow = dis.calc(_grey8(known), _grey8(source), None)
-    width = ring_width(hole)
-    dist = distance_to(sub)
-    return offset_field(flow, ~sub & (dist > EDGE_GAP) & (dist <= 2 * width), sigma=width)
+    ring = ~frame.sub & (frame.dist > EDGE_GAP) & (frame.dist <= 2 * frame.width)
+    return offset_field(flow, ring, sigma=frame.width)
 
 
 def flow_correct(

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from refalign.transfer.colour import ColourFit, QuantileFit, offset_field
-from refalign.mask_ops import distance_to
-from refalign.transfer.register import colour_area, colour_box, ring_width, warp_box
+from refalign.transfer.register import colour_area, hole_frame, warp_box
 
 
 def transfer_source(
@@ -24,15 +23,14 @@ def transfer_source(
     """The reference's pixels for ``hole``: ``(source (h, w, 3) float32, valid (h, w) bool, box)`` in the box of
     :func:`~refalign.transfer.register.colour_box` (image coordinates). ``matrix`` maps image → reference; ``colour`` from the registration's
     score (:func:`refalign.transfer.register.score_warp`); ``offset`` adds the smooth residual field."""
-    t, l, b, r = box = colour_box(hole)
+    frame = hole_frame(hole)
+    t, l, b, r = box = frame.box
     warped, valid = warp_box(reference, matrix, box)
     source = colour.apply(warped)
     if offset:
-        sub = hole[t:b, l:r]
-        width = ring_width(hole)
-        known = colour_area(valid, sub, distance_to(sub), width)
+        known = colour_area(valid, frame.sub, frame.dist, frame.width)
         residual = image[t:b, l:r].astype(np.float32) - source
-        source = source + offset_field(residual, known, sigma=width)
+        source = source + offset_field(residual, known, sigma=frame.width)
     return np.clip(source, 0, 255), valid, box
 
 
