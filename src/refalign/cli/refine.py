@@ -143,7 +143,7 @@ def _check_steps_for(model, steps) -> None:
 
 
 def _refine_one(image, mask, reference, output, reference_mask, object_mask, save_correspondence, model, device,
-                overwrite, max_pixels, call, detect_z=4.0) -> None:
+                overwrite, max_pixels, call, *, detect_z: float) -> None:
     import dataclasses
 
     from refalign.cli._common import allow_quick_exit, check_writable, load_pipeline, run_summary, write_outputs
