@@ -29,9 +29,8 @@ from refalign.eval.cases import list_cases, read_case
 from refalign.eval.metrics import box_gmsd, box_psnr_ssim
 from refalign.fill import telea_fill
 from refalign.transfer.engine import ReferenceView
-from refalign.transfer.flow import flow_correct
 from refalign.transfer.register import register_hole
-from refalign.transfer.source import paste_hole, transfer_source
+from refalign.transfer.source import paste_hole, registered_source
 
 #: Margins (dB) over the better of doing nothing and Telea counted in the hindsight table.
 MARGINS = (0.0, 1.0, 3.0)
@@ -41,15 +40,11 @@ def pasted(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
     """``(image, moved)``: the image with ``candidate``'s transferred reference pasted into ``hole`` — with
     ``flow``, moved by the dense flow where the refine path moves it (:func:`refalign.transfer.flow.flow_correct`)
     — and whether the flow moved it (``None`` without ``flow``)."""
-    source, valid, box = transfer_source(image, hole, reference, candidate.matrix, candidate.score.colour)
-    moved = None
-    if flow:
-        source, valid, correction = flow_correct(image, hole, source, valid, box,
-                                                 candidate.score.gradient_correlation)
-        moved = correction.applied
+    source, valid, box, correction = registered_source(image, hole, reference, candidate.matrix, candidate.score,
+                                                       flow=flow)
     out = image.copy()
     paste_hole(out, source, hole, box, valid)
-    return out, moved
+    return out, correction.applied if correction is not None else None
 
 
 def measure(case, flow: bool) -> dict:

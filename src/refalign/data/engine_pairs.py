@@ -7,8 +7,8 @@ benchmark's warp kind, :func:`perspective_pair`). The engine registers the artif
 refine path does (:func:`refalign.transfer.register.register_hole`); when it accepts a model, the attempt gives
 
 * a **harmonize** sample (refinement mode): the zoom-in window whose hole holds the engine's transferred pixels
-  (:func:`refalign.transfer.source.transfer_source`, moved by :func:`refalign.transfer.flow.flow_correct` where
-  the dense flow shifts them) as ``source`` — what the model's masked-image input becomes
+  (:func:`refalign.transfer.source.registered_source`: as the refine path pastes them, dense flow included) as
+  ``source`` — what the model's masked-image input becomes
   with ``refinement.harmonize`` — with the engine's real errors (registration, colour map, resampling), the region
   crop of the reference as the encoder's input, the guidance warped through the registered matrix, and the clean
   window as the target;
@@ -40,9 +40,8 @@ from refalign.data.samples import MODES, ObjectPhoto, SampleSpec, guidance_throu
 from refalign.fill import telea_fill
 from refalign.guidance import empty_guidance
 from refalign.mask_ops import dilate
-from refalign.transfer.flow import flow_correct
 from refalign.transfer.register import WarpScore, register_hole
-from refalign.transfer.source import paste_hole, transfer_source
+from refalign.transfer.source import paste_hole, registered_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, window_to_source
 
 logger = logging.getLogger(__name__)
@@ -69,8 +68,7 @@ def harmonize_sample(photo: ObjectPhoto, hole: np.ndarray, reference: np.ndarray
                      score: WarpScore, rng: np.random.Generator, spec: SampleSpec) -> dict | None:
     """The refinement-mode sample of one accepted registration (module docstring; ``score`` its ring score: the
     colour map and the correlation the flow correction reads); ``None`` when the transfer covers none of the hole."""
-    pixels, valid, box = transfer_source(photo.image, hole, reference, matrix, score.colour)
-    pixels, valid, _ = flow_correct(photo.image, hole, pixels, valid, box, score.gradient_correlation)
+    pixels, valid, box, _ = registered_source(photo.image, hole, reference, matrix, score)
     sourced = photo.image.copy()
     pasted = paste_hole(sourced, pixels, hole, box, valid)
     if not pasted.any():

@@ -50,8 +50,7 @@ from refalign.pipelines.zoom import (
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import MILD_EDGE_CONTRAST, mildness
 from refalign.transfer.engine import ReferenceView
-from refalign.transfer.flow import flow_correct
-from refalign.transfer.source import paste_hole, transfer_source
+from refalign.transfer.source import paste_hole, registered_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
 
@@ -467,10 +466,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             else:
                 job.source = "model"
             return
-        score = corr.fit.best.score
-        pixels, valid, box = transfer_source(image, job.mask, reference, corr.matrix, score.colour)
-        if run.dense_flow:
-            pixels, valid, job.flow = flow_correct(image, job.mask, pixels, valid, box, score.gradient_correlation)
+        pixels, valid, box, job.flow = registered_source(image, job.mask, reference, corr.matrix, corr.fit.best.score,
+                                                         flow=run.dense_flow)
         job.transfer = (pixels, valid, box)
         job.source = "reference+model" if cfg.harmonize else "reference"
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from refalign.transfer.colour import ColourFit, QuantileFit, offset_field
-from refalign.transfer.register import colour_area, hole_frame, warp_box
+from refalign.transfer.flow import FlowCorrection, flow_correct
+from refalign.transfer.register import WarpScore, colour_area, hole_frame, warp_box
 
 
 def transfer_source(
@@ -32,6 +33,21 @@ def transfer_source(
         residual = image[t:b, l:r].astype(np.float32) - source
         source = source + offset_field(residual, known, sigma=frame.width)
     return np.clip(source, 0, 255), valid, box
+
+
+def registered_source(
+    image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, score: WarpScore, *,
+    flow: bool = True,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], FlowCorrection | None]:
+    """The registered reference's pixels for ``hole`` as the refine path pastes them: :func:`transfer_source`
+    through ``matrix`` with the colour map of its ring ``score``, then — with ``flow`` — moved by the dense flow where
+    the model explains the ring only in part (:func:`refalign.transfer.flow.flow_correct`, which reads the score's
+    gradient correlation). Returns ``(pixels, valid, box, correction)`` (``correction`` ``None`` without ``flow``)."""
+    pixels, valid, box = transfer_source(image, hole, reference, matrix, score.colour)
+    if not flow:
+        return pixels, valid, box, None
+    pixels, valid, correction = flow_correct(image, hole, pixels, valid, box, score.gradient_correlation)
+    return pixels, valid, box, correction
 
 
 def paste_hole(image: np.ndarray, source: np.ndarray, hole: np.ndarray, box: tuple[int, int, int, int],
