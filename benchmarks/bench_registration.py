@@ -26,7 +26,7 @@ from collections import defaultdict
 import numpy as np
 
 from refalign.eval.cases import list_cases, read_case
-from refalign.eval.metrics import box_gmsd, box_psnr_ssim
+from refalign.eval.metrics import box_psnr_gmsd
 from refalign.fill import telea_fill
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import register_hole
@@ -49,7 +49,7 @@ def pasted(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
 
 def measure(case, flow: bool) -> dict:
     """One case's numbers: doing nothing, Telea, the accepted paste (and its flow refinement), the best candidate."""
-    score = lambda out: (box_psnr_ssim(out, case.target, case.mask)[0], box_gmsd(out, case.target, case.mask))  # noqa: E731
+    score = lambda out: box_psnr_gmsd(out, case.target, case.mask)  # noqa: E731
     reg = register_hole(case.image, case.mask, case.reference, ReferenceView.prepare(case.reference).features)
     row = {"kind": case.reference_kind, "nothing": score(case.image),
            "telea": score(telea_fill(case.image, case.mask)), "reason": reg.reason, "accepted": None, "flow": None}
