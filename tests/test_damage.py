@@ -1,12 +1,15 @@
 """What the damaged pixels say (refalign.transfer.damage): an artifact continuous with its surroundings looks mild,
-one that breaks from them does not."""
+one that breaks from them does not; one that only changed colours is recoloured from across its edge."""
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import textured_image
-from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_contrast, looks_mild
+from refalign.eval.synth import apply_artifact
+from refalign.transfer.damage import (
+    MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, looks_mild, recolour_region,
+)
 
 
 def _hole(shape=(320, 320), centre=(160, 150), axes=(26, 18)):
@@ -52,3 +55,85 @@ def test_edge_contrast_refuses_an_empty_or_full_hole():
         edge_contrast(img, np.zeros(img.shape[:2], bool))
     with pytest.raises(ValueError):
         edge_contrast(img, np.ones(img.shape[:2], bool))
+
+
+def _psnr(a, b, m):
+    d = a[m].astype(float) - b[m].astype(float)
+    return 10 * np.log10(255**2 / max((d**2).mean(), 1e-9))
+
+
+def _recoloured(kind, seed=2):
+    """A textured image and a hole whose pixels changed colours only (``tint``: a tone curve and a cast; ``swap``:
+    red and blue exchanged), or hold another artifact of :func:`refalign.eval.synth.apply_artifact`."""
+    img, hole = textured_image(seed=seed), _hole()
+    if kind == "tint":
+        out = img.copy()
+        out[hole] = np.clip(255 * (img[hole] / 255.0) ** 0.6 * [0.8, 1.1, 0.9], 0, 255).astype(np.uint8)
+    elif kind == "swap":
+        out = img.copy()
+        out[hole] = img[hole][:, ::-1]
+    else:
+        out = apply_artifact(kind, img, hole, np.random.default_rng(4))
+    return out, hole, img
+
+
+def _repaired(image, hole, colour):
+    pixels, (t, l, b, r) = recolour_region(image, hole, colour)
+    out = image.copy()
+    out[t:b, l:r][hole[t:b, l:r]] = np.clip(np.round(pixels[hole[t:b, l:r]]), 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tint", "swap"])
+def test_a_recoloured_region_gets_its_surroundings_colours_back(kind):
+    image, hole, truth = _recoloured(kind)
+    edge = edge_colours(image, hole)
+    assert edge.recolours and edge.step > 1.5 and edge.recoloured_step < 1.0, edge.describe()
+    before, after = _psnr(image, truth, hole), _psnr(_repaired(image, hole, edge.colour), truth, hole)
+    assert after > before + 5, (before, after)
+
+
+@pytest.mark.parametrize("kind", ["shuffled", "hallucinated", "garbled", "lost_detail"])
+def test_other_artifacts_are_not_recoloured(kind):
+    image, hole, _ = _recoloured(kind)
+    edge = edge_colours(image, hole)
+    assert not edge.recolours, edge.describe()
+
+
+def test_an_undamaged_region_has_no_step_to_remove():
+    img, hole = textured_image(seed=1), _hole()
+    edge = edge_colours(img, hole)
+    assert 0.7 < edge.step < 1.3 and not edge.recolours, edge.describe()
+
+
+def test_edge_pairs_pair_each_inner_pixel_with_the_nearest_pixel_outside():
+    hole = _hole()
+    ys, xs = np.mgrid[0 : hole.shape[0], 0 : hole.shape[1]]
+    where = np.dstack([xs, ys, np.zeros_like(xs)]).astype(np.float32)  # each pixel's own coordinates
+    inside, outside = edge_pairs(where, hole)
+    assert hole[inside[:, 1].astype(int), inside[:, 0].astype(int)].all()
+    assert not hole[outside[:, 1].astype(int), outside[:, 0].astype(int)].any()
+    gap = np.hypot(*(inside - outside)[:, :2].T)
+    assert gap.max() <= PAIR_DEPTH + 1.5 and len(inside) > 100
+
+
+def test_edge_colours_refuses_an_empty_or_full_hole():
+    img = textured_image(seed=0)
+    for hole in (np.zeros(img.shape[:2], bool), np.ones(img.shape[:2], bool)):
+        with pytest.raises(ValueError, match="edge_colours"):
+            edge_colours(img, hole)
+
+
+@pytest.mark.parametrize("kind", ["none", "colour_drift"])
+def test_a_patch_masked_along_its_own_border_is_not_recoloured_into_its_surroundings(kind):
+    """A navy label on a grey shirt, the mask on the label's border: the pairs across the edge are two flat colours,
+    which say nothing about the label's true colour — it must not be painted the shirt's."""
+    rng = np.random.default_rng(0)
+    shirt = np.clip(cv2.GaussianBlur(225 + rng.normal(0, 6, (320, 320, 3)), (0, 0), 1), 0, 255).astype(np.uint8)
+    cv2.rectangle(shirt, (110, 120), (210, 180), (30, 40, 110), -1)
+    cv2.putText(shirt, "FILA", (118, 165), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (240, 240, 240), 3)
+    hole = np.zeros(shirt.shape[:2], bool)
+    hole[120:181, 110:211] = True
+    image = shirt if kind == "none" else apply_artifact(kind, shirt, hole, np.random.default_rng(1))
+    edge = edge_colours(image, hole)
+    assert edge.step > 10 and edge.explained < 0.3 and not edge.recolours, edge

@@ -82,6 +82,24 @@ def test_auto_keeps_a_mild_artifact_and_synthesises_one_from_elsewhere(dummy_pip
     assert alone.sources == ["model"] and "refined by the model instead" in alone.reports[0]
 
 
+def test_auto_recolours_an_artifact_that_only_changed_colours(dummy_pipeline):
+    truth, _, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    tinted = truth.copy()
+    tinted[mask] = np.clip(255 * (truth[mask] / 255.0) ** 0.6 * [0.8, 1.1, 0.9], 0, 255).astype(np.uint8)
+    out = pipe(tinted, mask, other, seed=0, num_inference_steps=2)  # the pipeline's own default
+    assert out.sources == ["model"]  # the class default is the paper's refiner; "auto" recolours
+    out = pipe(tinted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert out.sources == ["recoloured"] and out.confidence == [0.0]
+    assert (out.image[~mask] == tinted[~mask]).all()
+    assert _psnr(out.image, truth, mask) > _psnr(tinted, truth, mask) + 5
+    assert "its own pixels recoloured to their surroundings" in out.reports[0]
+    assert "auto: colour step at its edge" in out.reports[0] and "--unregistered keep" in out.reports[0]
+    kept = pipe(tinted, mask, other, seed=0, num_inference_steps=2, unregistered="keep")
+    assert kept.sources == ["kept"] and (kept.image == tinted).all()
+
+
 def test_an_unregistered_window_is_synthesised_from_the_region_inside_the_mask_only(dummy_pipeline):
     truth, art, mask, _ = _artifact_case()
     other = textured_image(seed=9)

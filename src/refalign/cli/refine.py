@@ -87,8 +87,9 @@ def refine(
     unregistered: Optional[str] = typer.Option(
         None, "--unregistered", help="A region with no reliable correspondence in the reference: 'model' (the "
         "refiner fills it), 'keep' (left as it was), 'synthesize' (rebuilt from the patches of the matching "
-        "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' (kept "
-        "where the artifact looks continuous with its surroundings, else synthesized) (default: the model's)."
+        "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' "
+        "(recoloured to its surroundings where it only changed colours, kept where it looks continuous with them, "
+        "else synthesized) (default: the model's)."
     ),
     dense_flow: Optional[bool] = typer.Option(
         None, "--dense-flow/--no-dense-flow", help="Move a registered region's pasted pixels by the dense optical "

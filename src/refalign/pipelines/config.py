@@ -101,13 +101,16 @@ class RefinementDefaults:
             ``"model"`` (the refiner, as ``source="model"``; the user is told), ``"keep"`` (the input, unchanged),
             ``"synthesize"`` (the hole synthesised from the correspondence's reference region — the user's
             reference mask or ``M*`` — by PatchMatch over a Telea fill's coarse band,
-            :mod:`refalign.transfer.synthesis`; the refiner when there is no region) or ``"auto"`` (kept where the
-            artifact looks continuous with its surroundings, :func:`refalign.transfer.damage.looks_mild`, else as
-            ``"synthesize"``; it assumes the mask hugs the artifact). On the development benchmark's 71 unregistered
-            other-photo windows (session 5), box PSNR / GMSD: auto 22.76 / 0.160, Telea 21.62 / 0.186, kept 20.73 /
-            0.183; over all 74 other-photo cases auto 22.89, synthesize 22.00, model 21.72, keep 20.95 dB. Keeping
-            wins on mild artifacts (colour drift, garbled print), a fill on content from elsewhere (hallucinated,
-            shuffled: 7-8 dB). The shipped model uses ``"auto"``; the class default stays the paper's ``"model"``.
+            :mod:`refalign.transfer.synthesis`; the refiner when there is no region) or ``"auto"`` (the artifact's
+            own pixels recoloured to its surroundings where it only changed colours,
+            :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous with them,
+            :func:`refalign.transfer.damage.looks_mild`; else as ``"synthesize"``; it assumes the mask hugs the
+            artifact). On the development benchmark's 71 unregistered other-photo windows, box PSNR / GMSD: auto
+            24.41 / 0.153 (22.76 / 0.160 before it recoloured, session 5), Telea 21.62 / 0.186, kept 20.73 / 0.183;
+            over all 74 other-photo cases (session 5) auto 22.89, synthesize 22.00, model 21.72, keep 20.95 dB.
+            Recolouring wins on colour drifts (32.64 against 23.65 kept), keeping on other mild artifacts (garbled
+            print), a fill on content from elsewhere (hallucinated, shuffled: 7-8 dB). The shipped model uses
+            ``"auto"``; the class default stays the paper's ``"model"``.
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.

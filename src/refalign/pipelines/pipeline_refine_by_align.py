@@ -48,7 +48,7 @@ from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
 from refalign.shipped import default_model_path
-from refalign.transfer.damage import MILD_EDGE_CONTRAST, mildness
+from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_colours, mildness, recolour_region
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.source import paste_hole, registered_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
@@ -310,8 +310,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             unregistered: with ``refinement.source="reference"``, what a window without a reliable correspondence
                 gets: ``"model"`` (the refiner), ``"keep"`` (left as it was), ``"synthesize"`` (synthesised from
                 the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
-                is none) or ``"auto"`` (kept where the artifact looks continuous with its surroundings, else
-                synthesised as ``"synthesize"`` does); default ``refinement.unregistered``.
+                is none) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where it only
+                changed colours, kept where it looks continuous with them, else synthesised as ``"synthesize"``
+                does); default ``refinement.unregistered``.
             dense_flow: with ``refinement.source="reference"``, move a registered window's pixels by the dense flow
                 that aligns them with the known pixels around the hole where the model explains those only in
                 part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.
@@ -459,6 +460,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
+            if run.unregistered == "auto" and self._auto_recolours(job, image):
+                return
             if run.unregistered == "keep" or (run.unregistered == "auto" and self._auto_keeps(job, image)):
                 job.source = "kept"
             elif run.unregistered in ("synthesize", "auto"):
@@ -470,6 +473,18 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                                          flow=run.dense_flow)
         job.transfer = (pixels, valid, box)
         job.source = "reference+model" if cfg.harmonize else "reference"
+
+    @staticmethod
+    def _auto_recolours(job: WindowJob, image: np.ndarray) -> bool:
+        """``unregistered="auto"``: the artifact's own pixels, recoloured to their surroundings, when its colours
+        jump at its edge and one colour map removes the jump (:func:`~refalign.transfer.damage.edge_colours`)."""
+        edge = edge_colours(image, job.mask)
+        if not edge.recolours:
+            return False
+        pixels, box = recolour_region(image, job.mask, edge.colour)
+        job.source, job.transfer = "recoloured", (pixels, None, box)
+        job.choice = f"auto: {edge.describe()}"
+        return True
 
     @staticmethod
     def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:

@@ -67,12 +67,13 @@ class WindowJob:
         detail: the registered reference's band finer than the model (image scale), for the residual paste.
         guidance: what the warped guidance got, for the report (``"warp (…)"``, ``"none (…)"``, ``"off"``).
         source: where the hole's pixels come from: ``"model"``, ``"reference"``, ``"reference+model"``,
-            ``"synthesis"``, ``"synthesis+model"`` or ``"kept"``
+            ``"synthesis"``, ``"synthesis+model"``, ``"recoloured"`` or ``"kept"``
             (:attr:`RefineOutput.sources <refalign.pipelines.outputs.RefineOutput>`).
-        transfer: the hole's pixels from the reference, ``(pixels, valid, box)`` in image coordinates — registered
-            (:func:`refalign.transfer.source.transfer_source`) when ``source`` starts with ``"reference"``,
-            synthesised from its region when it starts with ``"synthesis"`` (``valid`` ``None``), moved by the
-            dense flow when ``flow`` says so.
+        transfer: the hole's pixels as pasted, ``(pixels, valid, box)`` in image coordinates — the reference's,
+            registered (:func:`refalign.transfer.source.transfer_source`) when ``source`` starts with
+            ``"reference"`` (moved by the dense flow when ``flow`` says so), synthesised from its region when it
+            starts with ``"synthesis"``; the image's own, recoloured (:func:`refalign.transfer.damage.recolour_region`),
+            when it is ``"recoloured"`` (``valid`` ``None`` for both).
         flow: what the dense-flow correction of the registered pixels did
             (:func:`refalign.transfer.flow.flow_correct`; ``None`` when it did not run).
         synthesis: the synthesis itself (:func:`refalign.transfer.synthesis.synthesize_hole`), for the report.
@@ -127,6 +128,9 @@ class WindowJob:
         if self.fallback:
             return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — paint the matching "
                     "region with --reference-mask, or --unregistered keep to leave it as it was")
+        if self.source == "recoloured":
+            return (f"{where}: its own pixels recoloured to their surroundings (no reliable correspondence in the "
+                    f"reference: {why}) — --unregistered keep to leave it as it was")
         if self.source == "kept":
             return (f"{where}: no reliable correspondence in the reference ({why}); region left as it was — paint "
                     "the matching region with --reference-mask")
