@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from refalign.eval.cases import list_cases, read_case
+from refalign.eval.cases import cases_with_truth
 from refalign.eval.metrics import box_psnr_gmsd
 from refalign.fill import telea_fill
 from refalign.transfer.damage import (
@@ -83,17 +83,8 @@ def main() -> None:
     ap.add_argument("cases", nargs="+")
     ap.add_argument("--limit", type=int, default=0)
     args = ap.parse_args()
-    paths = [p for root in args.cases for p in list_cases(root)]
-    paths = paths[: args.limit] if args.limit else paths
-    rows = []
-    for p in paths:
-        case = read_case(p)
-        if case.target is None:
-            continue
-        row = measure(case)
-        if row is not None:
-            rows.append(row)
-    report(rows)
+    rows = [measure(case) for case in cases_with_truth(args.cases, args.limit)]
+    report([r for r in rows if r is not None])
 
 
 if __name__ == "__main__":

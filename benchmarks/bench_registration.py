@@ -25,7 +25,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from refalign.eval.cases import list_cases, read_case
+from refalign.eval.cases import cases_with_truth
 from refalign.eval.metrics import box_psnr_gmsd
 from refalign.fill import telea_fill
 from refalign.transfer.engine import ReferenceView
@@ -108,15 +108,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--flow", action="store_true", help="also measure the dense-flow refinement of accepted pastes")
     args = ap.parse_args()
-    paths = [p for root in args.cases for p in list_cases(root)]
-    paths = paths[: args.limit] if args.limit else paths
-    rows = []
-    for p in paths:
-        case = read_case(p)
-        if case.target is None:
-            continue
-        rows.append(measure(case, args.flow))
-    report(rows, args.flow)
+    report([measure(case, args.flow) for case in cases_with_truth(args.cases, args.limit)], args.flow)
 
 
 if __name__ == "__main__":

@@ -390,3 +390,18 @@ def test_registration_table_counts_registered_and_wrongly_registered_cases():
     assert "| refalign | crossview | 3 | 2/3 (67%) | 1/3 (33%) | 24.50 | 20.00 | 21.50 |" in text
     assert "## Cases refalign left unregistered, by artifact kind" in text  # the case kept: every method there
     assert "Registered" not in comparison_summary({"identity": identity, "telea": telea})  # no pipeline: no table
+
+
+def test_cases_with_truth_reads_every_folder_in_order_and_skips_cases_without_a_target(tmp_path):
+    from refalign.eval.cases import cases_with_truth
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:16, 8:16] = True
+    for root, names in (("a", ("c1", "c2-no-truth")), ("b", ("c3",))):
+        for name in names:
+            target = None if "no-truth" in name else image
+            write_case(tmp_path / root / name, image=image, mask=mask, reference=image, target=target)
+    read = [c.path.name for c in cases_with_truth([tmp_path / "a", tmp_path / "b"])]
+    assert read == ["c1", "c3"]
+    assert [c.path.name for c in cases_with_truth([tmp_path / "a", tmp_path / "b"], limit=2)] == ["c1"]

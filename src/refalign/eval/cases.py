@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -74,6 +74,16 @@ def list_cases(root: PathLike) -> list[Path]:
             "`refalign make-cases`"
         )
     return cases
+
+
+def cases_with_truth(roots: list[PathLike], limit: int = 0) -> Iterator[Case]:
+    """The cases of every benchmark folder in ``roots`` that hold a ``target.png``, read in order — the first
+    ``limit`` case folders only when ``limit`` is positive (folders without a truth count towards it)."""
+    paths = [p for root in roots for p in list_cases(root)]
+    for path in paths[:limit] if limit > 0 else paths:
+        case = read_case(path)
+        if case.target is not None:
+            yield case
 
 
 def read_case(path: PathLike) -> Case:
