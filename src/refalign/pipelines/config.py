@@ -106,9 +106,9 @@ class RefinementDefaults:
             :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous with them,
             :func:`refalign.transfer.damage.looks_mild`; else as ``"synthesize"``; it assumes the mask hugs the
             artifact). On the development benchmark's 71 unregistered other-photo windows, box PSNR / GMSD: auto
-            24.41 / 0.153 (22.76 / 0.160 before it recoloured, session 5), Telea 21.62 / 0.186, kept 20.73 / 0.183;
+            24.01 / 0.154 (22.76 / 0.160 before it recoloured, session 5), Telea 21.62 / 0.186, kept 20.73 / 0.183;
             over all 74 other-photo cases (session 5) auto 22.89, synthesize 22.00, model 21.72, keep 20.95 dB.
-            Recolouring wins on colour drifts (32.64 against 23.65 kept), keeping on other mild artifacts (garbled
+            Recolouring wins on colour drifts (30.50 against 23.65 kept), keeping on other mild artifacts (garbled
             print), a fill on content from elsewhere (hallucinated, shuffled: 7-8 dB). The shipped model uses
             ``"auto"``; the class default stays the paper's ``"model"``.
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
