@@ -45,8 +45,7 @@ def measure(case) -> dict | None:
     score = lambda out: box_psnr_gmsd(out, case.target, case.mask)  # noqa: E731
     edge = edge_colours(case.image, case.mask)
     row = {"kind": case.artifact_kind, "step": edge.step, "left": edge.recoloured_step, "trip": edge.round_trip,
-           "explained": edge.explained,
-           "fired": edge.recolours,
+           "explained": edge.explained, "fired": edge.recolours,
            "nothing": score(case.image), "telea": score(telea_fill(case.image, case.mask))}
     if edge.recolours:
         out = case.image.copy()
@@ -59,10 +58,13 @@ def measure(case) -> dict | None:
 def _mean(rows: list[dict], key: str) -> str:
     if not rows:
         return "–"
-    return (f"{statistics.mean(r[key][0] for r in rows):.2f} / {statistics.mean(r[key][1] for r in rows):.3f}")
+    return f"{statistics.mean(r[key][0] for r in rows):.2f} / {statistics.mean(r[key][1] for r in rows):.3f}"
 
 
 def report(rows: list[dict]) -> None:
+    if not rows:
+        print("\nevery case registers: no window for the recolouring")
+        return
     by_kind = defaultdict(list)
     for r in rows:
         by_kind[r["kind"]].append(r)
