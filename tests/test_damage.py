@@ -137,3 +137,11 @@ def test_a_patch_masked_along_its_own_border_is_not_recoloured_into_its_surround
     image = shirt if kind == "none" else apply_artifact(kind, shirt, hole, np.random.default_rng(1))
     edge = edge_colours(image, hole)
     assert edge.step > 10 and edge.explained < 0.3 and not edge.recolours, edge
+
+
+def test_a_hole_that_nearly_fills_the_image_is_not_recoloured():
+    img = textured_image(seed=0)
+    hole = np.ones(img.shape[:2], bool)
+    hole[:3] = False  # a strip of known pixels, narrower than the natural step's gap
+    edge = edge_colours(img, hole)
+    assert not edge.recolours and np.isnan(edge.step)

@@ -170,7 +170,8 @@ def edge_pairs(image: np.ndarray, hole: np.ndarray, depth: float = PAIR_DEPTH) -
 
 def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
     """The colour step across the edge of ``hole`` in ``image`` and the colour map that removes it (module
-    docstring). Works on the hole's neighbourhood only."""
+    docstring). Works on the hole's neighbourhood only. A hole that leaves no true pixels beyond the natural step's
+    gap gets ``nan`` measures, which never recolour."""
     if not hole.any() or hole.all():
         raise ValueError("edge_colours: the hole must mark some pixels and leave some known")
     scale = image_scale(image.shape[:2])
@@ -182,10 +183,10 @@ def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
     crop, sub = image[t:b, l:r], hole[t:b, l:r]
     inside, outside = edge_pairs(crop, sub, depth)
     grown = dilate(sub, gap)
-    if grown.all():
-        raise ValueError("edge_colours: no known pixels around the grown hole")
-    natural = max(mean_colour_error(*edge_pairs(crop, grown, depth)), STEP_FLOOR)
     colour = fit_colour(inside, outside)
+    if grown.all():  # a hole that nearly fills the image: no true pixels to measure the natural step on
+        return EdgeColours(float("nan"), float("nan"), float("nan"), float("nan"), colour, len(inside))
+    natural = max(mean_colour_error(*edge_pairs(crop, grown, depth)), STEP_FLOOR)
     mapped = colour.apply(inside)
     back = fit_colour(outside, inside).apply(mapped)
     left = mean_colour_error(mapped, outside)
