@@ -145,3 +145,31 @@ def test_a_hole_that_nearly_fills_the_image_is_not_recoloured():
     hole[:3] = False  # a strip of known pixels, narrower than the natural step's gap
     edge = edge_colours(img, hole)
     assert not edge.recolours and np.isnan(edge.step)
+
+
+def test_bench_recolour_counts_a_recoloured_window_and_checks_clean_photos(tmp_path):
+    """benchmarks/bench_recolour.py on one unregistered tinted case (the reference is another object) and the clean
+    photo of it: the tint is recoloured, and the clean check draws masks along the photo's colour regions and counts
+    what it recolours (the random-blob test texture is no photo: some of its flat blobs are)."""
+    import re
+
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from refalign.eval.cases import write_case
+
+    image, hole, truth = _recoloured("tint")
+    write_case(tmp_path / "cases" / "0000-tint-colour_drift-multiview", image=image, mask=hole,
+               reference=textured_image(seed=9), target=truth,
+               meta={"artifact_kind": "colour_drift", "reference_kind": "multiview"})
+    photos = tmp_path / "photos" / "object"
+    photos.mkdir(parents=True)
+    cv2.imwrite(str(photos / "00.jpg"), cv2.cvtColor(truth, cv2.COLOR_RGB2BGR))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recolour.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--clean-photos",
+                           str(tmp_path / "photos")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| colour_drift | 1 | 1 |" in proc.stdout, proc.stdout
+    row = re.search(r"^\| 1 \| (\d+) \| (\d+) \|", proc.stdout, re.M)
+    assert "## clean photos" in proc.stdout and row and int(row.group(1)) > 100 >= int(row.group(2)), proc.stdout
