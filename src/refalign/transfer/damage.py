@@ -29,11 +29,12 @@ third of the spread, 68 were (the worst to 9.9 dB). Without the round trip a cle
 painted the shirt's grey (``tests/test_damage.py``).
 
 **Mild artifacts.**
-A blurred, recoloured or warped artifact stays continuous with its surroundings: its strokes run on across the
-mask's edge, and the input is a fair guess of the truth — keeping it beats the refiner's fill. Content from
-elsewhere (hallucinated, shuffled) breaks at the edge, and the fill wins. :func:`edge_contrast` measures that
-break: the mean gradient magnitude on the mask's edge over the mean on the ring of known pixels around it, and
-:func:`looks_mild` is the decision ``refinement.unregistered="auto"`` takes per window.
+A blurred or warped artifact (or a recoloured one the test above refuses) stays continuous with its surroundings:
+its strokes run on across the mask's edge, and the input is a fair guess of the truth — keeping it beats the
+refiner's fill. Content from elsewhere (hallucinated, shuffled) breaks at the edge, and the fill wins.
+:func:`edge_contrast` measures that break: the mean gradient magnitude on the mask's edge over the mean on the ring
+of known pixels around it, and :func:`looks_mild` is the decision ``refinement.unregistered="auto"`` takes per
+window.
 
 Measured on the development benchmark's other-photo cases (crossview and multiview) with a window the registration
 left unregistered (71), box PSNR: the refiner everywhere 21.54 dB, kept everywhere 20.73, ``auto`` 22.62 (GMSD 0.161
