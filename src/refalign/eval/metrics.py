@@ -66,9 +66,7 @@ def window_psnr_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, *
 def artifact_box(mask: np.ndarray, *, margin: int = 8) -> tuple[int, int, int, int]:
     """``(top, left, bottom, right)`` of the mask's bounding box grown by ``margin`` px on every side, clipped to
     the image (bottom/right exclusive): the region the headline PSNR/SSIM are taken over."""
-    t, l, b, r = mask_bbox(mask)
-    h, w = mask.shape[:2]
-    return max(0, t - margin), max(0, l - margin), min(h, b + margin), min(w, r + margin)
+    return mask_bbox(mask, margin=margin)
 
 
 def box_psnr_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray, *, margin: int = 8) -> tuple[float, float]:

@@ -71,9 +71,8 @@ def free_form_mask(
 
 
 def _bbox_window(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
-    t, l, b, r = mask_bbox(mask)
-    h, w = mask.shape
-    return slice(max(0, t - margin), min(h, b + margin)), slice(max(0, l - margin), min(w, r + margin))
+    t, l, b, r = mask_bbox(mask, margin=margin)
+    return slice(t, b), slice(l, r)
 
 
 def _garbled(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -177,10 +177,7 @@ def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
         raise ValueError("edge_colours: the hole must mark some pixels and leave some known")
     scale = image_scale(image.shape[:2])
     depth, gap = PAIR_DEPTH * scale, int(round(NATURAL_GAP * scale))
-    t, l, b, r = mask_bbox(hole)
-    pad = gap + int(np.ceil(depth)) + 2
-    t, l = max(0, t - pad), max(0, l - pad)
-    b, r = min(hole.shape[0], b + pad), min(hole.shape[1], r + pad)
+    t, l, b, r = mask_bbox(hole, margin=gap + int(np.ceil(depth)) + 2)
     crop, sub = image[t:b, l:r], hole[t:b, l:r]
     inside, outside = edge_pairs(crop, sub, depth)
     grown = dilate(sub, gap)

@@ -117,10 +117,7 @@ def source_patches(reference: np.ndarray, region: np.ndarray, colour: QuantileFi
     match is the object's too). At most :data:`MAX_SOURCE_SIDE` pixels a side (at the image's scale), centred on
     the region's centroid: a large painted region costs no more than that."""
     allowed = dilate(region, int(round(ring_width(region))))
-    t, l, b, r = mask_bbox(allowed)
-    pad = PATCH
-    t, l = max(0, t - pad), max(0, l - pad)
-    b, r = min(region.shape[0], b + pad), min(region.shape[1], r + pad)
+    t, l, b, r = mask_bbox(allowed, margin=PATCH)
     side = int(MAX_SOURCE_SIDE * scale)
     if b - t > side or r - l > side:
         ys, xs = np.nonzero(region)
