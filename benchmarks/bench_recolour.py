@@ -48,11 +48,17 @@ def measure(case) -> dict | None:
            "explained": edge.explained, "fired": edge.recolours,
            "nothing": score(case.image), "telea": score(telea_fill(case.image, case.mask))}
     if edge.recolours:
-        out = case.image.copy()
-        pixels, box = recolour_region(case.image, case.mask, edge.colour)
-        paste_hole(out, pixels, case.mask, box)
-        row["recoloured"] = score(out)
+        row["recoloured"] = score(recoloured(case.image, case.mask, edge))
     return row
+
+
+def recoloured(image: np.ndarray, mask: np.ndarray, edge) -> np.ndarray:
+    """``image`` with the region ``mask`` recoloured as the refine path pastes it (``edge``: its
+    :func:`~refalign.transfer.damage.edge_colours`)."""
+    out = image.copy()
+    pixels, box = recolour_region(image, mask, edge.colour)
+    paste_hole(out, pixels, mask, box)
+    return out
 
 
 def _mean(rows: list[dict], key: str) -> str:
@@ -119,9 +125,7 @@ def clean_check(folder: str) -> None:
             count += 1
             edge = edge_colours(image, mask)
             if edge.recolours:
-                out = image.copy()
-                pixels, box = recolour_region(image, mask, edge.colour)
-                paste_hole(out, pixels, mask, box)
+                out = recoloured(image, mask, edge)
                 moved.append((psnr(out[mask], image[mask]), f"{path.parent.name}/{path.name}"))
     print("\n## clean photos, masks along colour regions' own borders (nothing to repair)\n")
     print("| photos | masks | recoloured | worst: PSNR of the recoloured region against the photo |")

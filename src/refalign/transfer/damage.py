@@ -131,15 +131,13 @@ class EdgeColours:
     """The colour step across a region's edge (module docstring), in natural steps (the step between true pixels the
     same distance apart): ``step`` as it is, ``recoloured_step`` after the ``colour`` map fitted on the pairs across
     the edge, and ``round_trip`` — how far the pairs' inside colours land from themselves through that map and then
-    the map fitted the other way; ``explained`` the share of the outside colours' spread the map accounts for;
-    ``pairs`` the pairs fitted."""
+    the map fitted the other way; ``explained`` the share of the outside colours' spread the map accounts for."""
 
     step: float
     recoloured_step: float
     round_trip: float
     explained: float
     colour: ColourFit
-    pairs: int
 
     @property
     def recolours(self) -> bool:
@@ -183,14 +181,14 @@ def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
     grown = dilate(sub, gap)
     colour = fit_colour(inside, outside)
     if grown.all():  # a hole that nearly fills the image: no true pixels to measure the natural step on
-        return EdgeColours(float("nan"), float("nan"), float("nan"), float("nan"), colour, len(inside))
+        return EdgeColours(float("nan"), float("nan"), float("nan"), float("nan"), colour)
     natural = max(mean_colour_error(*edge_pairs(crop, grown, depth)), STEP_FLOOR)
     mapped = colour.apply(inside)
     back = fit_colour(outside, inside).apply(mapped)
     left = mean_colour_error(mapped, outside)
     spread = mean_colour_error(outside, np.broadcast_to(outside.mean(axis=0), outside.shape))
     return EdgeColours(mean_colour_error(inside, outside) / natural, left / natural,
-                       mean_colour_error(back, inside) / natural, 1.0 - left / max(spread, 1e-6), colour, len(inside))
+                       mean_colour_error(back, inside) / natural, 1.0 - left / max(spread, 1e-6), colour)
 
 
 def recolour_region(image: np.ndarray, hole: np.ndarray,
