@@ -9,7 +9,8 @@ from conftest import DREAMBOOTH, textured_image
 
 from refalign.transfer.dense import refine_ecc, search_similarities
 from refalign.transfer.flow import flow_correct
-from refalign.transfer.register import SCORE_SIGMA, SCORE_SIDE, project, register_direct, register_hole, score_sigma
+from refalign.transfer.register import (SCORE_SIGMA, SCORE_SIDE, Candidate, choose, project, refined_by_ecc,
+                                       register_direct, register_hole, score_sigma)
 from refalign.transfer.source import transfer_source
 
 
@@ -68,6 +69,23 @@ def test_direct_registration_accepts_the_right_view_and_refuses_an_unrelated_one
     assert "direct" in reg.best.name and _centre_error(reg.matrix, H) < 1.5
     other = register_direct(image, hole, textured_image(seed=9, size=320))
     assert not other.ok and other.reason
+
+
+def test_ecc_refines_feature_models_a_few_pixels_off_and_the_refinement_is_chosen():
+    """Models fitted to a few features can be pixels off at the hole; ECC on the ring puts them back, and
+    :func:`choose` keeps the refinement because it explains the ring better."""
+    image, hole, ref, H = _damaged_pair()
+    shifted = lambda dx, dy: np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]]) @ H  # noqa: E731
+    seeds = [Candidate("homography", shifted(3.0, -2.5), 30), Candidate("homography-local", shifted(-3.0, 2.0), 20)]
+    assert all(_centre_error(c.matrix, H) > 3.5 for c in seeds)
+    refined = refined_by_ecc(image, hole, ref, seeds[:1])
+    assert [c.name for c in refined] == ["homography+ecc-affine", "homography+ecc-homography"]
+    assert all(c.inliers == 30 and _centre_error(c.matrix, H) < 1.0 for c in refined)
+    plain = choose(image, hole, ref, [Candidate(c.name, c.matrix, c.inliers) for c in seeds], 50)
+    reg = choose(image, hole, ref, [Candidate(c.name, c.matrix, c.inliers) for c in seeds], 50, refine=2)
+    assert reg.ok and "+ecc-" in reg.best.name and _centre_error(reg.matrix, H) < 1.0, reg.reason
+    assert len(reg.candidates) == 6 and len(plain.candidates) == 2
+    assert reg.best.score.gradient_correlation > plain.best.score.gradient_correlation + 0.05
 
 
 def test_the_score_scale_follows_the_image_size():
