@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DREAMBOOTH, synthetic_scene
+from conftest import DREAMBOOTH, synthetic_scene, textured_image
 from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import list_cases, read_case
-from refalign.eval.make_cases import CROSSVIEW_MIN_SHOWN, MakeCasesConfig, content_shown, is_near_duplicate, make_cases
+from refalign.eval.make_cases import (CROSSVIEW_MIN_SHOWN, MakeCasesConfig, content_shown, fit_size, is_near_duplicate,
+                                      make_cases, same_picture)
+from refalign.files import load_image
 
 
 def _photo(seed: int, size: int = 160) -> np.ndarray:
@@ -107,6 +109,26 @@ def test_duplicate_pairs_are_not_multiview_references(photos, tmp_path):
     assert is_near_duplicate(img, img[:, ::-1].copy()) and not is_near_duplicate(img, np.rot90(_photo(3)).copy())
 
 
+def test_a_crop_of_the_same_picture_is_a_duplicate_and_a_view_change_is_not():
+    img = textured_image(seed=4, size=320)
+    crop = cv2.resize(img[40:280, 60:300], (300, 300), interpolation=cv2.INTER_AREA)  # cropped and rescaled
+    assert same_picture(img, crop) and is_near_duplicate(img, crop)
+    assert is_near_duplicate(img, np.ascontiguousarray(crop[:, ::-1]))  # ... and mirrored
+    turned = cv2.warpPerspective(img, np.array([[1.0, 0.08, -10], [0.05, 0.95, 8], [4e-4, 1e-4, 1.0]]), (320, 320))
+    shaded = np.clip(turned.astype(np.float32) * np.linspace(0.7, 1.2, 320)[None, :, None], 0, 255).astype(np.uint8)
+    assert not same_picture(img, shaded)  # another view under other light: the pixels differ
+    assert not is_near_duplicate(img, textured_image(seed=5, size=320))
+
+
+@pytest.mark.skipif(not (DREAMBOOTH / "cat" / "02.jpg").is_file(), reason="development photos not present")
+def test_the_development_sets_one_picture_pairs_are_found():
+    load = lambda o, s: fit_size(load_image(DREAMBOOTH / o / f"{s}.jpg"), 512)  # noqa: E731
+    assert is_near_duplicate(load("cat", "02"), load("cat", "03"))  # a crop
+    assert is_near_duplicate(load("dog5", "02"), load("dog5", "03"))  # a mirror image
+    assert not is_near_duplicate(load("dog", "02"), load("dog", "03"))  # two shots against one wall
+    assert not is_near_duplicate(load("cat", "01"), load("cat", "02"))
+
+
 def test_bad_inputs(photos, tmp_path):
     with pytest.raises(InputError, match="no such photo folder"):
         make_cases(tmp_path / "nope", tmp_path / "out")
@@ -135,14 +157,16 @@ def test_cli_make_cases(photos, tmp_path):
 
 @pytest.mark.skipif(not DREAMBOOTH.is_dir(), reason="shared dreambooth-dev photos not present")
 def test_real_photos(tmp_path):
-    root = tmp_path / "photos" / "backpack"
+    root = tmp_path / "photos" / "cat"
     root.mkdir(parents=True)
-    for stem in ("00", "01", "02"):  # 00/01 are near-duplicates: 01 must not reference 00 and vice versa
-        (root / f"{stem}.jpg").symlink_to(DREAMBOOTH / "backpack" / f"{stem}.jpg")
-    cfg = MakeCasesConfig(seed=0, size=256, reference_kinds=("multiview",))
-    for path in make_cases(tmp_path / "photos", tmp_path / "cases", cfg):
+    for stem in ("01", "02", "03"):  # 03 is a crop of 02: neither may reference the other
+        (root / f"{stem}.jpg").symlink_to(DREAMBOOTH / "cat" / f"{stem}.jpg")
+    cfg = MakeCasesConfig(seed=0, per_photo=2, size=256, reference_kinds=("multiview",))
+    cases = make_cases(tmp_path / "photos", tmp_path / "cases", cfg)
+    assert len(cases) == 6
+    for path in cases:
         case = read_case(path)
-        assert {case.meta["source_photo"][-6:-4], case.meta["reference_photo"][-6:-4]} != {"00", "01"}
+        assert {case.meta["source_photo"][-6:-4], case.meta["reference_photo"][-6:-4]} != {"02", "03"}
         assert case.mask.mean() < 0.05 and (case.image != case.target).any(axis=2)[case.mask].any()
 
 
