@@ -1,5 +1,7 @@
 """Repair from the reference's own pixels (refalign.transfer): local registration, scoring, full-resolution source."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from conftest import textured_image
 
 from refalign.transfer.register import (
-    MIN_DAMAGE_RATIO, Candidate, _agree, damage_ratio, register_hole, score_warp,
+    MIN_DAMAGE_RATIO, Candidate, _agree, _why_not, damage_ratio, register_hole, score_warp,
 )
 from refalign.transfer.source import paste_hole, transfer_source
 
@@ -86,6 +88,18 @@ def test_scoring_prefers_the_true_model():
     assert shifted.gradient_correlation < right.gradient_correlation - 0.3
     # the hole is undamaged here: the right model is not accepted, there is nothing for it to repair
     assert right.damage_ratio < 1.5 and not right.passes
+
+
+def test_a_model_whose_colours_leave_other_content_on_the_ring_is_refused_whatever_its_gradients():
+    target = _scene()
+    ref, H = _warped_reference(target)
+    right = score_warp(target, _hole(target.shape[:2]), ref, H)
+    assert right.explains_ring and right.residual < 10
+    # a wrong model among textures whose edges line up by chance: gradients pass, the colours cannot be mapped
+    wrong = dataclasses.replace(right, gradient_correlation=0.53, residual=48.9)
+    assert not wrong.explains_ring and not wrong.passes
+    assert "colour error 48.9, at most 40" in _why_not(wrong)
+    assert dataclasses.replace(right, gradient_correlation=0.53, residual=38.0).explains_ring
 
 
 def test_damage_ratio_is_the_hole_error_over_the_ring_error_with_a_floor():

@@ -18,7 +18,8 @@ on its own:
 3. each candidate **scored on the known pixels around the hole** (:func:`score_warp`): the reference warped
    through it and colour-fitted (:mod:`refalign.transfer.colour`) must explain the ring around the hole — the
    gradient correlation there is the gate (a wrong model leaves edges where there are none; on a flat ring, where
-   gradients say nothing, the colour residual);
+   gradients say nothing, the colour residual; on a textured one a colour residual beyond what misregistered edges
+   leave, :data:`MAX_RING_RESIDUAL`, says the content differs);
 4. the **damaged pixels inside the hole are evidence too** (issue 15 part 6): a registration is only worth using
    where the hole differs from the warped reference clearly more than the known ring does
    (:data:`MIN_DAMAGE_RATIO`, :attr:`WarpScore.damage_ratio`) — otherwise the paste's own error (the ring's) is as
@@ -71,6 +72,13 @@ MIN_COVERAGE = 0.98
 #: judged on its colour residual instead (:data:`MAX_FLAT_RESIDUAL`).
 FLAT_GRADIENT = 2.0
 MAX_FLAT_RESIDUAL = 6.0
+#: On textured rings the gradients decide, but a model whose colour-fitted reference still leaves more than this
+#: mean colour error on the ring (grey levels) shows other content there, whatever its gradients say. Measured on
+#: every candidate of the other-photo development cases that passed the gradient gate (512 px, the seed-0 sets and two
+#: more crossview seeds, session 9): up to 38.8 each pasted above doing nothing (accepted windows at most 21.5); from
+#: 42.5 every one (8) below it, by 0.7-13 dB — among them a poop emoji's eye pasted a third of an eye-width off in
+#: olive (gradient correlation 0.53, colour error 48.9), the one wrongly accepted window of 111 extra crossview cases.
+MAX_RING_RESIDUAL = 40.0
 #: Acceptance on the hole's own (damaged) pixels: the colour error between the fitted, warped reference and the damaged
 #: pixels inside the hole must be at least this multiple of the error on the ring (:attr:`WarpScore.damage_ratio`).
 #: Reasoning: the ring's error ``r`` is what the paste will get wrong; the hole's error ``d`` mixes that with the
@@ -150,9 +158,9 @@ class WarpScore:
             return False
         if self.texture < FLAT_GRADIENT:
             return self.residual <= MAX_FLAT_RESIDUAL
-        # the colour residual is no gate on textured rings: across two real photos a right model still leaves
-        # 20-38 grey levels at misregistered edges, a wrong one 40 (development cases); the gradients decide
-        return self.gradient_correlation >= MIN_GRADIENT_CORRELATION
+        # the gradients decide on textured rings: across two real photos a right model still leaves 20-38 grey
+        # levels at misregistered edges; only a residual beyond that says the content differs
+        return self.gradient_correlation >= MIN_GRADIENT_CORRELATION and self.residual <= MAX_RING_RESIDUAL
 
     @property
     def passes(self) -> bool:
@@ -617,6 +625,9 @@ def _why_not(s: WarpScore) -> str:
     if s.coverage < MIN_COVERAGE:
         return f"the warped reference covers {s.coverage:.0%} of the region"
     if not s.explains_ring:
+        if s.texture >= FLAT_GRADIENT and s.gradient_correlation >= MIN_GRADIENT_CORRELATION:
+            return (f"the best model's colours explain the surroundings poorly (colour error {s.residual:.1f}, at most "
+                    f"{MAX_RING_RESIDUAL:g}; gradient correlation {s.gradient_correlation:.2f})")
         return (f"the best model explains the surroundings poorly (gradient correlation {s.gradient_correlation:.2f}, "
                 f"needs {MIN_GRADIENT_CORRELATION}; colour error {s.residual:.1f})")
     return (f"the region differs from the registered reference hardly more than its surroundings do (colour error "
