@@ -100,6 +100,35 @@ def test_auto_recolours_an_artifact_that_only_changed_colours(dummy_pipeline):
     assert kept.sources == ["kept"] and (kept.image == tinted).all()
 
 
+def _bent(image, amplitude, seed=0):
+    """``image`` under a smooth random displacement of up to ``amplitude`` px: another view that no plane model
+    registers exactly."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    field = [cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 12) for _ in range(2)]
+    dx, dy = (f / np.abs(f).max() * amplitude for f in field)
+    x, y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(image, x + dx, y + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def test_auto_prefers_a_recoloured_artifact_to_a_paste_the_model_explains_only_in_part(dummy_pipeline):
+    truth, art, mask, ref = _artifact_case()
+    tinted = truth.copy()
+    tinted[mask] = np.clip(255 * (truth[mask] / 255.0) ** 0.6 * [0.8, 1.1, 0.9], 0, 255).astype(np.uint8)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    bent = _bent(ref, 6.0)  # registered, but a few pixels off (ring correlation about 0.8)
+    out = pipe(tinted, mask, bent, seed=0, unregistered="auto")
+    pasted = pipe(tinted, mask, bent, seed=0, unregistered="keep")
+    assert out.sources == ["recoloured"] and pasted.sources == ["reference"]
+    assert "which they continue better than the registered reference's pixels" in out.reports[0]
+    assert "--unregistered keep to paste the reference's pixels instead" in out.reports[0]
+    assert (out.image[~mask] == tinted[~mask]).all()
+    assert _psnr(out.image, truth, mask) > _psnr(pasted.image, truth, mask) + 3
+    # a paste the model explains (the same view) stays, and so does one over an artifact that did not only recolour
+    assert pipe(tinted, mask, ref, seed=0, unregistered="auto").sources == ["reference"]
+    assert pipe(art, mask, bent, seed=0, unregistered="auto").sources == ["reference"]
+
+
 def test_an_unregistered_window_is_synthesised_from_the_region_inside_the_mask_only(dummy_pipeline):
     truth, art, mask, _ = _artifact_case()
     other = textured_image(seed=9)

@@ -48,8 +48,9 @@ from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
 from refalign.shipped import default_model_path
-from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_colours, mildness, recolour_region
+from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_colours, edge_step, mildness, recolour_region
 from refalign.transfer.engine import ReferenceView
+from refalign.transfer.flow import FLOW_MAX_CORRELATION
 from refalign.transfer.source import paste_hole, registered_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
@@ -453,7 +454,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
     def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, run: RefineSettings) -> None:
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
         (moved by the dense flow when ``run.dense_flow`` and it applies) when the correspondence has an accepted
-        model, else ``run.unregistered`` (its seed for synthesis)."""
+        model — under ``unregistered="auto"`` the artifact's own pixels recoloured instead where they continue their
+        surroundings better (:meth:`_recolours_over_paste`) — else ``run.unregistered`` (its seed for synthesis)."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"
@@ -473,6 +475,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                                          flow=run.dense_flow)
         job.transfer = (pixels, valid, box)
         job.source = "reference+model" if cfg.harmonize else "reference"
+        if run.unregistered == "auto" and not cfg.harmonize:
+            self._recolours_over_paste(job, image, corr.fit.best.score.gradient_correlation)
 
     @staticmethod
     def _auto_recolours(job: WindowJob, image: np.ndarray) -> bool:
@@ -485,6 +489,29 @@ class RefineByAlignPipeline(DiffusionPipeline):
         job.source, job.transfer = "recoloured", (pixels, None, box)
         job.choice = f"auto: {edge.describe()}"
         return True
+
+    @staticmethod
+    def _recolours_over_paste(job: WindowJob, image: np.ndarray, correlation: float) -> None:
+        """``unregistered="auto"`` on a registered window whose model explains the ring only in part (gradient
+        correlation below :data:`~refalign.transfer.flow.FLOW_MAX_CORRELATION`, a paste across views): where the
+        artifact only changed colours (:func:`~refalign.transfer.damage.edge_colours`), its own pixels recoloured
+        replace the paste when they continue their surroundings better — the step the recolouring leaves at the
+        mask's edge below the one the paste leaves (:meth:`~refalign.transfer.damage.EdgeColours.recolours_below`,
+        :func:`~refalign.transfer.damage.edge_step`). The strokes of a recoloured artifact are the truth's, in
+        place; a paste from another view is a pixel or several off."""
+        if correlation >= FLOW_MAX_CORRELATION:
+            return
+        edge = edge_colours(image, job.mask)
+        pixels, valid, box = job.transfer
+        pasted = image.copy()
+        paste_hole(pasted, pixels, job.mask, box, valid)
+        paste_step = edge_step(pasted, job.mask)
+        if not edge.recolours_below(paste_step):
+            return
+        recoloured, box = recolour_region(image, job.mask, edge.colour)
+        job.source, job.transfer = "recoloured", (recoloured, None, box)
+        job.choice = (f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x (ring "
+                      f"correlation {correlation:.2f} < {FLOW_MAX_CORRELATION})")
 
     @staticmethod
     def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:

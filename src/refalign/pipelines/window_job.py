@@ -128,6 +128,10 @@ class WindowJob:
         if self.fallback:
             return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — paint the matching "
                     "region with --reference-mask, or --unregistered keep to leave it as it was")
+        if self.source == "recoloured" and corr is not None and corr.matrix is not None:
+            return (f"{where}: its own pixels recoloured to their surroundings, which they continue better than the "
+                    f"registered reference's pixels do (registered: {corr.registration}; confidence "
+                    f"{corr.confidence:.2f}) — --unregistered keep to paste the reference's pixels instead")
         if self.source == "recoloured":
             return (f"{where}: its own pixels recoloured to their surroundings (no reliable correspondence in the "
                     f"reference: {why}) — --unregistered keep to leave it as it was")

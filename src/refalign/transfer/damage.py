@@ -145,7 +145,12 @@ class EdgeColours:
         that the map brings down to at most :data:`MAX_RECOLOURED_STEP`, removing at least :data:`MIN_STEP_REMOVED`,
         and that is undone by its inverse within :data:`MAX_ROUND_TRIP` (all in natural steps); the map explains at
         least :data:`MIN_EXPLAINED` of the outside colours' spread."""
-        return (self.step >= MIN_STEP and self.recoloured_step <= MAX_RECOLOURED_STEP
+        return self.recolours_below(MAX_RECOLOURED_STEP)
+
+    def recolours_below(self, bar: float) -> bool:
+        """:attr:`recolours` with the step left by the map held below ``bar`` (natural steps) instead of
+        :data:`MAX_RECOLOURED_STEP` — e.g. the step a registered paste leaves (:func:`edge_step`)."""
+        return (self.step >= MIN_STEP and self.recoloured_step <= bar
                 and self.step - self.recoloured_step >= MIN_STEP_REMOVED and self.round_trip <= MAX_ROUND_TRIP
                 and self.explained >= MIN_EXPLAINED)
 
@@ -167,10 +172,11 @@ def edge_pairs(image: np.ndarray, hole: np.ndarray, depth: float = PAIR_DEPTH) -
             image.reshape(-1, image.shape[-1])[nearest[labels[inner]]].astype(np.float32))
 
 
-def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
-    """The colour step across the edge of ``hole`` in ``image`` and the colour map that removes it (module
-    docstring). Works on the hole's neighbourhood only. A hole that leaves no true pixels beyond the natural step's
-    gap gets ``nan`` measures, which never recolour."""
+def _edge(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(inside, outside, natural)``: the pairs across the edge of ``hole`` (:func:`edge_pairs`, to the scaled
+    :data:`PAIR_DEPTH`) in the hole's neighbourhood, and the natural step — the same pairs across the edge of the
+    hole grown by the scaled :data:`NATURAL_GAP` (floored at :data:`STEP_FLOOR`; ``nan`` when the grown hole leaves
+    no true pixels)."""
     if not hole.any() or hole.all():
         raise ValueError("edge_colours: the hole must mark some pixels and leave some known")
     scale = image_scale(image.shape[:2])
@@ -179,10 +185,26 @@ def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
     crop, sub = image[t:b, l:r], hole[t:b, l:r]
     inside, outside = edge_pairs(crop, sub, depth)
     grown = dilate(sub, gap)
-    colour = fit_colour(inside, outside)
     if grown.all():  # a hole that nearly fills the image: no true pixels to measure the natural step on
+        return inside, outside, float("nan")
+    return inside, outside, max(mean_colour_error(*edge_pairs(crop, grown, depth)), STEP_FLOOR)
+
+
+def edge_step(image: np.ndarray, hole: np.ndarray) -> float:
+    """The colour step across the edge of ``hole`` in ``image``, in natural steps (:attr:`EdgeColours.step`): how
+    far a filled region continues its surroundings (about 1: as true content does)."""
+    inside, outside, natural = _edge(image, hole)
+    return mean_colour_error(inside, outside) / natural
+
+
+def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
+    """The colour step across the edge of ``hole`` in ``image`` and the colour map that removes it (module
+    docstring). Works on the hole's neighbourhood only. A hole that leaves no true pixels beyond the natural step's
+    gap gets ``nan`` measures, which never recolour."""
+    inside, outside, natural = _edge(image, hole)
+    colour = fit_colour(inside, outside)
+    if not np.isfinite(natural):
         return EdgeColours(float("nan"), float("nan"), float("nan"), float("nan"), colour)
-    natural = max(mean_colour_error(*edge_pairs(crop, grown, depth)), STEP_FLOOR)
     mapped = colour.apply(inside)
     back = fit_colour(outside, inside).apply(mapped)
     left = mean_colour_error(mapped, outside)
