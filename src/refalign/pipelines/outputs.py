@@ -30,9 +30,10 @@ class RefineOutput:
         sources: for each window, where its hole's pixels came from: ``"reference"`` (the registered reference's own
             pixels), ``"reference+model"`` (those, harmonized by the refiner), ``"synthesis"`` (no geometric model
             fits: synthesised from the matching reference region, ``unregistered="synthesize"``),
-            ``"synthesis+model"`` (that, harmonized), ``"model"`` (the refiner), ``"recoloured"`` (no reliable
-            correspondence, ``unregistered="auto"``: the artifact's own pixels recoloured to their surroundings,
-            :func:`refalign.transfer.damage.edge_colours`) or ``"kept"`` (no reliable correspondence: the input left
+            ``"synthesis+model"`` (that, harmonized), ``"model"`` (the refiner), ``"recoloured"``
+            (``unregistered="auto"``: the artifact's own pixels recoloured to their surroundings,
+            :func:`refalign.transfer.damage.edge_colours` — where no correspondence is reliable, or where a paste
+            across views continues the surroundings less well) or ``"kept"`` (no reliable correspondence: the input left
             as it was).
         confidence: for each window, the confidence of its registration in [0, 1] (0 when none was accepted).
         reports: for each window, one line for the user: where it is, how it was repaired and why.

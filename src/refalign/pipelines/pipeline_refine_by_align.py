@@ -313,7 +313,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
                 is none) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where it only
                 changed colours, kept where it looks continuous with them, else synthesised as ``"synthesize"``
-                does); default ``refinement.unregistered``.
+                does; it also prefers the recoloured pixels to a paste across views that continues the
+                surroundings less well); default ``refinement.unregistered``.
             dense_flow: with ``refinement.source="reference"``, move a registered window's pixels by the dense flow
                 that aligns them with the known pixels around the hole where the model explains those only in
                 part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.

@@ -28,6 +28,12 @@ third of the spread, 68 were (the worst to 9.9 dB). Without the round trip a cle
 1.16 was recoloured (the map shrank its colours); without the spread rule, a navy label masked along its border was
 painted the shirt's grey (``tests/test_damage.py``).
 
+**Against a paste.** A window registered from another view gets a paste a pixel or several off; where its artifact
+only changed colours, its own strokes recoloured are the better source when they continue the surroundings better
+than the paste does: :meth:`EdgeColours.recolours_below` holds the recoloured step against the paste's own
+(:func:`edge_step`) instead of :data:`MAX_RECOLOURED_STEP`, the other rules unchanged (the pipeline asks only where
+the registration explains the ring in part, as the dense flow does).
+
 **Mild artifacts.**
 A blurred or warped artifact (or a recoloured one the test above refuses) stays continuous with its surroundings:
 its strokes run on across the mask's edge, and the input is a fair guess of the truth — keeping it beats the
