@@ -75,8 +75,9 @@ MAX_FLAT_RESIDUAL = 6.0
 #: On textured rings the gradients decide, but a model whose colour-fitted reference still leaves more than this
 #: mean colour error on the ring (grey levels) shows other content there, whatever its gradients say. Measured on
 #: every candidate of the other-photo development cases that passed the gradient gate (512 px, the seed-0 sets and two
-#: more crossview seeds, session 9): up to 38.8 each pasted above doing nothing (accepted windows at most 21.5); from
-#: 42.5 every one (8) below it, by 0.7-13 dB — among them a poop emoji's eye pasted a third of an eye-width off in
+#: more crossview seeds, session 9; 162 candidates): up to 38.8 all but two pasted above doing nothing (a garbled text
+#: tag, -0.5 dB at 27.9, which the damage check refuses; accepted windows at most 21.5); from 42.5 every one (8) below
+#: it, by 0.7-13 dB — among them a poop emoji's eye pasted a third of an eye-width off in
 #: olive (gradient correlation 0.53, colour error 48.9), the one wrongly accepted window of 111 extra crossview cases.
 MAX_RING_RESIDUAL = 40.0
 #: Acceptance on the hole's own (damaged) pixels: the colour error between the fitted, warped reference and the damaged
@@ -591,8 +592,8 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
            num_matches: int, *, refine: int = 0) -> LocalRegistration:
     """Score every candidate (:func:`score_warp`) and accept the best one if it passes and another passing
     candidate of another lineage (:attr:`Candidate.lineage`) supports it (:data:`SUPPORT_PX_PER_1000`); otherwise
-    say why not. With ``refine``, the best
-    ``refine`` candidates are first refined by ECC (:func:`refined_by_ecc`) and the refinements join the others."""
+    say why not. With ``refine``, the best ``refine`` candidates are first refined by ECC (:func:`refined_by_ecc`)
+    and the refinements join the others."""
     scale = max(reference.shape[:2]) / 1000.0
     frame = hole_frame(hole)
     for c in candidates:
