@@ -50,7 +50,7 @@ from refalign.pipelines.zoom import (
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_colours, edge_step, mildness, recolour_region
 from refalign.transfer.engine import ReferenceView
-from refalign.transfer.flow import FLOW_MAX_CORRELATION
+from refalign.transfer.register import EXPLAINED_CORRELATION
 from refalign.transfer.source import paste_hole, registered_source
 from refalign.transfer.synthesis import SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
@@ -494,13 +494,13 @@ class RefineByAlignPipeline(DiffusionPipeline):
     @staticmethod
     def _recolours_over_paste(job: WindowJob, image: np.ndarray, correlation: float) -> None:
         """``unregistered="auto"`` on a registered window whose model explains the ring only in part (gradient
-        correlation below :data:`~refalign.transfer.flow.FLOW_MAX_CORRELATION`, a paste across views): where the
+        correlation below :data:`~refalign.transfer.register.EXPLAINED_CORRELATION`, a paste across views): where the
         artifact only changed colours (:func:`~refalign.transfer.damage.edge_colours`), its own pixels recoloured
         replace the paste when they continue their surroundings better — the step the recolouring leaves at the
         mask's edge below the one the paste leaves (:meth:`~refalign.transfer.damage.EdgeColours.recolours_below`,
         :func:`~refalign.transfer.damage.edge_step`). The strokes of a recoloured artifact are the truth's, in
         place; a paste from another view is a pixel or several off."""
-        if correlation >= FLOW_MAX_CORRELATION:
+        if correlation >= EXPLAINED_CORRELATION:
             return
         edge = edge_colours(image, job.mask)
         pixels, valid, box = job.transfer
@@ -512,7 +512,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         recoloured, box = recolour_region(image, job.mask, edge.colour)
         job.source, job.transfer = "recoloured", (recoloured, None, box)
         job.choice = (f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x (ring "
-                      f"correlation {correlation:.2f} < {FLOW_MAX_CORRELATION})")
+                      f"correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")
 
     @staticmethod
     def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:

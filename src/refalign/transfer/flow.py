@@ -26,14 +26,14 @@ import cv2
 import numpy as np
 
 from refalign.transfer.colour import offset_field
-from refalign.transfer.register import hole_frame, image_scale
+from refalign.transfer.register import EXPLAINED_CORRELATION, hole_frame, image_scale
 
 #: Mean displacement over the hole (pixels, at a :data:`~refalign.transfer.register.SCORE_SIDE`-pixel image;
 #: proportionally more on larger ones) from which the flow correction is applied.
 FLOW_MIN_SHIFT = 1.0
 #: The registration's ring gradient correlation (:class:`~refalign.transfer.register.WarpScore`) from which the
 #: model is taken to explain the ring and the flow is not measured.
-FLOW_MAX_CORRELATION = 0.85
+FLOW_MAX_CORRELATION = EXPLAINED_CORRELATION
 #: Ring pixels closer than this to the hole are left out of the flow: DIS smooths across the hole's edge there.
 EDGE_GAP = 2.0
 

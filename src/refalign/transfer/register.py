@@ -114,6 +114,13 @@ SUPPORT_PX_PER_1000 = 25.0
 #: 22.90 dB, dogs' faces and legs 28.57 → 29.52, 28.71 → 29.36, 33.47 → 34.18, 28.45 → 31.52, and 26.55 → 28.61 at
 #: 1024 px. It costs 1.15× the registration time (48 cross-view windows at 512 and 1024 px, alternating in one run).
 ECC_REFINED = 2
+#: A model whose ring gradient correlation reaches this explains the ring (warp windows score 0.86-0.99 at 512 and
+#: 1024 px, the accepted cross-view windows 0.51-0.78), and nothing is left for the ECC refinement to find: it runs
+#: only below (on the 39 warp cases at 512 px no refinement ever won; skipping them took a registered 1024² window
+#: from 1.45× back to the time without refinement). Below it the model explains the ring only in part, where the
+#: dense flow (:data:`refalign.transfer.flow.FLOW_MAX_CORRELATION`) and ``auto``'s recolouring against a paste look
+#: further too.
+EXPLAINED_CORRELATION = 0.85
 #: Hole pixels this close (pixels) to the hole's edge are left out of the hole's error (the warp's edge blur).
 HOLE_MARGIN = 2
 #: Resampling of the reference. Lanczos (8×8) keeps more of its fine detail than bilinear: on the 39 warp cases of
@@ -593,13 +600,14 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
     """Score every candidate (:func:`score_warp`) and accept the best one if it passes and another passing
     candidate of another lineage (:attr:`Candidate.lineage`) supports it (:data:`SUPPORT_PX_PER_1000`); otherwise
     say why not. With ``refine``, the best ``refine`` candidates are first refined by ECC (:func:`refined_by_ecc`)
-    and the refinements join the others."""
+    and the refinements join the others, unless the best already explains the ring (:data:`EXPLAINED_CORRELATION`)."""
     scale = max(reference.shape[:2]) / 1000.0
     frame = hole_frame(hole)
     for c in candidates:
         c.score = score_warp(image, hole, reference, c.matrix, frame)
-    if refine:
-        refined = refined_by_ecc(image, hole, reference, sorted(candidates, key=_rank, reverse=True)[:refine])
+    seeds = sorted(candidates, key=_rank, reverse=True)[:refine]
+    if seeds and seeds[0].score.gradient_correlation < EXPLAINED_CORRELATION:
+        refined = refined_by_ecc(image, hole, reference, seeds)
         for c in refined:
             c.score = score_warp(image, hole, reference, c.matrix, frame)
         candidates = candidates + refined
