@@ -100,6 +100,8 @@ def test_a_model_whose_colours_leave_other_content_on_the_ring_is_refused_whatev
     assert not wrong.explains_ring and not wrong.passes
     assert "colour error 48.9, at most 40" in _why_not(wrong)
     assert dataclasses.replace(right, gradient_correlation=0.53, residual=38.0).explains_ring
+    # just short of the gate: the reason does not read "0.50, needs 0.5"
+    assert "gradient correlation 0.49, needs 0.5" in _why_not(dataclasses.replace(right, gradient_correlation=0.4996))
 
 
 def test_damage_ratio_is_the_hole_error_over_the_ring_error_with_a_floor():

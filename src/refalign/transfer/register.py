@@ -647,11 +647,18 @@ def _why_not(s: WarpScore) -> str:
         if s.texture >= FLAT_GRADIENT and s.gradient_correlation >= MIN_GRADIENT_CORRELATION:
             return (f"the best model's colours explain the surroundings poorly (colour error {s.residual:.1f}, at most "
                     f"{MAX_RING_RESIDUAL:g}; gradient correlation {s.gradient_correlation:.2f})")
-        return (f"the best model explains the surroundings poorly (gradient correlation {s.gradient_correlation:.2f}, "
-                f"needs {MIN_GRADIENT_CORRELATION}; colour error {s.residual:.1f})")
+        return (f"the best model explains the surroundings poorly (gradient correlation "
+                f"{_short_of(s.gradient_correlation, MIN_GRADIENT_CORRELATION)}, needs {MIN_GRADIENT_CORRELATION}; "
+                f"colour error {s.residual:.1f})")
     return (f"the region differs from the registered reference hardly more than its surroundings do (colour error "
             f"{s.hole_residual:.1f} inside, {s.residual:.1f} around; needs {MIN_DAMAGE_RATIO:g}×): pasting would not "
             "clearly repair it")
+
+
+def _short_of(value: float, threshold: float) -> str:
+    """``value``, below ``threshold``, with two decimals — rounded down where rounding would reach the threshold
+    ("0.49, needs 0.5" for 0.4996, not "0.50, needs 0.5")."""
+    return f"{value:.2f}" if round(value, 2) < threshold else f"{np.floor(value * 100) / 100:.2f}"
 
 
 def register_image(image: np.ndarray, reference: np.ndarray, *, search: np.ndarray | None = None) -> LocalRegistration:
