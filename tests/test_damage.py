@@ -8,7 +8,7 @@ import pytest
 from conftest import textured_image
 from refalign.eval.synth import apply_artifact
 from refalign.transfer.damage import (
-    MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, looks_mild, recolour_region,
+    MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, edge_step, looks_mild, recolour_region,
 )
 
 
@@ -117,11 +117,23 @@ def test_edge_pairs_pair_each_inner_pixel_with_the_nearest_pixel_outside():
     assert gap.max() <= PAIR_DEPTH + 1.5 and len(inside) > 100
 
 
+def test_edge_step_is_the_edge_colours_step_and_about_one_over_true_content():
+    img = textured_image(seed=0)
+    hole = np.zeros(img.shape[:2], bool)
+    hole[120:180, 130:200] = True
+    assert 0.6 < edge_step(img, hole) < 1.4  # true content continues across the edge
+    tinted = img.copy()
+    tinted[hole] = np.clip(tinted[hole] * [0.6, 1.2, 0.8], 0, 255).astype(np.uint8)
+    assert edge_step(tinted, hole) == pytest.approx(edge_colours(tinted, hole).step) and edge_step(tinted, hole) > 2
+
+
 def test_edge_colours_refuses_an_empty_or_full_hole():
     img = textured_image(seed=0)
     for hole in (np.zeros(img.shape[:2], bool), np.ones(img.shape[:2], bool)):
         with pytest.raises(ValueError, match="edge_colours"):
             edge_colours(img, hole)
+        with pytest.raises(ValueError, match="edge_step"):
+            edge_step(img, hole)
 
 
 @pytest.mark.parametrize("kind", ["none", "colour_drift"])

@@ -178,13 +178,13 @@ def edge_pairs(image: np.ndarray, hole: np.ndarray, depth: float = PAIR_DEPTH) -
             image.reshape(-1, image.shape[-1])[nearest[labels[inner]]].astype(np.float32))
 
 
-def _edge(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _edge(image: np.ndarray, hole: np.ndarray, caller: str) -> tuple[np.ndarray, np.ndarray, float]:
     """``(inside, outside, natural)``: the pairs across the edge of ``hole`` (:func:`edge_pairs`, to the scaled
     :data:`PAIR_DEPTH`) in the hole's neighbourhood, and the natural step — the same pairs across the edge of the
     hole grown by the scaled :data:`NATURAL_GAP` (floored at :data:`STEP_FLOOR`; ``nan`` when the grown hole leaves
     no true pixels)."""
     if not hole.any() or hole.all():
-        raise ValueError("edge_colours: the hole must mark some pixels and leave some known")
+        raise ValueError(f"{caller}: the hole must mark some pixels and leave some known")
     scale = image_scale(image.shape[:2])
     depth, gap = PAIR_DEPTH * scale, int(round(NATURAL_GAP * scale))
     t, l, b, r = mask_bbox(hole, margin=gap + int(np.ceil(depth)) + 2)
@@ -199,7 +199,7 @@ def _edge(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 def edge_step(image: np.ndarray, hole: np.ndarray) -> float:
     """The colour step across the edge of ``hole`` in ``image``, in natural steps (:attr:`EdgeColours.step`): how
     far a filled region continues its surroundings (about 1: as true content does)."""
-    inside, outside, natural = _edge(image, hole)
+    inside, outside, natural = _edge(image, hole, "edge_step")
     return mean_colour_error(inside, outside) / natural
 
 
@@ -207,7 +207,7 @@ def edge_colours(image: np.ndarray, hole: np.ndarray) -> EdgeColours:
     """The colour step across the edge of ``hole`` in ``image`` and the colour map that removes it (module
     docstring). Works on the hole's neighbourhood only. A hole that leaves no true pixels beyond the natural step's
     gap gets ``nan`` measures, which never recolour."""
-    inside, outside, natural = _edge(image, hole)
+    inside, outside, natural = _edge(image, hole, "edge_colours")
     colour = fit_colour(inside, outside)
     if not np.isfinite(natural):
         return EdgeColours(float("nan"), float("nan"), float("nan"), float("nan"), colour)
