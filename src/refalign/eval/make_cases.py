@@ -50,7 +50,7 @@ from refalign.eval.cases import is_case, write_case
 from refalign.files import load_image, load_object_mask, write_bytes_atomic
 from refalign.mask_ops import dilate, grabcut_foreground
 from refalign.registration import register
-from refalign.transfer.features import detect, match_ratio
+from refalign.transfer.features import Features, detect, match_ratio
 from refalign.transfer.register import gradient_correlation, score_sigma, warp_box
 from refalign.windows import mask_bbox, resize_image, resize_mask
 
@@ -186,14 +186,16 @@ def is_near_duplicate(a: np.ndarray, b: np.ndarray, threshold: float = 0.9) -> b
     ta, tb = thumb(a), thumb(b)
     if max(float((ta * tb).sum()), float((ta * tb[:, ::-1]).sum())) >= threshold:
         return True
-    return same_picture(a, b) or same_picture(a, np.ascontiguousarray(b[:, ::-1]))
+    features = detect(a)  # once for both ways round
+    return same_picture(a, b, features) or same_picture(a, np.ascontiguousarray(b[:, ::-1]), features)
 
 
-def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+def same_picture(a: np.ndarray, b: np.ndarray, features: Features | None = None) -> bool:
     """Whether ``b`` is a crop or rescale of the picture ``a`` (or the other way round): a homography fitted to
     their SIFT matches maps ``b`` onto ``a`` with the grey levels of their overlap nearly unchanged
-    (:data:`SAME_PICTURE_GREY`, :data:`SAME_PICTURE_INLIERS`). A view change, even a small one, leaves more."""
-    pa, pb, _ = match_ratio(detect(a), detect(b))
+    (:data:`SAME_PICTURE_GREY`, :data:`SAME_PICTURE_INLIERS`). A view change, even a small one, leaves more.
+    ``features``: ``a``'s (:func:`~refalign.transfer.features.detect`), when the caller has them."""
+    pa, pb, _ = match_ratio(features if features is not None else detect(a), detect(b))
     if len(pa) < SAME_PICTURE_INLIERS:
         return False
     hom, inliers = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, 3.0)
