@@ -48,7 +48,9 @@ from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
 )
 from refalign.shipped import default_model_path
-from refalign.transfer.damage import MILD_EDGE_CONTRAST, edge_colours, edge_step, mildness, recolour_region
+from refalign.transfer.damage import (
+    MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step, mildness, recolour_region,
+)
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION
 from refalign.transfer.source import paste_hole, registered_source
@@ -486,9 +488,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         edge = edge_colours(image, job.mask)
         if not edge.recolours:
             return False
-        pixels, box = recolour_region(image, job.mask, edge.colour)
-        job.source, job.transfer = "recoloured", (pixels, None, box)
-        job.choice = f"auto: {edge.describe()}"
+        _recolour(job, image, edge, f"auto: {edge.describe()}")
         return True
 
     @staticmethod
@@ -507,12 +507,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         pasted = image.copy()
         paste_hole(pasted, pixels, job.mask, box, valid)
         paste_step = edge_step(pasted, job.mask)
-        if not edge.recolours_below(paste_step):
-            return
-        recoloured, box = recolour_region(image, job.mask, edge.colour)
-        job.source, job.transfer = "recoloured", (recoloured, None, box)
-        job.choice = (f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x (ring "
-                      f"correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")
+        if edge.recolours_below(paste_step):
+            _recolour(job, image, edge, f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x "
+                                        f"(ring correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")
 
     @staticmethod
     def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:
@@ -757,3 +754,10 @@ def _looks_like_hub_id(name: str) -> bool:
     """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
     local path and is checked as a folder."""
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
+
+
+def _recolour(job: WindowJob, image: np.ndarray, edge: EdgeColours, choice: str) -> None:
+    """The window's hole gets its own pixels through ``edge``'s colour map
+    (:func:`~refalign.transfer.damage.recolour_region`), pasted inside the mask only; ``choice`` says why."""
+    pixels, box = recolour_region(image, job.mask, edge.colour)
+    job.source, job.transfer, job.choice = "recoloured", (pixels, None, box), choice
