@@ -8,7 +8,8 @@ import pytest
 from conftest import textured_image
 from refalign.eval.synth import apply_artifact
 from refalign.transfer.damage import (
-    MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, edge_step, looks_mild, recolour_region,
+    BLURRED_DETAIL, MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, edge_step,
+    interior_detail, looks_mild, recolour_region,
 )
 
 
@@ -47,6 +48,16 @@ def test_a_flat_ring_does_not_blow_up_faint_edges():
     hole = _hole((128, 128), (64, 64), (20, 14))
     img[hole] = 122  # two grey levels: invisible, mild
     assert looks_mild(img, hole)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_blurred_artifact_holds_less_detail_than_its_surroundings(seed):
+    image, hole, truth = _damaged("blurred", seed)
+    assert interior_detail(image, hole) < BLURRED_DETAIL < 0.8 < interior_detail(truth, hole) < 1.5
+    image, hole, _ = _damaged("pasted", seed)  # content from elsewhere as textured as the surroundings
+    assert interior_detail(image, hole) > 0.8
+    with pytest.raises(ValueError, match="interior_detail"):
+        interior_detail(image, np.zeros(hole.shape, bool))
 
 
 def test_edge_contrast_refuses_an_empty_or_full_hole():

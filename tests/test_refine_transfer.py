@@ -8,7 +8,8 @@ import pytest
 from conftest import textured_image, textured_warp_pair
 from refalign.errors import InputError
 from refalign.pipelines.config import apply_overrides
-from refalign.transfer.damage import looks_mild
+import refalign.pipelines.pipeline_refine_by_align as pipeline_module
+from refalign.transfer.damage import BLURRED_DETAIL, interior_detail, looks_mild
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,21 +66,60 @@ def test_auto_keeps_a_mild_artifact_and_synthesises_one_from_elsewhere(dummy_pip
     truth, _, mask, _ = _artifact_case()
     other = textured_image(seed=9)
     pipe = _set(dummy_pipeline, "refinement.source=reference")
-    blurred = truth.copy()
-    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
+    moved = truth.copy()
+    moved[mask] = np.roll(truth, (2, 0), axis=(0, 1))[mask]
     pasted = truth.copy()
     pasted[mask] = np.roll(truth, (120, 90), axis=(0, 1))[mask]
-    assert looks_mild(blurred, mask) and not looks_mild(pasted, mask)
-    kept = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
-    assert kept.sources == ["kept"] and (kept.image == blurred).all()
+    assert looks_mild(moved, mask) and not looks_mild(pasted, mask)
+    kept = pipe(moved, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert kept.sources == ["kept"] and (kept.image == moved).all()
     rebuilt = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert rebuilt.sources == ["synthesis"] and not (rebuilt.image == pasted).all()
     assert "auto: the artifact breaks from its surroundings" in rebuilt.reports[0]
+    # content from elsewhere: guiding the synthesis by it would carry its break into the hole
+    assert "its own pixels do not guide the synthesis (edge step" in rebuilt.reports[0]
+    plain = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="synthesize")
+    assert (plain.image == rebuilt.image).all()
     assert "auto: the artifact looks continuous" in kept.reports[0]
     assert (rebuilt.image[~mask] == pasted[~mask]).all()
     # without a matching region (no alignment) there is nothing to synthesise from: the refiner, said so
     alone = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto", no_align=True)
     assert alone.sources == ["model"] and "refined by the model instead" in alone.reports[0]
+
+
+def test_auto_guides_the_synthesis_of_a_blurred_artifact_by_its_own_pixels(dummy_pipeline):
+    truth, _, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    blurred = truth.copy()
+    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
+    assert looks_mild(blurred, mask) and interior_detail(blurred, mask) < BLURRED_DETAIL
+    out = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert out.sources == ["synthesis"] and (out.image[~mask] == blurred[~mask]).all()
+    assert "but blurred (detail 0.47x its surroundings' < 0.6)" in out.reports[0]
+    assert "guided by its own pixels" in out.reports[0] and "--unregistered keep" in out.reports[0]
+    # the blur's structure stays and detail comes back: nearer the truth than a plain synthesis, sharper than the blur
+    plain = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="synthesize")
+    assert _psnr(out.image, truth, mask) > _psnr(plain.image, truth, mask) + 2
+    assert interior_detail(out.image, mask) > interior_detail(blurred, mask) + 0.1
+    # without a region to take the detail from, a blurred artifact is kept as before
+    alone = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="auto", no_align=True)
+    assert alone.sources == ["kept"] and (alone.image == blurred).all()
+
+
+def test_auto_takes_the_guided_synthesis_when_it_continues_the_surroundings_nearly_as_well(dummy_pipeline,
+                                                                                         monkeypatch):
+    truth, _, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    pasted = truth.copy()
+    pasted[mask] = np.roll(truth, (120, 90), axis=(0, 1))[mask]
+    plain = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    monkeypatch.setattr(pipeline_module, "GUIDED_STEP_RATIO", 100.0)
+    guided = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert guided.sources == ["synthesis"] and "its own pixels guide the synthesis" in guided.reports[0]
+    assert "guided by its own pixels" in guided.reports[0] and not (guided.image == plain.image).all()
+    assert (guided.image[~mask] == pasted[~mask]).all()
 
 
 def test_auto_recolours_an_artifact_that_only_changed_colours(dummy_pipeline):

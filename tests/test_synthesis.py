@@ -1,6 +1,7 @@
 """Region-level synthesis (issue 15 part 4): PatchMatch + multiscale EM voting from a reference region, with a
 distribution colour map, pasted inside the hole only."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -82,6 +83,40 @@ def test_structure_comes_from_the_surroundings_and_texture_from_the_synthesis():
     assert np.allclose(out[inner] - out[inner].mean(), checker[inner] * np.ones(3), atol=3.0)  # the texture
     assert (out[~hole] == crop[~hole]).all()
     assert structure_and_texture(crop, hole, synthesized, sigma=0) is synthesized
+
+
+def test_guided_structure_comes_from_the_holes_own_pixels():
+    crop = np.full((64, 64, 3), 100.0, np.float32)
+    hole = np.zeros((64, 64), bool)
+    hole[8:56, 8:56] = True
+    crop[hole] = 160.0  # a blurred artifact: the right level, no texture
+    checker = ((np.indices((64, 64)).sum(0) % 2) * 40 - 20).astype(np.float32)[..., None]
+    synthesized = crop.copy()
+    synthesized[hole] = (120.0 + checker)[hole]
+    out = structure_and_texture(crop, hole, synthesized, sigma=4.0, guided=True)
+    inner = np.zeros_like(hole)
+    inner[28:36, 28:36] = True
+    assert abs(out[inner].mean() - 160.0) < 2.0  # the artifact's own level, not the surroundings' 100 nor 120
+    assert np.allclose(out[inner] - out[inner].mean(), checker[inner] * np.ones(3), atol=3.0)
+    assert (out[~hole] == crop[~hole]).all()
+
+
+def test_a_blurred_hole_guided_by_its_own_pixels_gets_its_detail_back_in_place():
+    truth = _periodic()
+    hole = _hole()
+    image = truth.copy()
+    image[hole] = cv2.GaussianBlur(truth, (0, 0), 3)[hole]
+    reference = _periodic(shift=(5, 3))
+    region = np.zeros(hole.shape, bool)
+    region[10:50, 10:50] = True
+    guided = synthesize_hole(image, hole, reference, region, seed=0, guided=True)
+    plain = synthesize_hole(image, hole, reference, region, seed=0)
+    assert guided.guided and not plain.guided
+    t, l, b, r = guided.box
+    sub = hole[t:b, l:r]
+    assert _mae(guided.pixels, truth[t:b, l:r], sub) < _mae(image[t:b, l:r], truth[t:b, l:r], sub) - 5
+    assert _mae(guided.pixels, truth[t:b, l:r], sub) < _mae(plain.pixels, truth[t:b, l:r], sub)
+    assert (guided.pixels[~sub] == image[t:b, l:r][~sub]).all()
 
 
 def test_synthesis_is_deterministic_for_a_seed():

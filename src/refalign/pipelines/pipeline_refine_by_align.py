@@ -49,12 +49,13 @@ from refalign.pipelines.zoom import (
 )
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
-    MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step, mildness, recolour_region,
+    BLURRED_DETAIL, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step, interior_detail,
+    mildness, recolour_region,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION
 from refalign.transfer.source import paste_hole, registered_source
-from refalign.transfer.synthesis import SynthesisError, synthesize_hole
+from refalign.transfer.synthesis import Synthesis, SynthesisError, synthesize_hole
 from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
@@ -465,11 +466,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         corr = job.correspondence
         if corr is None or corr.matrix is None:
-            if run.unregistered == "auto" and self._auto_recolours(job, image):
-                return
-            if run.unregistered == "keep" or (run.unregistered == "auto" and self._auto_keeps(job, image)):
+            if run.unregistered == "auto":
+                self._auto_unregistered(job, image, reference, run.seed)
+            elif run.unregistered == "keep":
                 job.source = "kept"
-            elif run.unregistered in ("synthesize", "auto"):
+            elif run.unregistered == "synthesize":
                 self._synthesize(job, image, reference, run.seed)
             else:
                 job.source = "model"
@@ -503,40 +504,77 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if correlation >= EXPLAINED_CORRELATION:
             return
         edge = edge_colours(image, job.mask)
-        pixels, valid, box = job.transfer
-        pasted = image.copy()
-        paste_hole(pasted, pixels, job.mask, box, valid)
-        paste_step = edge_step(pasted, job.mask)
+        paste_step = _step_after(image, job.mask, *job.transfer)
         if edge.recolours_below(paste_step):
             _recolour(job, image, edge, f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x "
                                         f"(ring correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")
 
-    @staticmethod
-    def _auto_keeps(job: WindowJob, image: np.ndarray) -> bool:
-        """``unregistered="auto"``: keep the window when its artifact looks continuous with its surroundings
-        (:func:`~refalign.transfer.damage.mildness`), with the number in the window's report."""
+    def _auto_unregistered(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
+        """``unregistered="auto"`` on a window without a registration (:mod:`refalign.transfer.damage`): its own
+        pixels recoloured where only its colours changed; kept where it looks continuous with its surroundings —
+        unless it looks blurred, then synthesised with its own pixels as the guide; else synthesised, guided by its
+        own pixels where they continue the surroundings nearly as well as a plain synthesis does. The numbers go to
+        the window's report."""
+        if self._auto_recolours(job, image):
+            return
         mild, contrast = mildness(image, job.mask)
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
         if mild:
-            job.choice += "; a mask drawn with a margin of clean pixels looks so too: --unregistered synthesize"
-        return mild
+            detail = interior_detail(image, job.mask)
+            guided = self._synthesis(job, image, reference, seed, guided=True) if detail < BLURRED_DETAIL else None
+            if not isinstance(guided, Synthesis):
+                job.source = "kept"
+                job.choice += "; a mask drawn with a margin of clean pixels looks so too: --unregistered synthesize"
+                return
+            job.choice += (f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL}): its own pixels "
+                           "guide the synthesis — --unregistered keep to leave it as it was")
+            self._use_synthesis(job, guided)
+            return
+        plain = self._synthesis(job, image, reference, seed)
+        if not isinstance(plain, Synthesis):
+            job.source, job.fallback = "model", plain
+            return
+        guided = self._synthesis(job, image, reference, seed, guided=True)
+        chosen = plain
+        if isinstance(guided, Synthesis):
+            steps = [_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
+            if steps[0] <= GUIDED_STEP_RATIO * steps[1]:
+                chosen = guided
+            job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge "
+                           f"step {steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most "
+                           f"{GUIDED_STEP_RATIO}x)")
+        self._use_synthesis(job, chosen)
 
     def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
         """``unregistered="synthesize"``: the hole synthesised from the correspondence's reference region
         (:func:`~refalign.transfer.synthesis.synthesize_hole`, pasted inside the mask only); a window without a
         region, or with one too small to offer patches, goes to the refiner and its report says why."""
-        cfg = self.refalign_config.refinement
+        synthesis = self._synthesis(job, image, reference, seed)
+        if isinstance(synthesis, Synthesis):
+            self._use_synthesis(job, synthesis)
+        else:
+            job.source, job.fallback = "model", synthesis
+
+    @staticmethod
+    def _synthesis(job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int, *, guided: bool = False
+                   ) -> Synthesis | str:
+        """The window's hole synthesised from the correspondence's reference region
+        (:func:`~refalign.transfer.synthesis.synthesize_hole`, ``guided`` by its own pixels or not), or why it
+        cannot be: no region, or one too small to offer patches."""
         if job.region is None:
-            job.source, job.fallback = "model", "no matching region in the reference to synthesise from"
-            return
+            return "no matching region in the reference to synthesise from"
         try:
-            job.synthesis = synthesize_hole(image, job.mask, reference, job.region, seed=seed)
+            return synthesize_hole(image, job.mask, reference, job.region, seed=seed, guided=guided)
         except SynthesisError as exc:
-            job.source, job.fallback = "model", str(exc)
-            return
-        job.transfer = (job.synthesis.pixels, None, job.synthesis.box)
-        job.source = "synthesis+model" if cfg.harmonize else "synthesis"
+            return str(exc)
+
+    def _use_synthesis(self, job: WindowJob, synthesis: Synthesis) -> None:
+        """The window's hole gets ``synthesis`` (pasted inside the mask only; harmonized by the model when
+        ``refinement.harmonize``)."""
+        job.synthesis = synthesis
+        job.transfer = (synthesis.pixels, None, synthesis.box)
+        job.source = "synthesis+model" if self.refalign_config.refinement.harmonize else "synthesis"
 
     def _correspond(self, job: WindowJob, inputs: "CheckedInputs", run: RefineSettings, *, subtoken: bool | None,
                     register: bool) -> None:
@@ -754,6 +792,15 @@ def _looks_like_hub_id(name: str) -> bool:
     """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
     local path and is checked as a folder."""
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
+
+
+def _step_after(image: np.ndarray, mask: np.ndarray, pixels: np.ndarray, valid: np.ndarray | None,
+                box: tuple[int, int, int, int]) -> float:
+    """The colour step at the edge of ``mask`` (:func:`~refalign.transfer.damage.edge_step`) once ``pixels`` over
+    ``box`` are pasted into ``image`` inside it (:func:`~refalign.transfer.source.paste_hole`)."""
+    pasted = image.copy()
+    paste_hole(pasted, pixels, mask, box, valid)
+    return edge_step(pasted, mask)
 
 
 def _recolour(job: WindowJob, image: np.ndarray, edge: EdgeColours, choice: str) -> None:

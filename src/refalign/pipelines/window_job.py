@@ -123,6 +123,7 @@ class WindowJob:
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
         if self.source.startswith("synthesis"):
             how = f"synthesised from {_region_name(corr)} in {self.synthesis.levels} level(s)"
+            how += ", guided by its own pixels" if self.synthesis.guided else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
             return f"{where}: {how} (no geometric model fits: {why}) — --unregistered keep to leave it as it was"
         if self.fallback:

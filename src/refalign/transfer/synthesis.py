@@ -19,6 +19,13 @@ The synthesis supplies the hole's texture; its structure — the band coarser th
 from a Telea fill (:func:`structure_and_texture`, after Bertalmío et al. 2003): a patch from another photo has the
 object's texture but rarely the exact low frequencies of this hole, which the surroundings predict better.
 
+**Guided by the damaged pixels** (issue 15 part 6; ``guided=True``): a blurred or warped artifact still shows where
+its strokes are, only not their detail. Its own pixels then start the coarsest level instead of the Telea fill — at
+that scale a blur is nearly the truth, so the first nearest-neighbour field picks source patches that agree with
+them and the finer levels inherit it — and give the band coarser than :data:`STRUCTURE_SIGMA` in place of Telea's:
+the damaged pixels at a lower weight than the known ones, which stay constraints. Which windows get it is the
+pipeline's ``unregistered="auto"`` decision (:mod:`refalign.transfer.damage`).
+
 Before synthesis the region's colours are carried into the image's: with no pixel correspondence, only a
 distribution match is available — histogram specification (:func:`~refalign.transfer.colour.fit_quantiles`) of the
 reference's ring around the region onto the image's ring around the hole (:func:`region_colour`), the same kind of
@@ -77,13 +84,15 @@ class SynthesisError(ValueError):
 class Synthesis:
     """A synthesised hole: ``pixels`` (``(h, w, 3)`` float32 in [0, 255]) over ``box`` in image coordinates (hole
     pixels synthesised, the others the image's), the ``colour`` map applied to the source, the ``scale`` of the
-    source relative to the image and the number of ``levels`` of the pyramid."""
+    source relative to the image, the number of ``levels`` of the pyramid and whether the hole's own pixels
+    ``guided`` it (module docstring)."""
 
     pixels: np.ndarray
     box: tuple[int, int, int, int]
     colour: QuantileFit | ColourFit
     scale: float
     levels: int
+    guided: bool = False
 
 
 # --------------------------------------------------------------------------------------------- source and colour
@@ -347,12 +356,12 @@ def _down(pixels: np.ndarray, factor: int) -> np.ndarray:
 
 
 def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowed: np.ndarray, *, seed: int = 0,
-               patch: int = PATCH) -> tuple[np.ndarray, int]:
+               patch: int = PATCH, guided: bool = False) -> tuple[np.ndarray, int]:
     """Exemplar-based completion of ``target`` (``(h, w, 3)``; ``known`` ``(h, w)`` bool, false = hole) from the
     patches of ``source`` (``(hs, ws, 3)``) centred where ``allowed``: multiscale EM (Wexler et al. 2007) with
-    PatchMatch (Barnes et al. 2009). The coarsest level starts from a Telea fill of the hole and a random field.
-    Returns the completed target (float32; known pixels exact) and the number of levels. Deterministic for a
-    ``seed``."""
+    PatchMatch (Barnes et al. 2009). The coarsest level starts from a Telea fill of the hole — or, ``guided``, from
+    the target's own hole pixels (module docstring) — and a random field. Returns the completed target (float32;
+    known pixels exact) and the number of levels. Deterministic for a ``seed``."""
     radius = patch // 2
     rng = np.random.default_rng(seed)
     levels = pyramid_levels(~known, source.shape[:2], patch)
@@ -367,8 +376,9 @@ def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowe
         raise SynthesisError(f"synthesis: the source region offers fewer than {MIN_SOURCE_CENTRES} patches of "
                          f"{patch}x{patch} pixels; paint a larger matching region")
     coarse = stack[-1]
-    start = telea_fill(np.clip(np.round(coarse.target), 0, 255).astype(np.uint8), ~coarse.known)
-    coarse.target[~coarse.known] = start[~coarse.known]
+    if not guided:
+        start = telea_fill(np.clip(np.round(coarse.target), 0, 255).astype(np.uint8), ~coarse.known)
+        coarse.target[~coarse.known] = start[~coarse.known]
     coarse.ny, coarse.nx = _random_field(coarse, rng)
     solve_level(coarse, radius, EM_COARSE, PM_STEPS, max(coarse.centres.shape), rng)
     for i in range(levels - 2, -1, -1):
@@ -383,15 +393,19 @@ def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowe
 
 
 def structure_and_texture(crop: np.ndarray, hole: np.ndarray, synthesized: np.ndarray,
-                          sigma: float = STRUCTURE_SIGMA) -> np.ndarray:
+                          sigma: float = STRUCTURE_SIGMA, *, guided: bool = False) -> np.ndarray:
     """The hole's structure from a classical fill, its texture from the synthesis (Bertalmío, Vese, Sapiro & Osher
     2003, "Simultaneous structure and texture image inpainting", with a Gaussian split):
-    ``G_σ * telea + (s − G_σ * s)`` inside ``hole``, ``crop`` elsewhere. A synthesis from another photo carries
-    plausible texture but not the exact low frequencies, which the surroundings' smooth continuation estimates
-    better; the sum keeps both. ``sigma <= 0`` returns the synthesis itself."""
+    ``G_σ * base + (s − G_σ * s)`` inside ``hole``, ``crop`` elsewhere, ``base`` a Telea fill of the hole — or,
+    ``guided``, the crop's own hole pixels (module docstring). A synthesis from another photo carries plausible
+    texture but not the exact low frequencies, which the surroundings' smooth continuation (or a blurred artifact)
+    estimates better; the sum keeps both. ``sigma <= 0`` returns the synthesis itself."""
     if sigma <= 0:
         return synthesized
-    base = telea_fill(np.clip(np.round(crop), 0, 255).astype(np.uint8), hole).astype(np.float32)
+    if guided:
+        base = np.asarray(crop, np.float32)
+    else:
+        base = telea_fill(np.clip(np.round(crop), 0, 255).astype(np.uint8), hole).astype(np.float32)
     syn = np.asarray(synthesized, np.float32)
     split = cv2.GaussianBlur(base, (0, 0), sigma) + syn - cv2.GaussianBlur(syn, (0, 0), sigma)
     out = np.asarray(crop, np.float32).copy()
@@ -400,12 +414,14 @@ def structure_and_texture(crop: np.ndarray, hole: np.ndarray, synthesized: np.nd
 
 
 def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, region: np.ndarray, *,
-                    seed: int = 0, scale: float = SCALE, structure_sigma: float = STRUCTURE_SIGMA) -> Synthesis:
+                    seed: int = 0, scale: float = SCALE, structure_sigma: float = STRUCTURE_SIGMA,
+                    guided: bool = False) -> Synthesis:
     """Synthesise ``hole`` (``(H, W)`` bool) of ``image`` (``(H, W, 3)``) from ``region`` (``(H_r, W_r)`` bool) of
     ``reference``: the region's colours mapped onto the image's (:func:`region_colour`), resized by ``1 / scale``
     (``scale``: the reference's size relative to the image's, default :data:`SCALE`), then :func:`synthesize` over
     the hole's :func:`~refalign.transfer.register.colour_box`, its band coarser than ``structure_sigma`` replaced
-    by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). Paste the result with
+    by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). ``guided``: the hole's own (damaged)
+    pixels start the synthesis and give that band instead (module docstring). Paste the result with
     :func:`~refalign.transfer.source.paste_hole` (hole pixels only).
 
     Raises ``ValueError`` (nothing computed) for non-finite inputs or a bad ``scale``, and its subclass
@@ -426,7 +442,7 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
     ht, hl, hb, hr = mask_bbox(sub)
     shrink = MAX_HOLE_SIDE / max(hb - ht, hr - hl)
     if shrink >= 1.0:
-        pixels, levels = synthesize(crop, ~sub, source, allowed, seed=seed)
+        pixels, levels = synthesize(crop, ~sub, source, allowed, seed=seed, guided=guided)
     else:  # a large hole: synthesised at a reduced scale, its texture upsampled (the finest texture is lost)
         size = (max(1, round((r - l) * shrink)), max(1, round((b - t) * shrink)))
         small_source = (max(PATCH, round(source.shape[1] * shrink)), max(PATCH, round(source.shape[0] * shrink)))
@@ -434,7 +450,9 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
         small, levels = synthesize(
             cv2.resize(crop, size, interpolation=cv2.INTER_AREA), known,
             cv2.resize(source, small_source, interpolation=cv2.INTER_AREA),
-            cv2.resize(allowed.astype(np.float32), small_source, interpolation=cv2.INTER_LINEAR) >= 0.5, seed=seed)
+            cv2.resize(allowed.astype(np.float32), small_source, interpolation=cv2.INTER_LINEAR) >= 0.5, seed=seed,
+            guided=guided)
         pixels = crop.copy()
         pixels[sub] = cv2.resize(small, (r - l, b - t), interpolation=cv2.INTER_CUBIC)[sub]
-    return Synthesis(structure_and_texture(crop, sub, pixels, structure_sigma), box, colour, scale, levels)
+    return Synthesis(structure_and_texture(crop, sub, pixels, structure_sigma, guided=guided), box, colour, scale,
+                     levels, guided)
