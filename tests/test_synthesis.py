@@ -8,8 +8,8 @@ import pytest
 from refalign.fill import telea_fill
 from refalign.transfer.source import paste_hole
 from refalign.transfer.synthesis import (
-    Level, SynthesisError, patch_distances, pyramid_levels, region_colour, structure_and_texture, synthesize_hole,
-    target_patches, vote,
+    Level, SynthesisError, patch_distances, prepare_hole, pyramid_levels, region_colour, solve_hole,
+    structure_and_texture, synthesize_hole, target_patches, vote,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,6 +117,20 @@ def test_a_blurred_hole_guided_by_its_own_pixels_gets_its_detail_back_in_place()
     assert _mae(guided.pixels, truth[t:b, l:r], sub) < _mae(image[t:b, l:r], truth[t:b, l:r], sub) - 5
     assert _mae(guided.pixels, truth[t:b, l:r], sub) < _mae(plain.pixels, truth[t:b, l:r], sub)
     assert (guided.pixels[~sub] == image[t:b, l:r][~sub]).all()
+
+
+def test_one_prepared_hole_serves_a_plain_and_a_guided_solve():
+    image, hole = _periodic(), _hole()
+    image[hole] = cv2.GaussianBlur(image, (0, 0), 3)[hole]
+    reference = _periodic(shift=(2, 7))
+    region = np.zeros(hole.shape, bool)
+    region[10:60, 10:60] = True
+    problem = prepare_hole(image, hole, reference, region)
+    before = [lv.target.copy() for lv in problem.levels]
+    for guided in (False, True, False):
+        syn = solve_hole(problem, seed=3, guided=guided)
+        assert (syn.pixels == synthesize_hole(image, hole, reference, region, seed=3, guided=guided).pixels).all()
+    assert all((lv.target == b).all() and lv.ny is None for lv, b in zip(problem.levels, before))  # left unchanged
 
 
 def test_synthesis_is_deterministic_for_a_seed():

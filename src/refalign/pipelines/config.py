@@ -104,7 +104,10 @@ class RefinementDefaults:
             :mod:`refalign.transfer.synthesis`; the refiner when there is no region) or ``"auto"`` (the artifact's
             own pixels recoloured to its surroundings where it only changed colours,
             :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous with them,
-            :func:`refalign.transfer.damage.looks_mild`; else as ``"synthesize"``; it assumes the mask hugs the
+            :func:`refalign.transfer.damage.looks_mild` — unless it looks blurred
+            (:func:`refalign.transfer.damage.interior_detail`), then synthesised with its own pixels as the guide;
+            else as ``"synthesize"``, guided by its own pixels where that continues the surroundings nearly as well
+            (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`); it assumes the mask hugs the
             artifact; and a *registered* window whose model explains the ring only in part — a paste across views —
             takes the artifact's recoloured pixels instead where they continue their surroundings better,
             :meth:`refalign.transfer.damage.EdgeColours.recolours_below`). On the development benchmark's 71

@@ -55,7 +55,7 @@ from refalign.transfer.damage import (
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION
 from refalign.transfer.source import paste_hole, registered_source
-from refalign.transfer.synthesis import Synthesis, SynthesisError, synthesize_hole
+from refalign.transfer.synthesis import HoleProblem, Synthesis, SynthesisError, prepare_hole, solve_hole
 from refalign.windows import ModelFrame
 
 logger = logging.getLogger(__name__)
@@ -315,8 +315,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 gets: ``"model"`` (the refiner), ``"keep"`` (left as it was), ``"synthesize"`` (synthesised from
                 the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
                 is none) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where it only
-                changed colours, kept where it looks continuous with them, else synthesised as ``"synthesize"``
-                does; it also prefers the recoloured pixels to a paste across views that continues the
+                changed colours, kept where it looks continuous with them — unless it looks blurred, then
+                synthesised with its own pixels as the guide — else synthesised as ``"synthesize"`` does, guided by
+                its own pixels where they continue the surroundings nearly as well; it also prefers the recoloured pixels to a paste across views that continues the
                 surroundings less well); default ``refinement.unregistered``.
             dense_flow: with ``refinement.source="reference"``, move a registered window's pixels by the dense flow
                 that aligns them with the known pixels around the hole where the model explains those only in
@@ -522,50 +523,45 @@ class RefineByAlignPipeline(DiffusionPipeline):
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
         if mild:
             detail = interior_detail(image, job.mask)
-            guided = self._synthesis(job, image, reference, seed, guided=True) if detail < BLURRED_DETAIL else None
-            if not isinstance(guided, Synthesis):
+            problem = self._hole_problem(job, image, reference) if detail < BLURRED_DETAIL else None
+            if not isinstance(problem, HoleProblem):
                 job.source = "kept"
                 job.choice += "; a mask drawn with a margin of clean pixels looks so too: --unregistered synthesize"
                 return
             job.choice += (f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL}): its own pixels "
-                           "guide the synthesis — --unregistered keep to leave it as it was")
-            self._use_synthesis(job, guided)
+                           "guide the synthesis")
+            self._use_synthesis(job, solve_hole(problem, seed=seed, guided=True))
             return
-        plain = self._synthesis(job, image, reference, seed)
-        if not isinstance(plain, Synthesis):
-            job.source, job.fallback = "model", plain
+        problem = self._hole_problem(job, image, reference)
+        if not isinstance(problem, HoleProblem):
+            job.source, job.fallback = "model", problem
             return
-        guided = self._synthesis(job, image, reference, seed, guided=True)
-        chosen = plain
-        if isinstance(guided, Synthesis):
-            steps = [_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
-            if steps[0] <= GUIDED_STEP_RATIO * steps[1]:
-                chosen = guided
-            job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge "
-                           f"step {steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most "
-                           f"{GUIDED_STEP_RATIO}x)")
+        plain, guided = (solve_hole(problem, seed=seed, guided=g) for g in (False, True))
+        steps = [_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
+        chosen = guided if steps[0] <= GUIDED_STEP_RATIO * steps[1] else plain
+        job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge step "
+                       f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)")
         self._use_synthesis(job, chosen)
 
     def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
         """``unregistered="synthesize"``: the hole synthesised from the correspondence's reference region
         (:func:`~refalign.transfer.synthesis.synthesize_hole`, pasted inside the mask only); a window without a
         region, or with one too small to offer patches, goes to the refiner and its report says why."""
-        synthesis = self._synthesis(job, image, reference, seed)
-        if isinstance(synthesis, Synthesis):
-            self._use_synthesis(job, synthesis)
+        problem = self._hole_problem(job, image, reference)
+        if isinstance(problem, HoleProblem):
+            self._use_synthesis(job, solve_hole(problem, seed=seed))
         else:
-            job.source, job.fallback = "model", synthesis
+            job.source, job.fallback = "model", problem
 
     @staticmethod
-    def _synthesis(job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int, *, guided: bool = False
-                   ) -> Synthesis | str:
-        """The window's hole synthesised from the correspondence's reference region
-        (:func:`~refalign.transfer.synthesis.synthesize_hole`, ``guided`` by its own pixels or not), or why it
-        cannot be: no region, or one too small to offer patches."""
+    def _hole_problem(job: WindowJob, image: np.ndarray, reference: np.ndarray) -> HoleProblem | str:
+        """The window's hole prepared for synthesis from the correspondence's reference region
+        (:func:`~refalign.transfer.synthesis.prepare_hole`; one preparation serves a plain and a guided solve), or
+        why it cannot be: no region, or one too small to offer patches."""
         if job.region is None:
             return "no matching region in the reference to synthesise from"
         try:
-            return synthesize_hole(image, job.mask, reference, job.region, seed=seed, guided=guided)
+            return prepare_hole(image, job.mask, reference, job.region)
         except SynthesisError as exc:
             return str(exc)
 

@@ -78,7 +78,8 @@ class WindowJob:
             (:func:`refalign.transfer.flow.flow_correct`; ``None`` when it did not run).
         synthesis: the synthesis itself (:func:`refalign.transfer.synthesis.synthesize_hole`), for the report.
         fallback: why the source asked for (synthesis) was not used, when it was not.
-        choice: how ``unregistered="auto"`` decided for this window (its edge contrast), for the report.
+        choice: how ``unregistered="auto"`` decided for this window (its edge contrast, interior detail or edge
+            steps), for the report.
     """
 
     plan: ZoomWindow

@@ -37,7 +37,7 @@ float32 in [0, 255]; boxes are ``(top, left, bottom, right)``, bottom/right excl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -355,18 +355,16 @@ def _down(pixels: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
-def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowed: np.ndarray, *, seed: int = 0,
-               patch: int = PATCH, guided: bool = False) -> tuple[np.ndarray, int]:
-    """Exemplar-based completion of ``target`` (``(h, w, 3)``; ``known`` ``(h, w)`` bool, false = hole) from the
-    patches of ``source`` (``(hs, ws, 3)``) centred where ``allowed``: multiscale EM (Wexler et al. 2007) with
-    PatchMatch (Barnes et al. 2009). The coarsest level starts from a Telea fill of the hole — or, ``guided``, from
-    the target's own hole pixels (module docstring) — and a random field. Returns the completed target (float32;
-    known pixels exact) and the number of levels. Deterministic for a ``seed``."""
+def pyramid(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowed: np.ndarray, *, patch: int = PATCH
+            ) -> tuple[Level, ...]:
+    """The levels of a synthesis problem, finest first: ``target`` (``(h, w, 3)``; ``known`` ``(h, w)``
+    bool, false = hole) and the patches of ``source`` (``(hs, ws, 3)``) centred where ``allowed``, halved per level
+    (:func:`pyramid_levels`). Unsolved: one pyramid serves several solves (:func:`solve_pyramid` copies what it
+    changes). Raises :class:`SynthesisError` when a level's source offers fewer than :data:`MIN_SOURCE_CENTRES`
+    patches."""
     radius = patch // 2
-    rng = np.random.default_rng(seed)
-    levels = pyramid_levels(~known, source.shape[:2], patch)
     stack = []
-    for i in range(levels):
+    for i in range(pyramid_levels(~known, source.shape[:2], patch)):
         f = 2 ** i
         tgt, src = (target, source) if i == 0 else (_down(target, f), _down(source, f))
         kn = known if i == 0 else _down(known.astype(np.float32), f) >= 0.999
@@ -374,14 +372,26 @@ def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowe
         stack.append(Level.build(tgt, kn, src, al, radius))
     if not all(lv.centres.sum() >= MIN_SOURCE_CENTRES for lv in stack):
         raise SynthesisError(f"synthesis: the source region offers fewer than {MIN_SOURCE_CENTRES} patches of "
-                         f"{patch}x{patch} pixels; paint a larger matching region")
+                             f"{patch}x{patch} pixels; paint a larger matching region")
+    return tuple(stack)
+
+
+def solve_pyramid(levels: tuple[Level, ...], *, seed: int = 0, patch: int = PATCH, guided: bool = False
+                  ) -> np.ndarray:
+    """Multiscale EM (Wexler et al. 2007) with PatchMatch (Barnes et al. 2009) over the :func:`pyramid`
+    ``levels`` (left unchanged). The coarsest level starts from a Telea fill of the hole — or, ``guided``, from the
+    target's own hole pixels (module docstring) — and a random field. Returns the completed finest target (float32;
+    known pixels exact). Deterministic for a ``seed``."""
+    radius = patch // 2
+    rng = np.random.default_rng(seed)
+    stack = [replace(lv, target=lv.target.copy()) for lv in levels]
     coarse = stack[-1]
     if not guided:
         start = telea_fill(np.clip(np.round(coarse.target), 0, 255).astype(np.uint8), ~coarse.known)
         coarse.target[~coarse.known] = start[~coarse.known]
     coarse.ny, coarse.nx = _random_field(coarse, rng)
     solve_level(coarse, radius, EM_COARSE, PM_STEPS, max(coarse.centres.shape), rng)
-    for i in range(levels - 2, -1, -1):
+    for i in range(len(stack) - 2, -1, -1):
         fine, prev = stack[i], stack[i + 1]
         h, w = fine.known.shape
         up = cv2.resize(prev.target, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -389,7 +399,7 @@ def synthesize(target: np.ndarray, known: np.ndarray, source: np.ndarray, allowe
         fine.ny, fine.nx = upsample_field(prev, fine, rng)
         # the upsampled field is already near its match: the random search looks a few patches around it
         solve_level(fine, radius, EM_FINE, 1, FINE_SEARCH * patch, rng)
-    return np.clip(stack[0].target, 0, 255), levels
+    return np.clip(stack[0].target, 0, 255)
 
 
 def structure_and_texture(crop: np.ndarray, hole: np.ndarray, synthesized: np.ndarray,
@@ -413,19 +423,29 @@ def structure_and_texture(crop: np.ndarray, hole: np.ndarray, synthesized: np.nd
     return np.clip(out, 0, 255)
 
 
-def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, region: np.ndarray, *,
-                    seed: int = 0, scale: float = SCALE, structure_sigma: float = STRUCTURE_SIGMA,
-                    guided: bool = False) -> Synthesis:
-    """Synthesise ``hole`` (``(H, W)`` bool) of ``image`` (``(H, W, 3)``) from ``region`` (``(H_r, W_r)`` bool) of
-    ``reference``: the region's colours mapped onto the image's (:func:`region_colour`), resized by ``1 / scale``
-    (``scale``: the reference's size relative to the image's, default :data:`SCALE`), then :func:`synthesize` over
-    the hole's :func:`~refalign.transfer.register.colour_box`, its band coarser than ``structure_sigma`` replaced
-    by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). ``guided``: the hole's own (damaged)
-    pixels start the synthesis and give that band instead (module docstring). Paste the result with
-    :func:`~refalign.transfer.source.paste_hole` (hole pixels only).
+@dataclass(frozen=True)
+class HoleProblem:
+    """A hole prepared for synthesis (:func:`prepare_hole`): the image's ``crop`` over ``box`` (float32) and its
+    ``hole`` there, the ``colour`` map and ``scale`` of the source, the :func:`pyramid` ``levels`` — at ``size``
+    (width, height) when the hole is synthesised at a reduced scale, ``None`` at the crop's own — and the
+    ``structure_sigma`` of :func:`structure_and_texture`. Solved by :func:`solve_hole`, as often as wanted."""
 
-    Raises ``ValueError`` (nothing computed) for non-finite inputs or a bad ``scale``, and its subclass
-    :class:`SynthesisError` for an empty hole or region, or a region too small to offer patches."""
+    crop: np.ndarray
+    hole: np.ndarray
+    box: tuple[int, int, int, int]
+    colour: QuantileFit | ColourFit
+    scale: float
+    levels: tuple[Level, ...]
+    size: tuple[int, int] | None
+    structure_sigma: float
+
+
+def prepare_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, region: np.ndarray, *,
+                 scale: float = SCALE, structure_sigma: float = STRUCTURE_SIGMA) -> HoleProblem:
+    """:func:`synthesize_hole` up to the solve: the region's colours mapped onto the image's
+    (:func:`region_colour`), its patches resized by ``1 / scale`` (:func:`source_patches`) and the :func:`pyramid`
+    over the hole's :func:`~refalign.transfer.register.colour_box` — at a reduced scale when the hole is longer
+    than :data:`MAX_HOLE_SIDE`. Raises as :func:`synthesize_hole` does."""
     image = np.asarray(image)
     reference = np.asarray(reference)
     for name, arr in (("image", image), ("reference", reference)):
@@ -442,17 +462,47 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
     ht, hl, hb, hr = mask_bbox(sub)
     shrink = MAX_HOLE_SIDE / max(hb - ht, hr - hl)
     if shrink >= 1.0:
-        pixels, levels = synthesize(crop, ~sub, source, allowed, seed=seed, guided=guided)
-    else:  # a large hole: synthesised at a reduced scale, its texture upsampled (the finest texture is lost)
-        size = (max(1, round((r - l) * shrink)), max(1, round((b - t) * shrink)))
-        small_source = (max(PATCH, round(source.shape[1] * shrink)), max(PATCH, round(source.shape[0] * shrink)))
-        known = cv2.resize((~sub).astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
-        small, levels = synthesize(
-            cv2.resize(crop, size, interpolation=cv2.INTER_AREA), known,
-            cv2.resize(source, small_source, interpolation=cv2.INTER_AREA),
-            cv2.resize(allowed.astype(np.float32), small_source, interpolation=cv2.INTER_LINEAR) >= 0.5, seed=seed,
-            guided=guided)
+        levels = pyramid(crop, ~sub, source, allowed)
+        return HoleProblem(crop, sub, box, colour, scale, levels, None, structure_sigma)
+    # a large hole: synthesised at a reduced scale, its texture upsampled (the finest texture is lost)
+    size = (max(1, round((r - l) * shrink)), max(1, round((b - t) * shrink)))
+    small_source = (max(PATCH, round(source.shape[1] * shrink)), max(PATCH, round(source.shape[0] * shrink)))
+    known = cv2.resize((~sub).astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.999
+    levels = pyramid(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), known,
+                     cv2.resize(source, small_source, interpolation=cv2.INTER_AREA),
+                     cv2.resize(allowed.astype(np.float32), small_source, interpolation=cv2.INTER_LINEAR) >= 0.5)
+    return HoleProblem(crop, sub, box, colour, scale, levels, size, structure_sigma)
+
+
+def solve_hole(problem: HoleProblem, *, seed: int = 0, guided: bool = False) -> Synthesis:
+    """The :class:`HoleProblem` solved (:func:`solve_pyramid`), ``guided`` by the hole's own pixels or not, with
+    its band coarser than ``problem.structure_sigma`` from a Telea fill or, ``guided``, from those pixels
+    (:func:`structure_and_texture`). Deterministic for a ``seed``."""
+    crop, sub = problem.crop, problem.hole
+    solved = solve_pyramid(problem.levels, seed=seed, guided=guided)
+    if problem.size is None:
+        pixels = solved
+    else:
+        t, l, b, r = problem.box
         pixels = crop.copy()
-        pixels[sub] = cv2.resize(small, (r - l, b - t), interpolation=cv2.INTER_CUBIC)[sub]
-    return Synthesis(structure_and_texture(crop, sub, pixels, structure_sigma, guided=guided), box, colour, scale,
-                     levels, guided)
+        pixels[sub] = cv2.resize(solved, (r - l, b - t), interpolation=cv2.INTER_CUBIC)[sub]
+    return Synthesis(structure_and_texture(crop, sub, pixels, problem.structure_sigma, guided=guided), problem.box,
+                     problem.colour, problem.scale, len(problem.levels), guided)
+
+
+def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, region: np.ndarray, *,
+                    seed: int = 0, scale: float = SCALE, structure_sigma: float = STRUCTURE_SIGMA,
+                    guided: bool = False) -> Synthesis:
+    """Synthesise ``hole`` (``(H, W)`` bool) of ``image`` (``(H, W, 3)``) from ``region`` (``(H_r, W_r)`` bool) of
+    ``reference``: the region's colours mapped onto the image's (:func:`region_colour`), resized by ``1 / scale``
+    (``scale``: the reference's size relative to the image's, default :data:`SCALE`), then solved
+    (:func:`solve_pyramid`) over the hole's :func:`~refalign.transfer.register.colour_box`, its band coarser than ``structure_sigma`` replaced
+    by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). ``guided``: the hole's own (damaged)
+    pixels start the synthesis and give that band instead (module docstring). Paste the result with
+    :func:`~refalign.transfer.source.paste_hole` (hole pixels only). :func:`prepare_hole` and :func:`solve_hole`
+    split it, so one preparation serves both a plain and a guided solve.
+
+    Raises ``ValueError`` (nothing computed) for non-finite inputs or a bad ``scale``, and its subclass
+    :class:`SynthesisError` for an empty hole or region, or a region too small to offer patches."""
+    problem = prepare_hole(image, hole, reference, region, scale=scale, structure_sigma=structure_sigma)
+    return solve_hole(problem, seed=seed, guided=guided)
