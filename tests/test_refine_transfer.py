@@ -98,10 +98,17 @@ def test_auto_guides_the_synthesis_of_a_blurred_artifact_by_its_own_pixels(dummy
     assert out.sources == ["synthesis"] and (out.image[~mask] == blurred[~mask]).all()
     assert "but blurred (detail 0.47x its surroundings' < 0.6)" in out.reports[0]
     assert "guided by its own pixels" in out.reports[0] and "--unregistered keep" in out.reports[0]
-    # the blur's structure stays and detail comes back: nearer the truth than a plain synthesis, sharper than the blur
+    # the blur's structure stays (its coarse band, away from the edge), unlike a plain synthesis's: nearer the truth
     plain = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="synthesize")
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+
+    def coarse_change(x):
+        return np.abs(cv2.GaussianBlur(x.astype(np.float32), (0, 0), 4) - cv2.GaussianBlur(
+            blurred.astype(np.float32), (0, 0), 4))[inner].mean()
+
+    assert coarse_change(out.image) < 6
+    assert coarse_change(plain.image) > 12
     assert _psnr(out.image, truth, mask) > _psnr(plain.image, truth, mask) + 2
-    assert interior_detail(out.image, mask) > interior_detail(blurred, mask) + 0.1
     # without a region to take the detail from, a blurred artifact is kept as before
     alone = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="auto", no_align=True)
     assert alone.sources == ["kept"] and (alone.image == blurred).all()
@@ -265,3 +272,26 @@ def test_cli_dense_flow_option_reaches_the_pipeline(tmp_path, monkeypatch, flag,
                                    "-o", str(tmp_path / "out.png"), *flag])
     assert res.exit_code == 0, res.output
     assert len(calls) == 1 and calls[0]["dense_flow"] is passed
+
+
+def test_bench_guided_compares_auto_with_its_session_9_choice(tmp_path, dummy_checkpoint):
+    """benchmarks/bench_guided.py on one blurred case: auto guides its synthesis, the table scores it beside the
+    session-9 choice (kept), doing nothing and Telea, and the time ratio is printed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from refalign.eval.cases import write_case
+
+    truth, _, mask, _ = _artifact_case()
+    blurred = truth.copy()
+    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
+    write_case(tmp_path / "cases" / "0000-blur-lost_detail-multiview", image=blurred, mask=mask,
+               reference=textured_image(seed=9), target=truth,
+               meta={"artifact_kind": "lost_detail", "reference_kind": "multiview"})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_guided.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--model", str(dummy_checkpoint),
+                           "--set", "refinement.source=reference"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| lost_detail | 1 |" in proc.stdout and "| guided (blurred) |" in proc.stdout, proc.stdout
+    assert "session 9's choice" in proc.stdout and "x\n" in proc.stdout, proc.stdout
