@@ -89,8 +89,9 @@ def refine(
         "refiner fills it), 'keep' (left as it was), 'synthesize' (rebuilt from the patches of the matching "
         "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' "
         "(recoloured to its surroundings where it only changed colours, kept where it looks continuous with them, "
-        "else synthesized; a blurred or warped region's own pixels guide its synthesis; it also recolours a region registered from another view where that continues its "
-        "surroundings better than the reference's pixels do) (default: the model's)."
+        "else synthesized; a blurred or warped region's own pixels guide its synthesis; it also recolours a region "
+        "registered from another view where that continues its surroundings better than the reference's pixels "
+        "do) (default: the model's)."
     ),
     dense_flow: Optional[bool] = typer.Option(
         None, "--dense-flow/--no-dense-flow", help="Move a registered region's pasted pixels by the dense optical "

@@ -317,8 +317,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 is none) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where it only
                 changed colours, kept where it looks continuous with them — unless it looks blurred, then
                 synthesised with its own pixels as the guide — else synthesised as ``"synthesize"`` does, guided by
-                its own pixels where they continue the surroundings nearly as well; it also prefers the recoloured pixels to a paste across views that continues the
-                surroundings less well); default ``refinement.unregistered``.
+                its own pixels where they continue the surroundings nearly as well; it also prefers the recoloured
+                pixels to a paste across views that continues the surroundings less well); default
+                ``refinement.unregistered``.
             dense_flow: with ``refinement.source="reference"``, move a registered window's pixels by the dense flow
                 that aligns them with the known pixels around the hole where the model explains those only in
                 part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.

@@ -24,8 +24,8 @@ its strokes are, only not their detail. Its own pixels then start the coarsest l
 that scale a blur is nearly the truth, so the first nearest-neighbour field picks source patches that agree with
 them and the finer levels inherit it — and give the band coarser than :data:`STRUCTURE_SIGMA` in place of Telea's:
 the damaged pixels at a lower weight than the known ones, which stay constraints. The synthesised finer band is a
-guess at the lost detail and enters at :data:`GUIDED_DETAIL`. Which windows get it is the
-pipeline's ``unregistered="auto"`` decision (:mod:`refalign.transfer.damage`).
+guess at the lost detail and enters at :data:`GUIDED_DETAIL`. Which windows get it is the pipeline's
+``unregistered="auto"`` decision (:mod:`refalign.transfer.damage`).
 
 Before synthesis the region's colours are carried into the image's: with no pixel correspondence, only a
 distribution match is available — histogram specification (:func:`~refalign.transfer.colour.fit_quantiles`) of the
@@ -506,11 +506,12 @@ def synthesize_hole(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, 
     """Synthesise ``hole`` (``(H, W)`` bool) of ``image`` (``(H, W, 3)``) from ``region`` (``(H_r, W_r)`` bool) of
     ``reference``: the region's colours mapped onto the image's (:func:`region_colour`), resized by ``1 / scale``
     (``scale``: the reference's size relative to the image's, default :data:`SCALE`), then solved
-    (:func:`solve_pyramid`) over the hole's :func:`~refalign.transfer.register.colour_box`, its band coarser than ``structure_sigma`` replaced
-    by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone). ``guided``: the hole's own (damaged)
-    pixels start the synthesis and give that band instead (module docstring). Paste the result with
-    :func:`~refalign.transfer.source.paste_hole` (hole pixels only). :func:`prepare_hole` and :func:`solve_hole`
-    split it, so one preparation serves both a plain and a guided solve.
+    (:func:`solve_pyramid`) over the hole's :func:`~refalign.transfer.register.colour_box`, its band coarser than
+    ``structure_sigma`` replaced by a Telea fill's (:func:`structure_and_texture`; 0: the synthesis alone).
+    ``guided``: the hole's own (damaged) pixels start the synthesis and give that band instead (module docstring).
+    Paste the result with :func:`~refalign.transfer.source.paste_hole` (hole pixels only). :func:`prepare_hole` and
+    :func:`solve_hole` split it, so one preparation serves both a plain and a guided solve (and the guided one also
+    weights the finer band by :data:`GUIDED_DETAIL`).
 
     Raises ``ValueError`` (nothing computed) for non-finite inputs or a bad ``scale``, and its subclass
     :class:`SynthesisError` for an empty hole or region, or a region too small to offer patches."""
