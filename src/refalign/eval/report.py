@@ -155,12 +155,16 @@ def timing_markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def registered(record: dict[str, Any]) -> bool | None:
-    """Whether a pipeline record pasted the registered reference in any of its windows (``sources`` starting with
-    ``"reference"``); ``None`` for a record without ``sources`` (a baseline, or a failed case)."""
+    """Whether a pipeline record registered any of its windows and used it: pasted the registered reference
+    (``sources`` starting with ``"reference"``), or under ``unregistered="auto"`` weighed that paste and recoloured
+    the artifact instead (``"recoloured"`` with a registration ``confidence`` above 0 — an unregistered window's is
+    0); ``None`` for a record without ``sources`` (a baseline, or a failed case)."""
     sources = record.get("sources")
     if not sources or record.get("error") or record.get("skipped"):
         return None
-    return any(str(s).startswith("reference") for s in sources)
+    confidence = record.get("confidence") or [0.0] * len(sources)
+    return any(str(s).startswith("reference") or (s == "recoloured" and c > 0)
+               for s, c in zip(sources, confidence))
 
 
 def _psnr_of(records: list[dict[str, Any]] | None) -> dict[str, float]:
@@ -235,9 +239,9 @@ def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
     by_ref = registration_markdown(runs, "reference_kind")
     if by_ref:
         lines += ["## Registered windows", "",
-                  "Cases where the pipeline pasted the registered reference's own pixels (in any window), and those "
-                  "wrongly registered: pasted, yet below doing nothing (box PSNR). The PSNR columns are means over "
-                  "the registered cases.", "", by_ref, registration_markdown(runs, "artifact_kind")]
+                  "Cases where the pipeline pasted the registered reference's own pixels (in any window) — or "
+                  "weighed that paste and recoloured the artifact instead (`auto`) — and those wrongly registered: "
+                  "below doing nothing (box PSNR). The PSNR columns are means over the registered cases.", "", by_ref, registration_markdown(runs, "artifact_kind")]
         for method in [m for m, recs in runs.items() if any(registered(r) is not None for r in recs)]:
             rest = unregistered_runs(runs, method)
             if any(rest.values()):
