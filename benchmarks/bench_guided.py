@@ -19,8 +19,8 @@ import statistics
 import time
 from collections import Counter, defaultdict
 
-import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from refalign.eval.cases import cases_with_truth
 from refalign.eval.metrics import box_psnr_gmsd, detail_ratio
@@ -109,13 +109,8 @@ def main() -> None:
     pipe = RefineByAlignPipeline.from_pretrained(args.model or default_model_path())
     pipe.refalign_config = apply_overrides(pipe.refalign_config, args.set)
     pipe.set_progress_bar_config(disable=True)
-    rows = []
-    for i, case in enumerate(cases_with_truth(args.cases, args.limit)):
-        row = measure(pipe, case)
-        if row is not None:
-            rows.append(row)
-        print(f"\r{i + 1} cases, {len(rows)} unregistered windows", end="", flush=True)
-    print()
+    rows = [row for case in tqdm(cases_with_truth(args.cases, args.limit), desc="bench_guided", unit="case")
+            if (row := measure(pipe, case)) is not None]
     report(rows)
 
 
