@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import torch
 from tqdm.auto import tqdm
 
 from refalign.eval.cases import cases_with_truth
 from refalign.eval.metrics import box_psnr_gmsd, detail_ratio
+from refalign.eval.report import grouped
 from refalign.fill import telea_fill
 from refalign.pipelines.config import apply_overrides
 from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
@@ -75,21 +76,18 @@ def report(rows: list[dict]) -> None:
     if not rows:
         print("\nno window is left unregistered and not recoloured")
         return
-    by_kind = defaultdict(list)
-    for r in rows:
-        by_kind[r["kind"]].append(r)
-    by_kind["all"] = rows
+    by_kind = {"all": rows, **grouped(rows, "kind")}
     names = ("auto", "session 9", "doing nothing", "Telea")
     print("\n## unregistered windows, box PSNR / GMSD / detail ratio (means)\n")
     print("| artifact kind | n | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
-    for kind, rs in sorted(by_kind.items()):
+    for kind, rs in by_kind.items():
         print(f"| {kind} | {len(rs)} | " + " | ".join(_mean(rs, n) for n in names) + " |")
     decisions = sorted({r["decision"] for r in rows})
     print("\n## how auto decided (windows)\n")
     print("| artifact kind | " + " | ".join(decisions) + " |")
     print("|---|" + "---|" * len(decisions))
-    for kind, rs in sorted(by_kind.items()):
+    for kind, rs in by_kind.items():
         count = Counter(r["decision"] for r in rs)
         print(f"| {kind} | " + " | ".join(str(count[d]) for d in decisions) + " |")
     new, old = (sum(r["seconds"][k] for r in rows) for k in ("auto", "session 9"))
