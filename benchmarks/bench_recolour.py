@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections import defaultdict
 from pathlib import Path
 
 import cv2
@@ -27,6 +26,7 @@ import numpy as np
 
 from refalign.eval.cases import cases_with_truth
 from refalign.eval.metrics import box_psnr_gmsd, psnr
+from refalign.eval.report import grouped
 from refalign.files import load_image
 from refalign.fill import telea_fill
 from refalign.transfer.damage import (
@@ -71,10 +71,7 @@ def report(rows: list[dict]) -> None:
     if not rows:
         print("\nevery case registers: no window for the recolouring")
         return
-    by_kind = defaultdict(list)
-    for r in rows:
-        by_kind[r["kind"]].append(r)
-    by_kind["all"] = rows
+    by_kind = {"all": rows, **grouped(rows, "kind")}
     print("\n## recoloured windows (box PSNR / GMSD, means over the recoloured windows)\n")
     print("| artifact kind | unregistered | recoloured | doing nothing | Telea | recoloured |")
     print("|---|---|---|---|---|---|")
