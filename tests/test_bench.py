@@ -381,7 +381,8 @@ def test_registration_table_counts_registered_and_wrongly_registered_cases():
     assert [registered(r) for r in pipe] == [True, True, False, True] and registered(identity[0]) is None
     # a colour drift recoloured instead of pasted is registered (its confidence); one with no registration is not
     recoloured = [rec("e", 30.0, sources=["recoloured"]) | {"confidence": [0.71]},
-                  rec("f", 30.0, sources=["recoloured"]) | {"confidence": [0.0]}, rec("g", 30.0, sources=["recoloured"])]
+                  rec("f", 30.0, sources=["recoloured"]) | {"confidence": [0.0]},
+                  rec("g", 30.0, sources=["recoloured"])]
     assert [registered(r) for r in recoloured] == [True, False, False]
     rows = {r["group"]: r for r in registration_rows(pipe, identity, telea, "reference_kind")}
     assert rows["all"] | {} == {"group": "all", "n": 4, "registered": 3, "wrong": 1, "psnr": 28.0, "identity": 20.0,

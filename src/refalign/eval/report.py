@@ -241,7 +241,8 @@ def comparison_summary(runs: dict[str, list[dict[str, Any]]]) -> str:
         lines += ["## Registered windows", "",
                   "Cases where the pipeline pasted the registered reference's own pixels (in any window) — or "
                   "weighed that paste and recoloured the artifact instead (`auto`) — and those wrongly registered: "
-                  "below doing nothing (box PSNR). The PSNR columns are means over the registered cases.", "", by_ref, registration_markdown(runs, "artifact_kind")]
+                  "below doing nothing (box PSNR). The PSNR columns are means over the registered cases.", "",
+                  by_ref, registration_markdown(runs, "artifact_kind")]
         for method in [m for m, recs in runs.items() if any(registered(r) is not None for r in recs)]:
             rest = unregistered_runs(runs, method)
             if any(rest.values()):

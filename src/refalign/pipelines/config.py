@@ -111,15 +111,15 @@ class RefinementDefaults:
             artifact; and a *registered* window whose model explains the ring only in part — a paste across views —
             takes the artifact's recoloured pixels instead where they continue their surroundings better,
             :meth:`refalign.transfer.damage.EdgeColours.recolours_below`). On the development benchmark's 71
-            unregistered other-photo windows, box PSNR / GMSD: auto
-            24.36 / 0.151 (24.01 / 0.154 before its own pixels guided the synthesis, session 9; 22.76 / 0.160 before
-            it recoloured, session 5), Telea 21.62 / 0.186, kept 20.73 / 0.183;
-            over all 74 other-photo cases (session 5) auto 22.89, synthesize 22.00, model 21.72, keep 20.95 dB.
+            unregistered other-photo windows, box PSNR / GMSD: auto 24.36 / 0.151 (24.01 / 0.154 before its own
+            pixels guided the synthesis, session 9; 22.76 / 0.160 before it recoloured, session 5), Telea 21.62 /
+            0.186, kept 20.73 / 0.183; over all 74 other-photo cases (session 5) auto 22.89, synthesize 22.00, model
+            21.72, keep 20.95 dB.
             Recolouring wins on colour drifts (30.50 against 23.65 kept), keeping on other mild artifacts, the
             synthesis guided by their own pixels on blurred and garbled ones (garbled 24.55 against 24.27 kept and
             23.63 before; lost detail 22.34 / GMSD 0.200 against 22.29 / 0.225 kept), a fill on content from
-            elsewhere (hallucinated, shuffled: 7-8 dB). The shipped model uses
-            ``"auto"``; the class default stays the paper's ``"model"``.
+            elsewhere (hallucinated, shuffled: 7-8 dB). The shipped model uses ``"auto"``; the class default stays
+            the paper's ``"model"``.
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.
