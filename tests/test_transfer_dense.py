@@ -62,6 +62,27 @@ def test_template_search_finds_the_similarity_and_ecc_refines_it():
         assert refined is not None and _centre_error(refined, H) < 1.5
 
 
+def _painted_region(hole, H, shape, grow=4):
+    """The hole's match in the reference as a user paints it: the hole through ``H``, grown by ``grow`` px."""
+    warped = cv2.warpPerspective(hole.astype(np.uint8), H, shape[::-1], flags=cv2.INTER_NEAREST)
+    return cv2.dilate(warped, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
+
+
+def test_the_search_region_bounds_where_the_match_lies_not_the_template_around_it():
+    """A region painted tightly around the matching content (``--reference-mask``) is where the hole's centre may
+    land; the template's context reaches past it. Cropping the reference to the region's box left no room for the
+    template at the right scale ("the reference is too small")."""
+    image, hole, ref, H = _damaged_pair()
+    region = _painted_region(hole, H, ref.shape[:2])
+    (_, found), *_ = search_similarities(image, hole, ref, region)
+    assert _centre_error(found, H) < 12.0
+    reg = register_direct(image, hole, ref, region)
+    assert reg.ok and _centre_error(reg.matrix, H) < 1.5, reg.reason
+    # the match may not leave the region: one painted elsewhere finds no similarity there
+    elsewhere = np.roll(region, 120, axis=1)
+    assert all(_centre_error(m, H) > 40.0 for _, m in search_similarities(image, hole, ref, elsewhere))
+
+
 def test_direct_registration_accepts_the_right_view_and_refuses_an_unrelated_one():
     image, hole, ref, H = _damaged_pair()
     reg = register_direct(image, hole, ref)

@@ -34,6 +34,8 @@ SCALES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 9))
 ANGLES = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
 #: Hole pixels grown by this (template pixels) are left out of the match (their edge blurs into the ring).
 TEMPLATE_GAP = 2
+#: A rotated, scaled template is matched as a square this many times its side: room for any rotation.
+ROTATION_ROOM = 1.42
 #: Distinct peaks refined: the best ones at least a template's half side apart.
 PEAKS = 2
 #: The side (pixels) of the template when ECC refines a peak, and its termination criteria.
@@ -72,21 +74,49 @@ def template_window(hole: np.ndarray) -> tuple[int, int, int]:
     return int((t + b - side) // 2), int((l + r - side) // 2), side
 
 
+def search_window(reference_hw: tuple[int, int], search: np.ndarray | None,
+                  reach: int) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
+    """Where the template search reads the reference: ``(box, centres)``. Without ``search``, the whole photo and
+    no restriction (``centres`` ``None``). With it — where the match of the hole may lie — its box grown by
+    ``reach`` pixels (the largest template's half side at the reference's scale) and clipped to the photo, and
+    ``search`` over that box as the places a template's centre may land: the context around the hole may reach
+    past a region painted tightly around the matching content."""
+    h, w = reference_hw
+    if search is None or not search.any():
+        return (0, 0, h, w), None
+    t, l, b, r = mask_bbox(search)
+    box = (max(0, t - reach), max(0, l - reach), min(h, b + reach), min(w, r + reach))
+    return box, search[box[0]:box[2], box[1]:box[3]]
+
+
+def _centred_in(scores: np.ndarray, centres: np.ndarray, side: int) -> np.ndarray | None:
+    """``cv2.matchTemplate`` ``scores`` (one per top-left corner of a ``side``-pixel template, ``side`` odd) set to
+    -1 wherever the template's centre falls outside ``centres`` (a bool map of the searched image); ``None`` when
+    it falls outside everywhere."""
+    half = (side - 1) // 2
+    inside = centres[half:half + scores.shape[0], half:half + scores.shape[1]]
+    return np.where(inside, scores, np.float32(-1.0)) if inside.any() else None
+
+
 def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
                         search: np.ndarray | None = None) -> list[tuple[float, np.ndarray]]:
     """Step 1: ``(score, matrix)`` of the best :data:`PEAKS` distinct peaks of the masked template search, best
-    first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity."""
+    first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity. ``search`` (reference-sized
+    bool) is where the hole's match may lie; the template's context may reach past it (:func:`search_window`)."""
     top, left, side = template_window(hole)
     f = TEMPLATE_SIDE / side
     crop = _shift(-left, -top)
     tmpl, tmask = _template(image, hole, _scaling(f) @ crop, TEMPLATE_SIDE, TEMPLATE_GAP / f)
-    rt, rl, rb, rr = (0, 0, *reference.shape[:2]) if search is None or not search.any() else mask_bbox(search)
-    area = cv2.resize(reference[rt:rb, rl:rr], (max(1, round((rr - rl) * f)), max(1, round((rb - rt) * f))),
-                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+    (rt, rl, rb, rr), centres = search_window(reference.shape[:2], search,
+                                              int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2)))
+    size = (max(1, round((rr - rl) * f)), max(1, round((rb - rt) * f)))
+    area = cv2.resize(reference[rt:rb, rl:rr], size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+    if centres is not None:
+        centres = cv2.resize(centres.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
     centre = (TEMPLATE_SIDE - 1) / 2.0
     peaks: list[tuple[float, np.ndarray, tuple[float, float]]] = []
     for scale in SCALES:
-        out_side = int(np.ceil(TEMPLATE_SIDE * scale * 1.42)) | 1  # room for any rotation
+        out_side = int(np.ceil(TEMPLATE_SIDE * scale * ROTATION_ROOM)) | 1
         if out_side >= min(area.shape[:2]):
             continue
         for angle in ANGLES:
@@ -98,6 +128,10 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
                 continue
             res = cv2.matchTemplate(area, t, cv2.TM_CCORR_NORMED, mask=np.repeat(tm[..., None], 3, 2))
             res = np.nan_to_num(res, nan=-1.0, posinf=-1.0, neginf=-1.0)
+            if centres is not None:
+                res = _centred_in(res, centres, out_side)
+                if res is None:
+                    continue
             _, score, _, (x, y) = cv2.minMaxLoc(res)
             # image → template (f, crop) → rotated template (rot) → search area (x, y) → reference (1/f, offset)
             m = _shift(rl, rt) @ _scaling(1.0 / f) @ _shift(x, y) @ np.vstack([rot, [0, 0, 1]]) @ _scaling(f) @ crop
