@@ -13,7 +13,7 @@ from conftest import synthetic_scene
 from refalign.cli import app
 from refalign.errors import InputError, OutputError
 from refalign.eval.baselines import template_correspondence
-from refalign.eval.cases import write_case
+from refalign.eval.cases import read_case, write_case
 from refalign.eval.runner import BenchConfig, load_results, run_bench
 
 
@@ -89,11 +89,11 @@ class FakePipeline:
     """Stands in for RefineByAlignPipeline: returns the target-free telea-like fill and the mask as correspondence."""
 
     def __init__(self):
-        self.calls = []
+        self.calls, self.regions = [], []
 
     def __call__(self, image, mask, reference, reference_mask=None, *, object_mask=None, no_align=False,
                  num_inference_steps=None, generator=None):
-        assert reference_mask is None  # that argument would skip alignment
+        self.regions.append(reference_mask)
         self.calls.append({"no_align": no_align, "steps": num_inference_steps, "object_mask": object_mask is not None})
         out = image.copy()
         out[mask] = 128
@@ -108,11 +108,32 @@ def test_refalign_methods_with_a_stand_in_pipeline(cases, tmp_path):
     assert (out / "a-warp" / "correspondence_pred.png").is_file()
     assert 0 < rec["a-warp"]["iou"] < 1 and "iou" not in rec["b-multiview"]  # no ground truth there
     assert pipe.calls[0] == {"no_align": False, "steps": 3, "object_mask": True}
+    assert all(r is None for r in pipe.regions)  # a reference_mask would skip the alignment stage
     summary = (out / "summary.md").read_text()
     assert "mIoU" in summary
     single = FakePipeline()
     out = run_bench(BenchConfig(cases=cases, method="refalign-single", output=tmp_path / "s", ocr=False), pipeline=single)
     assert single.calls[0]["no_align"] is True and not (out / "a-warp" / "correspondence_pred.png").exists()
+
+
+def test_refalign_region_is_told_where_the_content_lies_as_a_user_painting_it_would(cases, tmp_path):
+    """``refalign-region`` passes the case's matching region as ``reference_mask``: the exact correspondence of a
+    warp case, the mask through the verified ``local_homography`` of a crossview case; a case that knows neither is
+    skipped, not failed. The region it was given is not scored as a prediction."""
+    s = _scene_case(cases, "d-crossview", kind="crossview", seed=2)
+    meta = json.loads((s / "meta.json").read_text())
+    meta["local_homography"] = [[1.0, 0.0, 3.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]]  # the scene's shift
+    (s / "meta.json").write_text(json.dumps(meta))
+    pipe = FakePipeline()
+    out = run_bench(BenchConfig(cases=cases, method="refalign-region", output=tmp_path / "g", ocr=False),
+                    pipeline=pipe)
+    rec = load_results(out / "results.jsonl")
+    assert "matching region" in rec["b-multiview"]["skipped"] and "error" not in rec["b-multiview"]
+    assert "iou" not in rec["a-warp"] and not (out / "a-warp" / "correspondence_pred.png").exists()
+    warp, cross = (r for r in pipe.regions if r is not None)
+    assert np.array_equal(warp, read_case(cases / "a-warp").correspondence)
+    mask = read_case(s).mask
+    assert cross.sum() == mask.sum() and np.array_equal(cross[1:-1, 4:-4], np.roll(mask, (-2, 3), (0, 1))[1:-1, 4:-4])
 
 
 def test_refalign_needs_a_model(cases, tmp_path):

@@ -16,6 +16,8 @@ def bench(
     cases: List[Path] = typer.Argument(..., help="Folder(s) of case folders (see `refalign make-cases`)."),
     methods: List[str] = typer.Option(..., "--method", help="identity, telea, ns, paste, oracle (warp cases: the "
                                       "reference through the true geometry, colour-fitted), refalign, "
+                                      "refalign-region (told where the artifact's content lies in the reference, as "
+                                      "--reference-mask tells it; warp and crossview cases), "
                                       "refalign-single, refalign-noguide (a guided model with its warped-reference "
                                       "input off). Repeat to compare methods in one run: each writes OUTPUT/METHOD/."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for refined images, results.jsonl, summary.md."),

@@ -19,6 +19,10 @@
   warped-reference guidance (:mod:`refalign.guidance`, ours) run with the guidance input off (the ablation of it).
   The pipeline methods record the guidance each window got and the paste radius, so the background check allows
   exactly the band the pipeline may repaint.
+* ``refalign-region`` — the full pipeline told where the artifact's content lies in the reference, as a user who
+  paints it with ``--reference-mask`` tells it (the advice of an unregistered window's report): the case's
+  :meth:`~refalign.eval.cases.Case.matching_region` (``correspondence.png`` on warp cases, the mask through the
+  verified ``local_homography`` on crossview ones) as the pipeline's ``reference_mask``; not applicable elsewhere.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from refalign.transfer.source import paste_hole, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
 PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
-MODEL_METHODS = ("refalign", "refalign-single", "refalign-noguide")
+MODEL_METHODS = ("refalign", "refalign-region", "refalign-single", "refalign-noguide")
 METHODS = PIXEL_METHODS + MODEL_METHODS
 
 
@@ -180,8 +184,9 @@ def paste(case: Case, pipe=None) -> MethodOutput:
 
 
 def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: int,
-                 warped_guidance: bool = True) -> MethodOutput:
-    """One call of :class:`~refalign.pipelines.pipeline_refine_by_align.RefineByAlignPipeline` on a case."""
+                 warped_guidance: bool = True, region: bool = False) -> MethodOutput:
+    """One call of :class:`~refalign.pipelines.pipeline_refine_by_align.RefineByAlignPipeline` on a case; with
+    ``region``, told the case's matching region (``refalign-region``)."""
     import torch
 
     from refalign.pipelines.zoom import paste_radius
@@ -189,7 +194,13 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
     kwargs: dict[str, Any] = {"no_align": no_align, "generator": torch.Generator("cpu").manual_seed(seed)}
     if not warped_guidance:
         kwargs["warped_guidance"] = False
-    if case.reference_mask is not None and _accepts(pipe.__call__, "object_mask"):
+    if region:
+        matched, _ = case.matching_region()
+        if matched is None:
+            raise NotApplicable(f"{case.path}: refalign-region needs the case's matching region (correspondence.png, "
+                                "or meta.json 'local_homography' of a crossview case)")
+        kwargs["reference_mask"] = matched
+    elif case.reference_mask is not None and _accepts(pipe.__call__, "object_mask"):
         # the case's reference_mask.png is the object's mask (alignment searches inside it); the pipeline's own
         # ``reference_mask`` argument means "copy from exactly here" and would skip alignment, so it is not used
         kwargs["object_mask"] = case.reference_mask
@@ -205,6 +216,8 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
         info["guidance"] = list(out.guidance)
     if getattr(out, "sources", None):
         info["sources"], info["confidence"] = list(out.sources), [round(float(c), 4) for c in out.confidence]
+    if region:  # the region it was given is not a prediction to score
+        return MethodOutput(np.asarray(out.image, np.uint8), None, "matching region given", info)
     return MethodOutput(np.asarray(out.image, np.uint8), None if corr is None else np.asarray(corr, bool),
                         None if no_align else "refalign alignment", info)
 
@@ -229,4 +242,4 @@ def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0
         raise InputError("--method refalign-noguide needs a model trained with warped-reference guidance "
                          "(model.warped_guidance); use --method refalign for this one")
     return lambda case: run_pipeline(case, pipe, no_align=name == "refalign-single", steps=steps, seed=seed,
-                                     warped_guidance=name != "refalign-noguide")
+                                     warped_guidance=name != "refalign-noguide", region=name == "refalign-region")

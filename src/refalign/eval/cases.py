@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 
 from refalign.errors import InputError
@@ -52,6 +53,22 @@ class Case:
     @property
     def artifact_kind(self) -> str:
         return str(self.meta.get("artifact_kind", "unknown"))
+
+    def matching_region(self) -> tuple[np.ndarray | None, str]:
+        """Where the artifact's content lies in the reference, if the case knows: ``(region, source)`` — the exact
+        ``correspondence.png`` (warp cases, ``"ground truth"``), else the mask pushed through the registration
+        ``make-cases`` verified the case with (``meta.json`` ``local_homography``, crossview cases, ``"estimated
+        (matched features)"``), else ``(None, "none")``."""
+        if self.correspondence is not None and self.correspondence.any():
+            return self.correspondence, "ground truth"
+        hom = self.meta.get("local_homography")
+        if hom is not None:
+            h, w = self.reference.shape[:2]
+            moved = cv2.warpPerspective(self.mask.astype(np.uint8), np.asarray(hom, np.float64), (w, h),
+                                        flags=cv2.INTER_NEAREST) > 0
+            if moved.any():
+                return moved, "estimated (matched features)"
+        return None, "none"
 
 
 def is_case(path: PathLike) -> bool:

@@ -76,16 +76,7 @@ def _thumb(image: np.ndarray, region: np.ndarray) -> np.ndarray:
 def _reference_region(case: Case, predicted: np.ndarray | None) -> tuple[np.ndarray | None, str]:
     if predicted is not None and predicted.any():
         return predicted, "predicted"
-    if case.correspondence is not None and case.correspondence.any():
-        return case.correspondence, "ground truth"
-    hom = case.meta.get("local_homography")
-    if hom is not None:
-        h, w = case.reference.shape[:2]
-        moved = cv2.warpPerspective(case.mask.astype(np.uint8), np.asarray(hom, np.float64), (w, h),
-                                    flags=cv2.INTER_NEAREST) > 0
-        if moved.any():
-            return moved, "estimated (matched features)"
-    return None, "none"
+    return case.matching_region()
 
 
 def _figure(uri: str, caption: str, cls: str = "") -> str:
