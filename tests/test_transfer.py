@@ -8,6 +8,8 @@ import pytest
 
 from conftest import textured_image
 
+from refalign.pipelines.subtoken import search_area
+from refalign.transfer.engine import ReferenceView, lands_in, register_with
 from refalign.transfer.register import (
     MIN_DAMAGE_RATIO, Candidate, _agree, _why_not, damage_ratio, register_hole, score_warp,
 )
@@ -67,6 +69,27 @@ def test_local_registration_recovers_the_warp_and_the_source_matches_the_truth()
     assert pasted.sum() >= 0.98 * hole.sum() and not (pasted & ~hole).any()
     assert _psnr(out, target, hole) > 28
     assert (out[~hole] == image[~hole]).all()  # outside the hole: bit-identical
+
+
+def test_a_painted_region_is_a_prior_and_the_whole_photo_is_searched_first():
+    """With ``--reference-mask`` the whole reference is registered first, and its model kept when it puts the hole
+    in the painted region: the region is a prior, not a crop (features beyond it steady the fit). A region painted
+    elsewhere is searched on its own instead."""
+    target = _scene()
+    ref, H = _warped_reference(target)
+    hole = _hole(target.shape[:2])
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    region = cv2.warpPerspective(hole.astype(np.uint8), H, ref.shape[1::-1], flags=cv2.INTER_NEAREST) > 0
+    plain, _ = register_with(image, hole, ReferenceView.prepare(ref))
+    told, agrees = register_with(image, hole, ReferenceView.prepare(ref, search_area(ref.shape[:2], region)), region)
+    assert told.ok and agrees and "lands in the region given" in told.reason, told.reason
+    assert np.array_equal(told.matrix, plain.matrix)
+    elsewhere = np.roll(region, (60, -100), axis=(0, 1))
+    other, _ = register_with(image, hole, ReferenceView.prepare(ref, search_area(ref.shape[:2], elsewhere)),
+                             elsewhere)
+    assert "lands in the region given" not in other.reason
+    assert not other.ok or lands_in(other.matrix, hole, elsewhere)
 
 
 def test_an_unrelated_reference_is_refused_with_a_reason():
