@@ -136,6 +136,24 @@ def test_refalign_region_is_told_where_the_content_lies_as_a_user_painting_it_wo
     assert cross.sum() == mask.sum() and np.array_equal(cross[1:-1, 4:-4], np.roll(mask, (-2, 3), (0, 1))[1:-1, 4:-4])
 
 
+def test_verified_paste_pastes_through_the_crossview_cases_verified_homography(cases, tmp_path):
+    """``verified-paste`` pastes through ``local_homography`` as the refine path would, with no check: on a stand-in
+    crossview case whose reference is the scene shifted, the hole comes back near the truth; cases without that
+    homography are skipped."""
+    s = _scene_case(cases, "d-crossview", kind="crossview", seed=2)
+    meta = json.loads((s / "meta.json").read_text())
+    meta["local_homography"] = [[1.0, 0.0, 3.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]]  # the scene's shift
+    (s / "meta.json").write_text(json.dumps(meta))
+    runs = {}
+    for method in ("identity", "verified-paste"):
+        out = run_bench(BenchConfig(cases=cases, method=method, output=tmp_path / method, ocr=False))
+        runs[method] = load_results(out / "results.jsonl")
+    rec = runs["verified-paste"]
+    assert "local_homography" in rec["a-warp"]["skipped"] and "local_homography" in rec["b-multiview"]["skipped"]
+    assert rec["d-crossview"]["mask_psnr"] > runs["identity"]["d-crossview"]["mask_psnr"] + 15
+    assert rec["d-crossview"]["background"] == 0
+
+
 def test_refalign_needs_a_model(cases, tmp_path):
     with pytest.raises(InputError, match="needs a model"):
         run_bench(BenchConfig(cases=cases, method="refalign", output=tmp_path / "x"))

@@ -15,7 +15,9 @@ from refalign.cli._common import DeviceOption, handle_errors
 def bench(
     cases: List[Path] = typer.Argument(..., help="Folder(s) of case folders (see `refalign make-cases`)."),
     methods: List[str] = typer.Option(..., "--method", help="identity, telea, ns, paste, oracle (warp cases: the "
-                                      "reference through the true geometry, colour-fitted), refalign, "
+                                      "reference through the true geometry, colour-fitted), verified-paste "
+                                      "(crossview cases: through the homography make-cases verified them with, "
+                                      "unchecked), refalign, "
                                       "refalign-region (told where the artifact's content lies in the reference, as "
                                       "--reference-mask tells it; warp and crossview cases), "
                                       "refalign-single, refalign-noguide (a guided model with its warped-reference "

@@ -13,6 +13,10 @@
   pixels around the mask with the exact pixel pairs (:func:`refalign.transfer.colour.fit_colour`), pasted in the
   mask. No method that reads the reference can do better than exact geometry; on cases without ground-truth
   geometry it does not apply (:class:`NotApplicable`, not a failure).
+* ``verified-paste`` — on ``crossview`` cases, the reference pasted through the homography ``make-cases`` verified
+  the case with (``meta.json`` ``local_homography``) the way the refine path pastes a registration (its ring's
+  colour map and offset field, the dense flow) but with no acceptance check: what a plane model's paste across
+  two real views gives when the model is as good as matched features make it. Not applicable elsewhere.
 * ``refalign`` — the full pipeline (alignment + refinement, paper §3.5); ``refalign-single`` — the same model with
   no alignment, conditioned on the whole reference (the paper's "single-stage" ablation, Table 3). Both get the
   case's ``reference_mask.png`` as the pipeline's ``object_mask``. ``refalign-noguide`` — a model trained with
@@ -38,11 +42,11 @@ from refalign.eval.cases import Case
 from refalign.fill import telea_fill
 from refalign.mask_ops import distance_to
 from refalign.transfer.colour import fit_colour
-from refalign.transfer.register import colour_area, colour_box, ring_width, warp_box
-from refalign.transfer.source import paste_hole, transfer_source
+from refalign.transfer.register import colour_area, colour_box, ring_width, score_warp, warp_box
+from refalign.transfer.source import paste_hole, registered_source, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
-PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle")
+PIXEL_METHODS = ("identity", "telea", "ns", "paste", "oracle", "verified-paste")
 MODEL_METHODS = ("refalign", "refalign-region", "refalign-single", "refalign-noguide")
 METHODS = PIXEL_METHODS + MODEL_METHODS
 
@@ -151,6 +155,22 @@ def oracle(case: Case) -> MethodOutput:
     return MethodOutput(out, info={"oracle_coverage": float(pasted.sum() / max(1, mask.sum()))})
 
 
+def verified_paste(case: Case) -> MethodOutput:
+    """The reference through the crossview case's verified ``local_homography``, pasted as the refine path pastes
+    an accepted registration (:func:`refalign.transfer.source.registered_source`), unchecked (module docstring)."""
+    hom = case.meta.get("local_homography")
+    if hom is None:
+        raise NotApplicable(f"{case.path}: verified-paste needs the homography make-cases verified a crossview case "
+                            "with (meta.json 'local_homography')")
+    matrix = np.asarray(hom, np.float64)
+    score = score_warp(case.image, case.mask, case.reference, matrix)
+    pixels, valid, box, _ = registered_source(case.image, case.mask, case.reference, matrix, score)
+    out = case.image.copy()
+    pasted = paste_hole(out, pixels, case.mask, box, valid)
+    return MethodOutput(out, info={"ring_correlation": round(float(score.gradient_correlation), 4),
+                                   "paste_coverage": float(pasted.sum() / max(1, case.mask.sum()))})
+
+
 def _aligned_region(pipe, case: Case) -> np.ndarray | None:
     """The correspondence mask ``M*`` of the pipeline's alignment stage (``AlignmentOutput.mask``)."""
     # ``align``'s ``object_mask`` is the object's mask on the reference (M* is limited to it)
@@ -238,6 +258,8 @@ def make_method(name: str, pipe=None, *, steps: int | None = None, seed: int = 0
         return lambda case: paste(case, pipe)
     if name == "oracle":
         return oracle
+    if name == "verified-paste":
+        return verified_paste
     if name == "refalign-noguide" and not getattr(pipe, "uses_warped_guidance", False):
         raise InputError("--method refalign-noguide needs a model trained with warped-reference guidance "
                          "(model.warped_guidance); use --method refalign for this one")
