@@ -125,6 +125,24 @@ def test_warped_guidance_and_detected_mask_reach_the_pipeline(files, monkeypatch
     assert np.array_equal(pipe.kwargs["mask"], saved) and saved[BLOCK].any()
 
 
+def test_a_detected_mask_is_repaired_only_where_it_registers_unless_told_otherwise(files, monkeypatch, tmp_path):
+    """A detected region may be clean, so its unregistered windows are kept (``DETECTED_UNREGISTERED``), and the run
+    says so; an explicit ``--unregistered`` wins; a painted mask keeps the model's default."""
+    pipe = _RecordingPipe()
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pipe)
+    result = runner.invoke(app, _args(files, "-o", str(tmp_path / "a.png")))
+    assert result.exit_code == 0, result.output
+    assert pipe.kwargs["unregistered"] == "keep" and "repaired only where it registers" in result.output
+    result = runner.invoke(app, _args(files, "-o", str(tmp_path / "b.png"), "--unregistered", "auto"))
+    assert result.exit_code == 0, result.output
+    assert pipe.kwargs["unregistered"] == "auto" and "repaired only where it registers" not in result.output
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.asarray(Image.open(tmp_path / "a.mask.png"))).save(mask)
+    result = runner.invoke(app, _args(files, "-o", str(tmp_path / "c.png"), "--mask", str(mask)))
+    assert result.exit_code == 0, result.output
+    assert pipe.kwargs["unregistered"] is None
+
+
 def test_batch_forwards_warped_guidance(tmp_path):
     from refalign.eval import batch
 
