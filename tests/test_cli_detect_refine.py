@@ -3,6 +3,8 @@ output; when detection cannot help, one line asks for `--mask` and nothing is wr
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import textured_warp_pair
+from conftest import textured_image, textured_warp_pair
 from refalign.cli import app
+from refalign.eval.cases import write_case
 from refalign.pipelines.outputs import RefineOutput
 
 runner = CliRunner()
@@ -141,6 +144,26 @@ def test_a_detected_mask_is_repaired_only_where_it_registers_unless_told_otherwi
     result = runner.invoke(app, _args(files, "-o", str(tmp_path / "c.png"), "--mask", str(mask)))
     assert result.exit_code == 0, result.output
     assert pipe.kwargs["unregistered"] is None
+
+
+def test_bench_detected_tables_detection_and_each_policy(tmp_path, dummy_checkpoint):
+    """benchmarks/bench_detected.py: a pair the detector registers (a painted block it finds) and one it refuses
+    (an unrelated reference); the table counts both and scores the found one under each policy."""
+    truth, reference, _ = textured_warp_pair()
+    image = truth.copy()
+    image[BLOCK] = (200, 40, 40)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[BLOCK] = True
+    meta = {"artifact_kind": "blot", "reference_kind": "warp"}
+    write_case(tmp_path / "cases" / "a", image=image, mask=mask, reference=reference, target=truth, meta=meta)
+    write_case(tmp_path / "cases" / "b", image=image, mask=mask, reference=textured_image(seed=9), target=truth,
+               meta=dict(meta, reference_kind="multiview"))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_detected.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--model", str(dummy_checkpoint)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 cases: detection refused 1, found nothing on 0, proposed a mask on 1" in proc.stdout, proc.stdout
+    assert "| warp | 1 | 1 |" in proc.stdout and "keep: image PSNR / worse than input" in proc.stdout, proc.stdout
 
 
 def test_batch_forwards_warped_guidance(tmp_path):

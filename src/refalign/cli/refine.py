@@ -35,7 +35,7 @@ def default_output(image: Path) -> Path:
 #: repaired. Measured by detecting, then refining, the development cases without their masks (138 cases; detection
 #: refuses 69 and finds nothing on 13): on the 19 other-photo cases where it proposed a mask (5 overlapping the
 #: artifact), ``auto`` left 15 images worse than the input (image PSNR 32.13 against 33.37), ``keep`` 2 (33.27);
-#: on the 37 warp cases 40.36 against 40.40 (input 32.09).
+#: on the 37 warp cases 40.36 against 40.40 (input 32.09). ``python benchmarks/bench_detected.py CASES``.
 DETECTED_UNREGISTERED = "keep"
 
 
