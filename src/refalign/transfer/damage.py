@@ -133,6 +133,14 @@ def gradient_magnitude(image: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy) / 8.0  # a unit ramp gives 8 with Sobel 3×3
 
 
+def _around(image: np.ndarray, hole: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and ``hole`` cropped to the hole's box grown by ``reach`` px and the 3×3 gradient's support: what
+    a measure over the ring of that width reads, the same numbers as on the whole image at a fraction of the cost
+    (a 4096² photo's gradients took 0.7 s per measure)."""
+    t, l, b, r = mask_bbox(hole, margin=int(np.ceil(reach)) + 2)
+    return image[t:b, l:r], hole[t:b, l:r]
+
+
 def edge_contrast(image: np.ndarray, hole: np.ndarray) -> float:
     """How sharply the region ``hole`` (``(H, W)`` bool) breaks from its surroundings in ``image`` (``(H, W, 3)``):
     the mean gradient magnitude within :data:`EDGE_BAND` px of the mask's edge (both sides) over the mean on the
@@ -140,9 +148,11 @@ def edge_contrast(image: np.ndarray, hole: np.ndarray) -> float:
     :data:`FLAT_FLOOR`). About 1: the strokes run on across the edge; well above: a seam."""
     if not hole.any() or hole.all():
         raise ValueError("edge_contrast: the hole must mark some pixels and leave some known")
+    width = ring_width(hole)
+    image, hole = _around(image, hole, width)
     outside, inside = distance_to(hole), distance_to(~hole)
     band = ((outside > 0) & (outside <= EDGE_BAND)) | (hole & (inside <= EDGE_BAND))
-    ring = ~hole & (outside > EDGE_BAND) & (outside <= ring_width(hole))
+    ring = ~hole & (outside > EDGE_BAND) & (outside <= width)
     grad = gradient_magnitude(image)
     around = max(float(grad[ring].mean()) if ring.any() else 0.0, FLAT_FLOOR)
     return float(grad[band].mean()) / around
@@ -155,7 +165,9 @@ def interior_detail(image: np.ndarray, hole: np.ndarray) -> float:
     its surroundings; well below: a blur (or content from a flat part of the photo)."""
     if not hole.any() or hole.all():
         raise ValueError("interior_detail: the hole must mark some pixels and leave some known")
-    ring = ~hole & (distance_to(hole) <= ring_width(hole))
+    width = ring_width(hole)
+    image, hole = _around(image, hole, width)
+    ring = ~hole & (distance_to(hole) <= width)
     grad = gradient_magnitude(image)
     return float(grad[hole].mean()) / max(float(grad[ring].mean()) if ring.any() else 0.0, FLAT_FLOOR)
 
