@@ -9,9 +9,11 @@ import pytest
 from conftest import textured_image
 
 from refalign.pipelines.subtoken import search_area
+from refalign.transfer.colour import ColourFit
 from refalign.transfer.engine import ReferenceView, lands_in, register_with
 from refalign.transfer.register import (
-    MIN_DAMAGE_RATIO, Candidate, _agree, _why_not, damage_ratio, register_hole, score_warp,
+    MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, damage_ratio, register_hole,
+    score_warp,
 )
 from refalign.transfer.source import paste_hole, transfer_source
 
@@ -71,10 +73,9 @@ def test_local_registration_recovers_the_warp_and_the_source_matches_the_truth()
     assert (out[~hole] == image[~hole]).all()  # outside the hole: bit-identical
 
 
-def test_a_painted_region_is_a_prior_and_the_whole_photo_is_searched_first():
-    """With ``--reference-mask`` the whole reference is registered first, and its model kept when it puts the hole
-    in the painted region: the region is a prior, not a crop (features beyond it steady the fit). A region painted
-    elsewhere is searched on its own instead."""
+def test_a_painted_region_is_a_prior_both_searches_run_and_the_better_model_is_kept():
+    """With ``--reference-mask`` the whole reference and the area around the region are both registered; the model
+    that explains the ring better is kept, the whole photo's only where it puts the hole in the region."""
     target = _scene()
     ref, H = _warped_reference(target)
     hole = _hole(target.shape[:2])
@@ -83,13 +84,40 @@ def test_a_painted_region_is_a_prior_and_the_whole_photo_is_searched_first():
     region = cv2.warpPerspective(hole.astype(np.uint8), H, ref.shape[1::-1], flags=cv2.INTER_NEAREST) > 0
     plain, _ = register_with(image, hole, ReferenceView.prepare(ref))
     told, agrees = register_with(image, hole, ReferenceView.prepare(ref, search_area(ref.shape[:2], region)), region)
-    assert told.ok and agrees and "lands in the region given" in told.reason, told.reason
-    assert np.array_equal(told.matrix, plain.matrix)
+    assert told.ok and agrees and told.confidence >= plain.confidence, told.reason
     elsewhere = np.roll(region, (60, -100), axis=(0, 1))
     other, _ = register_with(image, hole, ReferenceView.prepare(ref, search_area(ref.shape[:2], elsewhere)),
                              elsewhere)
     assert "lands in the region given" not in other.reason
     assert not other.ok or lands_in(other.matrix, hole, elsewhere)
+
+
+@pytest.mark.parametrize("whole,near,chosen", [
+    ((0.9, True), (0.8, True), "whole"),    # the whole photo's model lands in the region and explains more
+    ((0.9, False), (0.8, True), "near"),    # ... but lands elsewhere: the user said where
+    ((0.8, True), (0.9, True), "near"),     # the region's own search explains more
+    ((0.9, True), None, "whole"),           # the region's own search finds nothing acceptable
+    (None, None, "near"),                   # neither: the region's reason is reported
+])
+def test_with_a_painted_region_the_model_that_explains_more_and_lands_in_it_wins(monkeypatch, whole, near, chosen):
+    region = np.zeros((64, 64), bool)
+    region[20:30, 20:30] = True
+    hole = region.copy()
+    inside, outside = np.eye(3), np.array([[1.0, 0, 30], [0, 1, 30], [0, 0, 1]])
+
+    def fake(confidence_lands, name):
+        if confidence_lands is None:
+            return LocalRegistration(False, f"{name} failed")
+        confidence, lands = confidence_lands
+        score = WarpScore(confidence, 10.0, 1.0, 50.0, ColourFit.identity(), 40.0)  # a textured ring
+        return LocalRegistration(True, name, Candidate(name, inside if lands else outside, 10, score))
+
+    monkeypatch.setattr("refalign.transfer.engine.register_hole",
+                        lambda *a, search=None, **k: fake(near, "near") if search is not None else fake(whole, "whole"))
+    view = ReferenceView.prepare(np.zeros((64, 64, 3), np.uint8), search_area((64, 64), region))
+    reg, _ = register_with(np.zeros((64, 64, 3), np.uint8), hole, view, region)
+    assert reg.reason.startswith(chosen)
+    assert ("lands in the region given" in reg.reason) == (chosen == "whole")
 
 
 def test_an_unrelated_reference_is_refused_with_a_reason():

@@ -25,9 +25,9 @@ NEIGHBOURHOOD = 3.0
 
 
 def search_area(reference_hw: tuple[int, int], user_region: np.ndarray | None = None) -> np.ndarray | None:
-    """Where in the reference the artifact's match is searched when the whole photo gives no model in the user's
-    region (:func:`~refalign.transfer.engine.register_with`): around that region (``NEIGHBOURHOOD ×`` its box);
-    ``None`` without one. The object mask is not used to narrow the search: an automatic object mask
+    """Where in the reference the artifact's match is searched besides the whole photo when the user painted the
+    region (:func:`~refalign.transfer.engine.register_with`): around it (``NEIGHBOURHOOD ×`` its box); ``None``
+    without one. The object mask is not used to narrow the search: an automatic object mask
     (GrabCut) often cuts off the part that matters, and the candidates are scored on the image's pixels anyway —
     on the 39 warp cases of the benchmark, searching the whole reference instead of the object gave 37.5 against
     36.5 dB over the mask's box (one case, a candle, kept 62 features on its object mask and did not register)."""
