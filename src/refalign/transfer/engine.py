@@ -10,10 +10,10 @@ warp cases told their exact region scored 37.06 dB over the mask's box against 3
 cartoon 8.5 dB lower: the features beyond the crop steady the fit) and a cross-view registration was lost; searching
 only the whole photo, the built-in example told its label's region kept a model 4.4 dB worse than the one the
 region's own features give (21.18 against 25.55). With both: 37.57 on those warp cases. Without a region, when the
-whole photo fails and
-the alignment stage's ``M*`` is known, the neighbourhood of ``M*`` is searched (a smaller set passes Lowe's ratio
-test more often) — the learned map is the prior and the fallback, and its agreement with the registration is
-reported. Which reference a window uses, and what fills its hole, the pipeline decides from these results.
+whole photo fails and the alignment stage's ``M*`` is known, the neighbourhood of ``M*`` is searched (a smaller set
+passes Lowe's ratio test more often) — the learned map is the prior and the fallback, and its agreement with the
+registration is reported. Which reference a window uses, and what fills its hole, the pipeline decides from these
+results.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def register_with(image: np.ndarray, hole: np.ndarray, view: ReferenceView,
     Returns the registration and whether it agrees with ``m_star`` (``None`` without one)."""
     reg = register_hole(image, hole, view.pixels, view.whole)
     if view.search is not None:
-        whole = reg.ok and m_star is not None and m_star.any() and lands_in(reg.matrix, hole, m_star)
+        lands = reg.ok and m_star is not None and m_star.any() and lands_in(reg.matrix, hole, m_star)
         near = register_hole(image, hole, view.pixels, view.features, search=view.search)
-        if whole and (not near.ok or reg.confidence > near.confidence):
+        if lands and (not near.ok or reg.confidence > near.confidence):
             reg.reason += " (whole reference; lands in the region given)"
         else:
             reg = near
