@@ -58,7 +58,8 @@ def refine(
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: IMAGE.refined.png)."),
     reference_mask: Optional[Path] = typer.Option(
-        None, "--reference-mask", help="Region of the reference to copy from (skips the alignment stage)."
+        None, "--reference-mask", help="Region of the reference to copy from (skips the alignment stage). The "
+        "registration searches around it and the whole reference, and keeps the better model that lands in it."
     ),
     object_mask: Optional[Path] = typer.Option(
         None, "--object-mask", help="Object mask on the reference: alignment searches inside it (a transparent "

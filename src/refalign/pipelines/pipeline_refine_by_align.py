@@ -295,7 +295,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 each window then aligns with every one and is refined from the reference with the strongest, most
                 compact correspondence (the highest alignment ``score``); ``RefineOutput.reference_indices`` reports
                 the choice. ``object_mask`` is then a list too (or ``None``).
-            reference_mask: the region of the reference to copy from, given by the user; alignment is skipped.
+            reference_mask: the region of the reference to copy from, given by the user; alignment is skipped,
+                and the registration searches around it and the whole reference, keeping the better model that
+                lands in it (:func:`refalign.transfer.engine.register_with`).
             object_mask: the object's mask on the reference (e.g. a transparent PNG's alpha), passed to alignment.
             no_align: condition on the whole reference (the paper's single-stage ablation).
             subtoken: refine ``M*`` beyond the token grid by feature matching (default: the checkpoint's
