@@ -161,6 +161,33 @@ def test_damage_ratio_is_the_hole_error_over_the_ring_error_with_a_floor():
     assert damage_ratio(float("inf"), 5.0) == float("inf")
 
 
+def test_the_paste_carries_a_saturation_change_the_ring_shows():
+    """The reference photographed less saturated: the ring's histogram specification alone cannot mix channels; the
+    registered paste's pair correction brings the hole's colours back (the same registration, the same ring). A
+    smoothly coloured print: on :func:`_scene`'s sharp blobs the ring's two folds disagree and the correction is
+    not kept (:func:`refalign.transfer.colour.correct_on_pairs`)."""
+    rng = np.random.default_rng(2)
+    colours = rng.uniform(0, 255, (12, 12, 3)).astype(np.float32)
+    target = np.clip(cv2.resize(colours, (320, 320), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+    for i in range(6):
+        cv2.putText(target, "REFALIGN"[i:i + 3], (60 + 30 * i, 120 + 25 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                    (250, 240, 200), 2)
+    ref, H = _warped_reference(target)
+    grey = ref.astype(np.float32).mean(-1, keepdims=True)
+    ref = np.clip(grey + 0.5 * (ref - grey), 0, 255).astype(np.uint8)
+    hole = _hole(target.shape[:2])
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    score = score_warp(image, hole, ref, H)
+    psnr = {}
+    for pairs in (False, True):
+        src, valid, box = transfer_source(image, hole, ref, H, score.colour, pairs=pairs)
+        out = image.copy()
+        paste_hole(out, src, hole, box, valid)
+        psnr[pairs] = _psnr(out, target, hole)
+    assert psnr[True] > psnr[False] + 2.0, psnr
+
+
 def _paste_psnr(image, target, hole, ref, score, H):
     src, valid, box = transfer_source(image, hole, ref, H, score.colour)
     out = image.copy()
@@ -230,3 +257,17 @@ def test_two_models_agree_when_they_map_the_holes_box_within_the_tolerance():
     near = np.array([[1, 0, 0.5], [0, 1, -0.5], [0, 0, 1]]) @ H
     a, b, c = Candidate("a", H, 20), Candidate("b", near, 20), Candidate("c", shifted, 20)
     assert _agree(a, b, hole, 1.0) and not _agree(a, c, hole, 25.0) and _agree(a, c, hole, 31.0)
+
+
+def test_ring_folds_alternate_around_the_hole():
+    from refalign.transfer.register import ring_folds
+
+    hole = np.zeros((61, 61), bool)
+    hole[25:36, 25:36] = True
+    ring = ~hole
+    folds = ring_folds(hole, ring)
+    assert folds.shape == (ring.sum(),) and set(np.unique(folds)) == {0, 1}
+    assert 0.4 < folds.mean() < 0.6
+    ys, xs = np.nonzero(ring)
+    for quadrant in ((ys < 30) & (xs < 30), (ys < 30) & (xs > 30), (ys > 30) & (xs < 30), (ys > 30) & (xs > 30)):
+        assert set(np.unique(folds[quadrant])) == {0, 1}  # each fold goes all around the hole

@@ -42,7 +42,7 @@ from refalign.eval.cases import Case
 from refalign.fill import telea_fill
 from refalign.mask_ops import distance_to
 from refalign.transfer.colour import fit_colour
-from refalign.transfer.register import colour_area, colour_box, ring_width, score_warp, warp_box
+from refalign.transfer.register import colour_area, colour_box, colour_weights, ring_width, score_warp, warp_box
 from refalign.transfer.source import paste_hole, registered_source, transfer_source
 from refalign.windows import crop, mask_bbox, resize_image, resize_mask, square_window
 
@@ -148,7 +148,7 @@ def oracle(case: Case) -> MethodOutput:
     ring = colour_area(valid, sub, dist, width)
     if ring.sum() < 12:
         raise NotApplicable(f"{case.path}: too few reference pixels around the mask to fit the oracle's colour")
-    fit = fit_colour(warped[ring], case.image[t:b, l:r][ring], 1.0 / (1.0 + dist[ring] / width))
+    fit = fit_colour(warped[ring], case.image[t:b, l:r][ring], colour_weights(dist[ring], width))
     source, valid, box = transfer_source(case.image, mask, case.reference, matrix, fit)
     out = case.image.copy()
     pasted = paste_hole(out, source, mask, box, valid)

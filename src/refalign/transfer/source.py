@@ -1,37 +1,47 @@
 """Full-resolution transfer (DESIGN §6, issue 15 part 3): the registered reference, colour-fitted, supplies every
 frequency band of the hole at the image's own resolution.
 
-``source = C(warp(I_r, H)) + o``, with ``C`` the colour map fitted on the ring around the hole
-(:func:`refalign.transfer.register.fit_hole_colour`) and ``o`` a smooth offset field — the residual of that fit on the
-ring spread into the hole by normalised convolution (:func:`refalign.transfer.colour.offset_field`): lighting that
-changes across the neighbourhood, and the small photometric step a fit leaves at the hole's edge, are carried in
-smoothly, as a gradient-domain paste would. Only hole pixels are written (:func:`paste_hole`).
+``source = A(C(warp(I_r, H))) + o``, with ``C`` the colour map fitted on the ring around the hole
+(:func:`refalign.transfer.register.fit_hole_colour`: histogram specification, no pixel pairs), ``A`` an affine
+cross-channel correction fitted on shift-tolerant pixel pairs over the same ring, kept where it predicts the ring's
+pixels it was not fitted on (:func:`refalign.transfer.colour.correct_on_pairs`: what a per-channel map cannot
+express, such as a saturation change), and ``o`` a smooth offset field — the residual of that fit on the ring spread
+into the hole by normalised convolution (:func:`refalign.transfer.colour.offset_field`): lighting that changes
+across the neighbourhood, and the small photometric step a fit leaves at the hole's edge, are carried in smoothly,
+as a gradient-domain paste would. Only hole pixels are written (:func:`paste_hole`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from refalign.transfer.colour import ColourFit, QuantileFit, offset_field
+from refalign.transfer.colour import ColourFit, QuantileFit, correct_on_pairs, offset_field
 from refalign.transfer.flow import FlowCorrection, flow_correct
-from refalign.transfer.register import WarpScore, colour_area, hole_frame, warp_box
+from refalign.transfer.register import WarpScore, colour_area, colour_weights, hole_frame, ring_folds, warp_box
 
 
 def transfer_source(
     image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray, colour: ColourFit | QuantileFit,
-    *, offset: bool = True,
+    *, pairs: bool = False, offset: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """The reference's pixels for ``hole``: ``(source (h, w, 3) float32, valid (h, w) bool, box)`` in the box of
-    :func:`~refalign.transfer.register.colour_box` (image coordinates). ``matrix`` maps image → reference; ``colour`` from the registration's
-    score (:func:`refalign.transfer.register.score_warp`); ``offset`` adds the smooth residual field."""
+    :func:`~refalign.transfer.register.colour_box` (image coordinates). ``matrix`` maps image → reference; ``colour``
+    from the registration's score (:func:`refalign.transfer.register.score_warp`); ``pairs`` follows it with the
+    affine correction fitted on shift-tolerant pairs over the ring where two-fold cross-validation over its sectors
+    keeps it (:func:`~refalign.transfer.colour.correct_on_pairs`, :func:`~refalign.transfer.register.ring_folds`);
+    ``offset`` adds the smooth residual field."""
     frame = hole_frame(hole)
     t, l, b, r = box = frame.box
     warped, valid = warp_box(reference, matrix, box)
+    crop = image[t:b, l:r]
+    known = colour_area(valid, frame.sub, frame.dist, frame.width)
     source = colour.apply(warped)
+    if pairs:
+        correction = correct_on_pairs(source, crop, known, valid, colour_weights(frame.dist[known], frame.width),
+                                      folds=ring_folds(frame.sub, known))
+        source = source if correction is None else correction.apply(source)
     if offset:
-        known = colour_area(valid, frame.sub, frame.dist, frame.width)
-        residual = image[t:b, l:r].astype(np.float32) - source
-        source = source + offset_field(residual, known, sigma=frame.width)
+        source = source + offset_field(crop.astype(np.float32) - source, known, sigma=frame.width)
     return np.clip(source, 0, 255), valid, box
 
 
@@ -40,10 +50,11 @@ def registered_source(
     flow: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], FlowCorrection | None]:
     """The registered reference's pixels for ``hole`` as the refine path pastes them: :func:`transfer_source`
-    through ``matrix`` with the colour map of its ring ``score``, then — with ``flow`` — moved by the dense flow where
-    the model explains the ring only in part (:func:`refalign.transfer.flow.flow_correct`, which reads the score's
-    gradient correlation). Returns ``(pixels, valid, box, correction)`` (``correction`` ``None`` without ``flow``)."""
-    pixels, valid, box = transfer_source(image, hole, reference, matrix, score.colour)
+    through ``matrix`` with the colour map of its ring ``score``, corrected on shift-tolerant pairs, then — with
+    ``flow`` — moved by the dense flow where the model explains the ring only in part
+    (:func:`refalign.transfer.flow.flow_correct`, which reads the score's gradient correlation). Returns ``(pixels,
+    valid, box, correction)`` (``correction`` ``None`` without ``flow``)."""
+    pixels, valid, box = transfer_source(image, hole, reference, matrix, score.colour, pairs=True)
     if not flow:
         return pixels, valid, box, None
     pixels, valid, correction = flow_correct(image, hole, pixels, valid, box, score.gradient_correlation)

@@ -46,7 +46,7 @@ import numpy as np
 from refalign.fill import telea_fill
 from refalign.mask_ops import dilate, distance_to
 from refalign.transfer.colour import ColourFit, QuantileFit, fit_quantiles
-from refalign.transfer.register import colour_area, colour_box, ring_width, square_around
+from refalign.transfer.register import colour_area, colour_box, colour_weights, ring_width, square_around
 from refalign.windows import mask_bbox
 
 #: Patch side (odd), in pixels of every pyramid level.
@@ -119,7 +119,7 @@ def region_colour(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, re
         sub = mask[t:b, l:r]
         dist, width = distance_to(sub), ring_width(mask)
         area = colour_area(np.ones_like(sub), sub, dist, width)
-        sides.append((pixels[t:b, l:r][area], 1.0 / (1.0 + dist[area] / width)))
+        sides.append((pixels[t:b, l:r][area], colour_weights(dist[area], width)))
     (src, ws), (dst, wd) = sides
     if len(src) < 12 or len(dst) < 12:
         return ColourFit.identity()
