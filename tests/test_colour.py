@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 
 from refalign.transfer.colour import (
-    ColourFit, balance_weights, correct_on_pairs, fit_colour, fit_quantiles, offset_field, tolerant_pairs,
+    ColourFit, _nearest, _neighbourhoods, balance_weights, correct_on_pairs, fit_colour, fit_quantiles, offset_field,
 )
 
 
@@ -106,20 +106,26 @@ def _misregistered(src):
     return truth, np.roll(truth, 1, axis=1), where, np.ones(src.shape[:2], bool)
 
 
-def test_tolerant_pairs_find_the_pixel_a_misregistration_moved():
+def test_shift_tolerant_pairs_find_the_pixel_a_misregistration_moved():
     src = np.zeros((24, 24, 3), np.float32)
     src[:] = (150, 30, 40)
     src[:, 11] = (245, 245, 240)  # a thread one pixel wide
     target = np.roll(src, 1, axis=1)  # seen a pixel to the right
     where = np.zeros((24, 24), bool)
     where[2:-2, 2:-2] = True
-    qy, qx = tolerant_pairs(src, target, where, np.ones((24, 24), bool))
-    assert (src[qy, qx] == target[where]).all()  # every pixel is paired with its own colour, the thread too
     ys, xs = np.nonzero(where)
-    assert (np.abs(qy - ys) <= 1).all() and (np.abs(qx - xs) <= 1).all()
-    qy, qx = tolerant_pairs(src, target, where, np.ones((24, 24), bool), radius=0)
-    assert (qy == ys).all() and (qx == xs).all()  # radius 0: the exact pairs, which pair the thread wrongly
-    assert (src[qy, qx] != target[where]).any()
+    y, x = _neighbourhoods(where, 1)
+    assert y.shape == (where.sum(), 9) and (np.abs(y - ys[:, None]) <= 1).all() and (np.abs(x - xs[:, None]) <= 1).all()
+    k, distance = _nearest(src[y, x], np.ones(y.shape, bool), target[where])
+    rows = np.arange(len(k))
+    assert (src[y[rows, k], x[rows, k]] == target[where]).all() and (distance == 0).all()  # the thread too
+    assert (src[where] != target[where]).any()  # the exact pairs put the thread with the fabric
+    thread = target[where][:, 0] > 200
+    assert (x[rows, k][thread] == xs[thread] - 1).all()  # the thread's pair lies a column to its left
+    ok = np.ones(y.shape, bool)
+    ok[:, [0, 3, 6]] = False  # where the column to the left is outside the warp, no pair has the thread's colour
+    k, distance = _nearest(src[y, x], ok, target[where])
+    assert not np.isin(k, [0, 3, 6]).any() and (distance[thread] > 100).all()
 
 
 def _error(colours, truth, where):

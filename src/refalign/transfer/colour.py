@@ -17,7 +17,7 @@ into the image's colours.
   both areas but no pixel pairs: what the refine path uses, since misregistered thin structures bend a pair fit
   (:func:`refalign.transfer.register.fit_hole_colour`).
 * :func:`correct_on_pairs` — an affine cross-channel correction after the histogram specification, fitted on
-  **shift-tolerant pairs** (:func:`tolerant_pairs`): each known pixel paired with the reference pixel within
+  **shift-tolerant pairs**: each known pixel paired with the reference pixel within
   :data:`PAIR_SHIFT` of it whose mapped colour is nearest its own, so a pixel of misregistration cannot pair a white
   border with the fabric beside it, while what a per-channel map cannot express (a saturation change mixes the
   channels) is still fitted on pairs; kept only where it predicts pixels it was not fitted on.
@@ -49,7 +49,7 @@ MIN_QUADRATIC = 60
 MIN_AFFINE = 12
 #: Levels of the histogram specification (:func:`fit_quantiles`).
 QUANTILES = 64
-#: How far (pixels, Chebyshev) a known pixel's pair may lie from it in :func:`tolerant_pairs`. On the registered
+#: How far (pixels, Chebyshev) a known pixel's pair may lie from it in :func:`correct_on_pairs`. On the registered
 #: pastes of the development benchmark (session 12, box PSNR / GMSD against the histogram specification alone, the
 #: correction kept everywhere), 1 px: 39 warp cases +0.64 dB (38.17 / 0.007 against 37.53 / 0.007), 139 cross-view
 #: cases through their verified homographies +0.80 dB at the same GMSD (+0.0009), the built-in example +0.17; 2 px
@@ -225,7 +225,8 @@ def _neighbourhoods(where: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndar
 
 def _nearest(candidates: np.ndarray, ok: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row of ``candidates`` ``(N, K, 3)`` (``ok`` ``(N, K)``): the index of the candidate colour nearest
-    ``want`` ``(N, 3)``, and that distance."""
+    ``want`` ``(N, 3)``, and that distance — with the candidates a pixel's neighbourhood (:func:`_neighbourhoods`),
+    its shift-tolerant pair, as the artifact detector's shift-tolerant difference pairs pixels."""
     d = np.sqrt(((candidates - want[:, None, :]) ** 2).sum(-1))
     d[~ok] = np.inf
     k = np.argmin(d, axis=1)
@@ -233,25 +234,14 @@ def _nearest(candidates: np.ndarray, ok: np.ndarray, want: np.ndarray) -> tuple[
     return k, d[rows, k]
 
 
-def tolerant_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, valid: np.ndarray,
-                   radius: int = PAIR_SHIFT) -> tuple[np.ndarray, np.ndarray]:
-    """Shift-tolerant pixel pairs: for each pixel ``p`` of ``where`` (``(H, W)`` bool), the pixel ``q`` within
-    ``radius`` of ``p`` (Chebyshev, ``valid`` there) whose ``mapped`` colour ``(H, W, 3)`` is nearest ``target(p)``
-    — as the artifact detector's shift-tolerant difference does. Returns ``q``'s rows and columns, one per pixel of
-    ``where`` in ``np.nonzero`` order."""
-    y, x = _neighbourhoods(where, radius)
-    k, _ = _nearest(np.asarray(mapped, np.float32)[y, x], valid[y, x], np.asarray(target, np.float32)[where])
-    rows = np.arange(len(k))
-    return y[rows, k], x[rows, k]
-
-
 def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, valid: np.ndarray,
                      weights: np.ndarray | None = None, *, folds: np.ndarray | None = None,
                      radius: int = PAIR_SHIFT) -> ColourFit | None:
     """An affine cross-channel correction (:func:`fit_colour`, degree 1, robust) of colours already ``mapped`` by a
-    map fitted without pixel pairs (e.g. :func:`fit_quantiles`), fitted on the shift-tolerant pairs
-    (:func:`tolerant_pairs`) between ``mapped`` and ``target`` over ``where`` (all ``(H, W, …)`` on one grid;
-    ``weights`` per pixel of ``where``), every n-th pixel of ``where`` when it holds more than :data:`MAX_PAIRS`.
+    map fitted without pixel pairs (e.g. :func:`fit_quantiles`), fitted on shift-tolerant pairs over ``where`` (all
+    ``(H, W, …)`` on one grid; ``weights`` per pixel of ``where``): each pixel ``p`` of ``where`` with the pixel
+    within ``radius`` of it (Chebyshev, ``valid`` there) whose ``mapped`` colour is nearest ``target(p)``
+    (:func:`_nearest`); every n-th pixel of ``where`` when it holds more than :data:`MAX_PAIRS`.
 
     With ``folds`` (0 or 1 per pixel of ``where``, in ``np.nonzero`` order) the correction is kept only if it
     predicts pixels it was not fitted on (:func:`_correction_generalises`). ``None`` when it is not kept, or when
@@ -278,10 +268,10 @@ def _correction_generalises(candidates: np.ndarray, ok: np.ndarray, src: np.ndar
                             folds: np.ndarray) -> bool:
     """Two-fold cross-validation of :func:`correct_on_pairs`' correction: fitted on one fold's pairs ``(src, dst)``,
     is the other fold's weighted mean shift-tolerant colour error (its pixels' ``candidates`` through the correction,
-    nearest first) lower than without it, summed over both folds? ``True`` when a fold is too small to
-    tell. On the development benchmark it kept the correction on all 39 warp cases and the built-in example, and
-    refused it on a registered multiview text label whose strokes lie more than a pixel off (the corrected paste
-    there: -2.5 dB, GMSD 0.121 → 0.135)."""
+    the nearest taken) lower than without it, summed over both folds? ``True`` when a fold is too small to tell. On
+    the development benchmark it kept the correction on all 39 warp cases and the built-in example, and refused it
+    on a registered multiview text label whose strokes lie more than a pixel off (the corrected paste there: -2.5
+    dB, GMSD 0.121 → 0.135)."""
     first_error = np.linalg.norm(src - dst, axis=1)
     totals = np.zeros(2)
     for k in (0, 1):
