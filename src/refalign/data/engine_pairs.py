@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 #: Part of the pool's cache key: raised whenever the attempts would give other samples (2: the hole Telea-filled
 #: before registration; 3: the registration's direct-search fallback; 4: the transferred pixels moved by the dense
 #: flow where it shifts them, as the refine path does; 5: the best models refined by ECC, the ring's colour residual
-#: capped; 6: the paste's colour map corrected on shift-tolerant pairs), so a stale cache is never read.
-POOL_VERSION = 6
+#: capped; 6: the paste's colour map corrected on shift-tolerant pairs; 7: the accepted model polished by ECC at full
+#: resolution), so a stale cache is never read.
+POOL_VERSION = 7
 
 def perspective_pair(image: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(reference, reference_object_mask)``: the photo under a random perspective and a mild colour change

@@ -147,13 +147,14 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
 
 
 def refine_ecc(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray,
-               motion: int) -> np.ndarray | None:
+               motion: int, side: int = ECC_SIDE) -> np.ndarray | None:
     """Step 2: ``matrix`` (image → reference) refined by ECC on the known pixels around ``hole``, with ``motion``
-    ``cv2.MOTION_AFFINE`` or ``cv2.MOTION_HOMOGRAPHY``; ``None`` when ECC does not converge."""
-    top, left, side = template_window(hole)
-    f = min(1.0, ECC_SIDE / side)
+    ``cv2.MOTION_AFFINE`` or ``cv2.MOTION_HOMOGRAPHY``, the template scaled to at most ``side`` pixels (both
+    photos scaled alike); ``None`` when ECC does not converge."""
+    top, left, window = template_window(hole)
+    f = min(1.0, side / window)
     to_tmpl = _scaling(f) @ _shift(-left, -top)
-    n = max(8, round(side * f))
+    n = max(8, round(window * f))
     tmpl, tmask = _template(_grey(image), hole, to_tmpl, n, TEMPLATE_GAP / f)
     ref = _grey(reference)
     if f < 1.0:

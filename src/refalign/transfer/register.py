@@ -121,6 +121,15 @@ ECC_REFINED = 2
 #: dense flow (:data:`refalign.transfer.flow.FLOW_MAX_CORRELATION`) and ``auto``'s recolouring against a paste look
 #: further too.
 EXPLAINED_CORRELATION = 0.85
+#: The accepted model is polished by ECC (a homography) at up to this template side — the full resolution of the
+#: 512-px development cases, whose templates are 3× the hole (median 363 px, at most 573) — and the polished model
+#: kept where it explains the ring better (:func:`polished`). The features' fit is a fraction of a pixel off (0.061
+#: px over the masks of the 39 warp cases against the true geometry); the refinement at :data:`ECC_REFINED`'s
+#: 160-px scale lands farther off (0.89 px), at full resolution nearer (0.023 px). Kept where the ring says so (32
+#: of the 39 windows), the warp cases score 38.41 dB over the mask's box against 38.17 (oracle 38.50), their 1024-px
+#: copies 39.03 against 38.76 (10 polished; oracle 39.51); no cross-view window changes. 14 ms per window on average
+#: at 512 px, at most 46; a registered 1024² region 1.12× (0.249 against 0.222 s).
+POLISH_SIDE = 640
 #: Hole pixels this close (pixels) to the hole's edge are left out of the hole's error (the warp's edge blur).
 HOLE_MARGIN = 2
 #: Resampling of the reference. Lanczos (8×8) keeps more of its fine detail than bilinear: on the 39 warp cases of
@@ -613,12 +622,27 @@ def refined_by_ecc(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
     return out
 
 
+def polished(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, model: Candidate,
+             frame: HoleFrame | None = None) -> Candidate | None:
+    """``model`` refined by ECC into a homography at up to :data:`POLISH_SIDE` (nearly the image's own resolution,
+    :func:`refalign.transfer.dense.refine_ecc`), named ``<model>+polished``, of the same lineage and scored;
+    ``None`` when ECC does not converge."""
+    matrix = refine_ecc(image, hole, reference, model.matrix, cv2.MOTION_HOMOGRAPHY, side=POLISH_SIDE)
+    if matrix is None:
+        return None
+    fine = Candidate(f"{model.name}+polished", matrix, model.inliers, seed=model.lineage)
+    fine.score = score_warp(image, hole, reference, matrix, frame)
+    return fine
+
+
 def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidates: list[Candidate],
            num_matches: int, *, refine: int = 0) -> LocalRegistration:
     """Score every candidate (:func:`score_warp`) and accept the best one if it passes and another passing
     candidate of another lineage (:attr:`Candidate.lineage`) supports it (:data:`SUPPORT_PX_PER_1000`); otherwise
     say why not. With ``refine``, the best ``refine`` candidates are first refined by ECC (:func:`refined_by_ecc`)
-    and the refinements join the others, unless the best already explains the ring (:data:`EXPLAINED_CORRELATION`)."""
+    and the refinements join the others, unless the best already explains the ring (:data:`EXPLAINED_CORRELATION`).
+    The accepted model is then polished (:func:`polished`) and replaced where the polish explains the ring better,
+    still passes and keeps the hole's corners within the fits' inlier threshold (:data:`MAGSAC_PX_PER_1000`)."""
     scale = max(reference.shape[:2]) / 1000.0
     frame = hole_frame(hole)
     for c in candidates:
@@ -638,6 +662,10 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
         return LocalRegistration(False, f"only one fitted model ({top.name}{_inliers(top)}) explains the "
                                         f"surroundings; none of the other {len(candidates) - 1} agrees with it",
                                  top, candidates, num_matches)
+    fine = polished(image, hole, reference, top, frame)
+    if (fine is not None and fine.score.passes and _rank(fine) > _rank(top)
+            and _agree(fine, top, hole, MAGSAC_PX_PER_1000 * scale)):
+        candidates, top = candidates + [fine], fine
     s = top.score
     return LocalRegistration(True, f"{top.name}{_inliers(top)}, gradient correlation {s.gradient_correlation:.2f}, "
                                    f"colour error {s.residual:.1f} (inside the region {s.hole_residual:.1f})",
