@@ -26,7 +26,8 @@ on its own:
    large as the damage it would repair, and keeping the input is the safer choice;
 5. the best candidate is kept only if it clears :data:`MIN_GRADIENT_CORRELATION` and the damage ratio, covers the
    hole, has enough inliers and the **support** of another passing candidate that maps the hole nearly the same way
-   (:data:`SUPPORT_PX_PER_1000`); otherwise the result says why not.
+   (:data:`SUPPORT_PX_PER_1000`); otherwise the result says why not. An accepted model is then polished by ECC at
+   (nearly) the image's own resolution (:func:`polished`), kept where the polish explains the ring better.
 
 Conventions as in :mod:`refalign.registration`: a matrix maps image pixel coordinates ``(x, y, 1)`` to reference
 coordinates; boxes are ``(top, left, bottom, right)``, bottom/right exclusive.
