@@ -12,8 +12,8 @@ from refalign.pipelines.subtoken import search_area
 from refalign.transfer.colour import ColourFit
 from refalign.transfer.engine import ReferenceView, lands_in, register_with
 from refalign.transfer.register import (
-    MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, damage_ratio, register_hole,
-    score_warp,
+    MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, damage_ratio, polished, project,
+    register_hole, ring_folds, score_warp,
 )
 from refalign.transfer.source import paste_hole, transfer_source
 
@@ -260,8 +260,6 @@ def test_two_models_agree_when_they_map_the_holes_box_within_the_tolerance():
 
 
 def test_ring_folds_alternate_around_the_hole():
-    from refalign.transfer.register import ring_folds
-
     hole = np.zeros((61, 61), bool)
     hole[25:36, 25:36] = True
     ring = ~hole
@@ -276,8 +274,6 @@ def test_ring_folds_alternate_around_the_hole():
 def test_the_accepted_model_is_polished_to_a_fraction_of_a_pixel():
     """A model 0.7 px off (what features leave) is moved by the full-resolution ECC polish to within 0.1 px of the
     true warp; the polished model explains the ring better, keeps its lineage, and ``register_hole`` keeps it."""
-    from refalign.transfer.register import Candidate, polished, project
-
     target = _scene()
     ref, H = _warped_reference(target)
     hole = _hole(target.shape[:2])
