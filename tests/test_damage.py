@@ -9,8 +9,9 @@ from conftest import textured_image
 from refalign.eval.synth import apply_artifact
 from refalign.transfer.damage import (
     BLURRED_DETAIL, MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, edge_step,
-    interior_detail, looks_mild, recolour_region,
+    edge_step_after, interior_detail, looks_mild, recolour_region,
 )
+from refalign.transfer.source import paste_hole
 
 
 def _hole(shape=(320, 320), centre=(160, 150), axes=(26, 18)):
@@ -196,3 +197,21 @@ def test_bench_recolour_counts_a_recoloured_window_and_checks_clean_photos(tmp_p
     assert "| colour_drift | 1 | 1 |" in proc.stdout, proc.stdout
     row = re.search(r"^\| 1 \| (\d+) \| (\d+) \|", proc.stdout, re.M)
     assert "## clean photos" in proc.stdout and row and int(row.group(1)) > 100 >= int(row.group(2)), proc.stdout
+
+
+@pytest.mark.parametrize("size, corner", [(320, (150, 140)), (320, (0, 0)), (1100, (1070, 500))])
+def test_edge_step_after_a_paste_is_the_step_of_the_pasted_image_without_copying_it(size, corner):
+    """The step a paste would leave, measured on a copy of the hole's neighbourhood only: the same number as on a
+    pasted copy of the whole image (inside the image, in a corner, at the bottom of a larger image whose measures
+    scale), and the image itself untouched."""
+    image = textured_image(size)
+    hole = np.zeros((size, size), bool)
+    t, l = corner
+    hole[t:t + 30, l:l + 40] = True
+    box = (max(0, t - 20), max(0, l - 25), min(size, t + 50), min(size, l + 70))
+    pixels = np.random.default_rng(1).uniform(0, 255, (box[2] - box[0], box[3] - box[1], 3)).astype(np.float32)
+    before = image.copy()
+    pasted = image.copy()
+    paste_hole(pasted, pixels, hole, box)
+    assert edge_step_after(image, hole, pixels, None, box) == edge_step(pasted, hole)
+    assert (image == before).all()

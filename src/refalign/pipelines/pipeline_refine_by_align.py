@@ -49,8 +49,8 @@ from refalign.pipelines.zoom import (
 )
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
-    BLURRED_DETAIL, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step, interior_detail,
-    mildness, recolour_region,
+    BLURRED_DETAIL, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step_after,
+    interior_detail, mildness, recolour_region,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION
@@ -503,12 +503,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
         artifact only changed colours (:func:`~refalign.transfer.damage.edge_colours`), its own pixels recoloured
         replace the paste when they continue their surroundings better — the step the recolouring leaves at the
         mask's edge below the one the paste leaves (:meth:`~refalign.transfer.damage.EdgeColours.recolours_below`,
-        :func:`~refalign.transfer.damage.edge_step`). The strokes of a recoloured artifact are the truth's, in
+        :func:`~refalign.transfer.damage.edge_step_after`). The strokes of a recoloured artifact are the truth's, in
         place; a paste from another view is a pixel or several off."""
         if correlation >= EXPLAINED_CORRELATION:
             return
         edge = edge_colours(image, job.mask)
-        paste_step = _step_after(image, job.mask, *job.transfer)
+        paste_step = edge_step_after(image, job.mask, *job.transfer)
         if edge.recolours_below(paste_step):
             _recolour(job, image, edge, f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x "
                                         f"(ring correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")
@@ -540,7 +540,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             job.source, job.fallback = "model", problem
             return
         plain, guided = (solve_hole(problem, seed=seed, guided=g) for g in (False, True))
-        steps = [_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
+        steps = [edge_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
         chosen = guided if steps[0] <= GUIDED_STEP_RATIO * steps[1] else plain
         job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge step "
                        f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)")
@@ -791,15 +791,6 @@ def _looks_like_hub_id(name: str) -> bool:
     """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
     local path and is checked as a folder."""
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
-
-
-def _step_after(image: np.ndarray, mask: np.ndarray, pixels: np.ndarray, valid: np.ndarray | None,
-                box: tuple[int, int, int, int]) -> float:
-    """The colour step at the edge of ``mask`` (:func:`~refalign.transfer.damage.edge_step`) once ``pixels`` over
-    ``box`` are pasted into ``image`` inside it (:func:`~refalign.transfer.source.paste_hole`)."""
-    pasted = image.copy()
-    paste_hole(pasted, pixels, mask, box, valid)
-    return edge_step(pasted, mask)
 
 
 def _recolour(job: WindowJob, image: np.ndarray, edge: EdgeColours, choice: str) -> None:
