@@ -493,8 +493,8 @@ def neighbourhood(hole: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, in
     t, l, b, r = mask_bbox(hole)
     box = square_around((t, l, b, r), max(NEIGHBOURHOOD * max(b - t, r - l), MIN_NEIGHBOURHOOD), hole.shape)
     region = np.zeros(hole.shape, bool)
-    region[box[0]:box[2], box[1]:box[3]] = True
-    return region & (distance_to(hole) > HOLE_GAP), box
+    region[box[0]:box[2], box[1]:box[3]] = distance_to(hole[box[0]:box[2], box[1]:box[3]]) > HOLE_GAP  # hole inside
+    return region, box
 
 
 def register_hole(
@@ -572,10 +572,16 @@ def _around_points(xy: np.ndarray, hw: tuple[int, int], search: np.ndarray | Non
     return out & search if search is not None else out
 
 
-def _at(values: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """``values`` (an ``(H, W)`` map) at the nearest pixel of each ``(x, y)`` point, clipped to the map."""
-    h, w = values.shape
-    return values[np.clip(xy[:, 1].round().astype(int), 0, h - 1), np.clip(xy[:, 0].round().astype(int), 0, w - 1)]
+def _distance_at(hole: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """The distance to ``hole`` (:func:`distance_to`) at the nearest pixel of each ``(x, y)`` point, clipped to the
+    image — computed over the box that holds the hole and the points only, which is exact (every hole pixel is
+    inside it) and a fraction of a full-image transform on a large photo (48 ms per call at 4096²)."""
+    h, w = hole.shape
+    px, py = np.clip(xy[:, 0].round().astype(int), 0, w - 1), np.clip(xy[:, 1].round().astype(int), 0, h - 1)
+    t, l, b, r = mask_bbox(hole)
+    if len(xy):
+        t, l, b, r = min(t, int(py.min())), min(l, int(px.min())), max(b, int(py.max()) + 1), max(r, int(px.max()) + 1)
+    return distance_to(hole[t:b, l:r])[py - t, px - l]
 
 
 def _register_with(image, hole, reference, feats: Features, ref_feats: Features) -> LocalRegistration:
@@ -589,8 +595,7 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
         return LocalRegistration(False, f"too few matches around the region ({n}; features {len(feats)} in the "
                                         f"image, {len(ref_feats)} in the reference)", num_matches=n)
     scale = max(reference.shape[:2]) / 1000.0
-    dist = distance_to(hole)
-    candidates = fit_candidates(p_img, p_ref, _at(dist, p_img), MAGSAC_PX_PER_1000 * scale)
+    candidates = fit_candidates(p_img, p_ref, _distance_at(hole, p_img), MAGSAC_PX_PER_1000 * scale)
     if not candidates:
         return LocalRegistration(False, f"no consistent model in {n} matches", num_matches=n)
     best = max(candidates, key=lambda c: c.inliers)
@@ -599,7 +604,7 @@ def _register_with(image, hole, reference, feats: Features, ref_feats: Features)
     if len(g_img) > n:
         candidates += [
             Candidate(c.name + "+guided", c.matrix, c.inliers)
-            for c in fit_candidates(g_img, g_ref, _at(dist, g_img), MAGSAC_PX_PER_1000 * scale)
+            for c in fit_candidates(g_img, g_ref, _distance_at(hole, g_img), MAGSAC_PX_PER_1000 * scale)
         ]
     return choose(image, hole, reference, candidates, n, refine=ECC_REFINED)
 
