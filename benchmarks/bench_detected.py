@@ -26,6 +26,7 @@ from refalign.detect import DetectionError, detect_artifacts
 from refalign.eval.cases import cases_with_truth
 from refalign.eval.metrics import psnr
 from refalign.eval.report import grouped
+from refalign.mask_ops import iou
 from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 from refalign.shipped import default_model_path
 
@@ -43,7 +44,7 @@ def measure(pipe: RefineByAlignPipeline, case, policies: list[str]) -> dict:
         return dict(row, detect="refused")
     if not det.mask.any():
         return dict(row, detect="none")
-    row.update(detect="found", iou=float((det.mask & case.mask).sum() / (det.mask | case.mask).sum()),
+    row.update(detect="found", iou=iou(det.mask, case.mask),
                input=psnr(case.image, case.target))
     for policy in policies:
         out = pipe(case.image, det.mask, case.reference, seed=0, unregistered=policy, object_mask=case.reference_mask)
