@@ -134,11 +134,16 @@ def gradient_magnitude(image: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy) / 8.0  # a unit ramp gives 8 with Sobel 3×3
 
 
+def _around_box(hole: np.ndarray, reach: float) -> tuple[int, int, int, int]:
+    """The hole's box grown by ``reach`` px and 2 more (a 3×3 gradient's support, a distance transform's last step),
+    clipped to the image: what a measure reaching that far from the hole reads."""
+    return mask_bbox(hole, margin=int(np.ceil(reach)) + 2)
+
+
 def _around(image: np.ndarray, hole: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` and ``hole`` cropped to the hole's box grown by ``reach`` px and 2 more (a 3×3 gradient's support,
-    a distance transform's last step): what a measure reaching that far from the hole reads, the same numbers as on
-    the whole image at a fraction of the cost (a 4096² photo's gradients took 0.7 s per measure)."""
-    t, l, b, r = mask_bbox(hole, margin=int(np.ceil(reach)) + 2)
+    """``image`` and ``hole`` cropped to :func:`_around_box`: the same numbers as on the whole image at a fraction
+    of the cost (a 4096² photo's gradients took 0.7 s per measure)."""
+    t, l, b, r = _around_box(hole, reach)
     return image[t:b, l:r], hole[t:b, l:r]
 
 
@@ -270,7 +275,7 @@ def edge_step_after(image: np.ndarray, hole: np.ndarray, pixels: np.ndarray, val
     300 MB copy per call at the 100-MP input limit."""
     scale = image_scale(image.shape[:2])
     depth, gap = _edge_reach(scale)
-    t, l, b, r = mask_bbox(hole, margin=int(np.ceil(gap + depth)) + 2)  # what _around reads, and the box
+    t, l, b, r = _around_box(hole, gap + depth)  # what _edge reads, and the box
     t, l, b, r = min(t, box[0]), min(l, box[1]), max(b, box[2]), max(r, box[3])
     crop, sub = image[t:b, l:r].copy(), hole[t:b, l:r]
     paste_hole(crop, pixels, sub, (box[0] - t, box[1] - l, box[2] - t, box[3] - l), valid)
