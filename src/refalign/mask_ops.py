@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from refalign.windows import mask_bbox
+
 
 def distance_to(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance of every pixel to the nearest true pixel of ``mask`` (0 on the mask; ``inf`` everywhere
@@ -15,6 +17,18 @@ def distance_to(mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         return np.full(mask.shape, np.inf, np.float32)
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def distance_within(mask: np.ndarray, box: tuple[int, int, int, int]
+                    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """:func:`distance_to` over ``box`` (``(top, left, bottom, right)``, bottom/right exclusive) grown to hold every
+    true pixel of the non-empty ``mask`` and clipped to the grid: ``(distances, that box)``. Exactly the whole
+    grid's values there (the nearest true pixel of any pixel of the box lies inside it), at the box's cost — on a
+    4096² photo a full transform takes 48 ms."""
+    h, w = mask.shape
+    t, l, b, r = mask_bbox(mask)
+    t, l, b, r = max(0, min(t, box[0])), max(0, min(l, box[1])), min(h, max(b, box[2])), min(w, max(r, box[3]))
+    return distance_to(mask[t:b, l:r]), (t, l, b, r)
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from refalign.mask_ops import distance_to
+from refalign.mask_ops import distance_within
 from refalign.windows import mask_bbox
 
 #: The template: a square of ``CONTEXT ×`` the hole's longer side around it ...
@@ -61,15 +61,13 @@ def _template(pixels: np.ndarray, hole: np.ndarray, to_template: np.ndarray, n: 
     template pixels, edges replicated) and its mask: 255 where the image is known — inside it, farther than ``gap``
     image pixels from the hole — else 0."""
     tmpl = cv2.warpAffine(pixels, to_template[:2], (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    # the distances only where the template reads (its square in the image, 2 px more, and the hole): exact there,
-    # as every hole pixel is inside, and a fraction of a full-image transform on a large photo
+    # the distances only where the template reads: its square in the image and 2 px more
     corners = cv2.invertAffineTransform(to_template[:2]) @ np.float64([[0, n, 0, n], [0, 0, n, n], [1, 1, 1, 1]])
-    h, w = hole.shape
-    t, l, b, r = mask_bbox(hole)
-    t, l = max(0, min(t, int(np.floor(corners[1].min())) - 2)), max(0, min(l, int(np.floor(corners[0].min())) - 2))
-    b, r = min(h, max(b, int(np.ceil(corners[1].max())) + 2)), min(w, max(r, int(np.ceil(corners[0].max())) + 2))
+    read = (int(np.floor(corners[1].min())) - 2, int(np.floor(corners[0].min())) - 2,
+            int(np.ceil(corners[1].max())) + 2, int(np.ceil(corners[0].max())) + 2)
+    dist, (t, l, b, r) = distance_within(hole, read)
     known = np.zeros(hole.shape, np.uint8)
-    known[t:b, l:r][~(distance_to(hole[t:b, l:r]) <= gap)] = 255
+    known[t:b, l:r][~(dist <= gap)] = 255
     return tmpl, cv2.warpAffine(known, to_template[:2], (n, n), flags=cv2.INTER_NEAREST, borderValue=0)
 
 
