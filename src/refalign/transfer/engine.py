@@ -76,20 +76,21 @@ def register_with(image: np.ndarray, hole: np.ndarray, view: ReferenceView,
     ``m_star`` the region) also the area around it, the better-explaining model kept (the whole photo's only where
     it lands in the region); without one, ``M*``'s neighbourhood when the whole photo fails (module docstring).
     Returns the registration and whether it agrees with ``m_star`` (``None`` without one)."""
+    prior = m_star is not None and bool(m_star.any())
     reg = register_hole(image, hole, view.pixels, view.whole)
     if view.search is not None:
-        lands = reg.ok and m_star is not None and m_star.any() and lands_in(reg.matrix, hole, m_star)
+        lands = reg.ok and prior and lands_in(reg.matrix, hole, m_star)
         near = register_hole(image, hole, view.pixels, view.features, search=view.search)
         if lands and (not near.ok or reg.confidence > near.confidence):
             reg.reason += " (whole reference; lands in the region given)"
         else:
             reg = near
-    elif not reg.ok and m_star is not None and m_star.any():
+    elif not reg.ok and prior:
         near = _prior_search(m_star)
         retry = register_hole(image, hole, view.pixels, detect(view.pixels, near), search=near,
                               affine_fallback=False)
         if retry.ok:
             retry.reason += " (searched near the cross-attention map)"
             reg = retry
-    agreement = lands_in(reg.matrix, hole, m_star) if reg.ok and m_star is not None and m_star.any() else None
+    agreement = lands_in(reg.matrix, hole, m_star) if reg.ok and prior else None
     return reg, agreement
