@@ -5,6 +5,8 @@ Masks are ``(H, W)`` bool arrays, true = marked.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -57,16 +59,25 @@ def grabcut_foreground(image: np.ndarray, *, margin: float = 0.08, iterations: i
                        ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The object of a photo by GrabCut (Rother et al., 2004) initialised with a centred box ``margin`` inside each
     border, keeping the largest connected component of the (probable) foreground. Returns ``(mask, box)`` with
-    ``box = (x, y, w, h)`` the initial rectangle. Seeded (OpenCV's RNG), so the same photo gives the same mask;
-    run it on a small copy of the photo (callers resize)."""
+    ``box = (x, y, w, h)`` the initial rectangle. Seeded, so the same photo gives the same mask; run it on a small
+    copy of the photo (callers resize).
+
+    GrabCut's colour models start from k-means, which draws from OpenCV's random generator. That generator is
+    per thread, so the seed is set in a worker thread of its own: the caller's generator is left as it was."""
     h, w = image.shape[:2]
     rect = (int(w * margin), int(h * margin), max(1, int(w * (1 - 2 * margin))), max(1, int(h * (1 - 2 * margin))))
-    gc = np.zeros((h, w), np.uint8)
-    cv2.setRNGSeed(seed)
-    cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), gc, rect, np.zeros((1, 65)), np.zeros((1, 65)), iterations,
-                cv2.GC_INIT_WITH_RECT)
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        gc = worker.submit(_grabcut, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), rect, iterations, seed).result()
     mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n > 1:
         mask = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     return mask, rect
+
+
+def _grabcut(bgr: np.ndarray, rect: tuple[int, int, int, int], iterations: int, seed: int) -> np.ndarray:
+    """OpenCV's GrabCut labels of ``bgr`` from ``rect``, with this thread's generator seeded first."""
+    gc = np.zeros(bgr.shape[:2], np.uint8)
+    cv2.setRNGSeed(seed)
+    cv2.grabCut(bgr, gc, rect, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_RECT)
+    return gc
