@@ -146,6 +146,18 @@ def test_a_detected_mask_is_repaired_only_where_it_registers_unless_told_otherwi
     assert pipe.kwargs["unregistered"] is None
 
 
+def test_the_command_lines_detector_threshold_is_the_detectors_own():
+    """The options write the default again (importing the detector at start-up costs 0.3 s); they must agree."""
+    import typer.main
+
+    from refalign.detect import DETECT_Z
+
+    commands = typer.main.get_command(app).commands
+    defaults = {name: next(p.default for p in commands[name].params if p.name == param)
+                for name, param in (("refine", "detect_z"), ("detect", "z"))}
+    assert defaults == {"refine": DETECT_Z, "detect": DETECT_Z}
+
+
 def test_bench_detected_tables_detection_and_each_policy(tmp_path, dummy_checkpoint):
     """benchmarks/bench_detected.py: a pair the detector registers (a painted block it finds) and one it refuses
     (an unrelated reference); the table counts both and scores the found one under each policy."""

@@ -29,6 +29,17 @@ from refalign.transfer.colour import fit_colour
 from refalign.transfer.register import LocalRegistration, register_image
 
 WORK_SIDE = 512
+#: The detector's threshold (robust z-score; lower finds more). The command line writes it again as its options'
+#: default rather than import this module at start-up (0.3 s); a test keeps the two equal.
+DETECT_Z = 4.0
+#: ``refinement.unregistered`` for windows of a mask the detector proposed (``refalign refine`` without ``--mask``
+#: uses it unless ``--unregistered`` is given; pass it to the pipeline the same way): a detected region may be clean
+#: (a view change reads as disagreement), so only a window that registers — its damage then measured against the
+#: reference — is repaired. Measured by detecting, then refining, the development cases without their masks (138
+#: cases; detection refuses 69 and finds nothing on 13): on the 19 other-photo cases where it proposed a mask (5
+#: overlapping the artifact), ``auto`` left 15 images worse than the input (image PSNR 32.13 against 33.37), ``keep``
+#: 2 (33.27); on the 37 warp cases 40.36 against 40.40 (input 32.09). ``python benchmarks/bench_detected.py CASES``.
+DETECTED_UNREGISTERED = "keep"
 
 
 class DetectionError(RefalignError):
@@ -64,7 +75,7 @@ def detect_artifacts(
     reference: np.ndarray,
     *,
     reference_mask: np.ndarray | None = None,
-    z: float = 4.0,
+    z: float = DETECT_Z,
     floor: float = 12.0,
     shift_radius: int = 2,
     min_area: float = 2e-4,

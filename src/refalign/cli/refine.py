@@ -30,14 +30,6 @@ def default_output(image: Path) -> Path:
     return image.with_name(f"{image.stem}.refined.png")
 
 
-#: ``--unregistered`` for a mask the detector proposed, unless given: a detected region may be clean (a view change
-#: reads as disagreement), so only a window that registers — its damage then measured against the reference — is
-#: repaired. Measured by detecting, then refining, the development cases without their masks (138 cases; detection
-#: refuses 69 and finds nothing on 13): on the 19 other-photo cases where it proposed a mask (5 overlapping the
-#: artifact), ``auto`` left 15 images worse than the input (image PSNR 32.13 against 33.37), ``keep`` 2 (33.27);
-#: on the 37 warp cases 40.36 against 40.40 (input 32.09). ``python benchmarks/bench_detected.py CASES``.
-DETECTED_UNREGISTERED = "keep"
-
 
 def detected_mask_path(output: Path) -> Path:
     """Where a detected mask goes: ``<output stem>.mask.png`` beside the output."""
@@ -202,6 +194,8 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         detected = _detect_mask(image, reference, inputs.image, inputs.reference, obj, detect_z, mask_out)
         inputs = dataclasses.replace(inputs, mask=detected)
         if call["unregistered"] is None:
+            from refalign.detect import DETECTED_UNREGISTERED
+
             call = dict(call, unregistered=DETECTED_UNREGISTERED)
             typer.echo("a detected region is repaired only where it registers with the reference; the others are left "
                        "as they were (they may be clean) — --unregistered auto to repair them too")
