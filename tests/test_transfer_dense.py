@@ -7,7 +7,8 @@ from PIL import Image
 
 from conftest import DREAMBOOTH, textured_image
 
-from refalign.transfer.dense import refine_ecc, search_similarities
+from refalign.transfer.dense import (MAX_SEARCH_SIDE, MIN_TEMPLATE_SIDE, SCALES, TEMPLATE_SIDE, refine_ecc,
+                                     search_similarities, search_template_side)
 from refalign.transfer.flow import flow_correct
 from refalign.transfer.register import (SCORE_SIGMA, SCORE_SIDE, Candidate, choose, project, refined_by_ecc,
                                        register_direct, register_hole, score_sigma)
@@ -90,6 +91,38 @@ def test_direct_registration_accepts_the_right_view_and_refuses_an_unrelated_one
     assert "direct" in reg.best.name and _centre_error(reg.matrix, H) < 1.5
     other = register_direct(image, hole, textured_image(seed=9, size=320))
     assert not other.ok and other.reason
+
+
+def test_a_reference_with_three_times_the_pixels_is_searched_at_the_images_scale():
+    """A phone photo as the reference of a smaller generated image: the object is about three times larger in it.
+    Searched at the reference's own pixels, that scale lay outside the searched range: the best peak stopped at 2×
+    (ECC still recovers this smooth scene; on the 39 development warp cases with references three times larger the
+    direct search accepted 1 window, against 17 searched at the image's scale)."""
+    image, hole, ref, H = _damaged_pair()
+    big = cv2.resize(ref, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    H3 = np.diag([3.0, 3.0, 1.0]) @ H
+    (_, found), *_ = search_similarities(image, hole, big)
+    assert _centre_error(found, H3) < 3 * 12.0
+    scale = np.sqrt(abs(np.linalg.det(found[:2, :2])))
+    assert abs(np.log(scale / 3.45)) < np.log(SCALES[1] / SCALES[0])  # within a step of the scale grid (3 × 1.15)
+    reg = register_direct(image, hole, big)
+    assert reg.ok and _centre_error(reg.matrix, H3) < 3 * 1.5, reg.reason
+
+
+def test_the_search_reads_a_bounded_area_and_still_finds_a_small_hole():
+    assert search_template_side(240, 1000) == TEMPLATE_SIDE  # 1000 px at 72/240: 300 px, within the bound
+    assert search_template_side(120, 1000) == int(MAX_SEARCH_SIDE * 120 / 1000)  # 600 px at 72/120: shrunk
+    assert search_template_side(30, 4000) == MIN_TEMPLATE_SIDE
+    target = _smooth_scene(size=640)
+    ref, H = _similar_view(target)
+    hole = _hole(target.shape[:2], centre=(300, 320), r=16)  # its template window: 93 px; 640 px at 72/93 = 495
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    assert search_template_side(93, 640) < TEMPLATE_SIDE
+    (_, found), *_ = search_similarities(image, hole, ref)
+    assert _centre_error(found, H, xy=(300.0, 320.0)) < 16.0  # the grid: a few template pixels, now coarser
+    refined = refine_ecc(image, hole, ref, found, cv2.MOTION_HOMOGRAPHY)
+    assert refined is not None and _centre_error(refined, H, xy=(300.0, 320.0)) < 1.5
 
 
 def test_ecc_refines_feature_models_a_few_pixels_off_and_the_refinement_is_chosen():

@@ -7,8 +7,9 @@ say where the neighbourhood lies. Two classical steps, both OpenCV's:
 1. **masked template search** over similarity transforms: the square around the hole (the hole and a small gap
    excluded through the template's mask), shrunk to :data:`TEMPLATE_SIDE` pixels, rotated and scaled over
    :data:`ANGLES` × :data:`SCALES`, matched by normalised correlation (``cv2.matchTemplate``, ``TM_CCORR_NORMED``
-   with a mask) over the reference's search area shrunk by the same factor; the best peaks are candidate
-   similarities;
+   with a mask) over the reference's search area brought to the image's scale (the photos' longer sides made
+   equal: a reference photographed with three times the pixels most likely shows the object three times larger) and
+   shrunk by the same factor; the best peaks are candidate similarities;
 2. **ECC refinement** (Evangelidis & Psarakis 2008, ``cv2.findTransformECCWithMask``): each peak refined on the
    known pixels around the hole into an affine map and a homography at :data:`ECC_SIDE` pixels.
 
@@ -29,7 +30,7 @@ from refalign.windows import mask_bbox
 CONTEXT = 3.0
 #: ... shrunk (or enlarged) to this many pixels for the search.
 TEMPLATE_SIDE = 72
-#: Relative scales (reference / image) and rotations (degrees) searched.
+#: Relative scales (reference / image, once the photos' longer sides are equal) and rotations (degrees) searched.
 SCALES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 9))
 ANGLES = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
 #: Hole pixels grown by this (template pixels) are left out of the match (their edge blurs into the ring).
@@ -38,6 +39,12 @@ TEMPLATE_GAP = 2
 ROTATION_ROOM = 1.42
 #: Distinct peaks refined: the best ones at least a template's half side apart.
 PEAKS = 2
+#: The search reads the reference at most this many pixels wide: where it would be wider at the template's scale (a
+#: small hole against a large reference photo), both are shrunk further — the template to no fewer than
+#: :data:`MIN_TEMPLATE_SIDE` pixels — so the relative scales searched stay :data:`SCALES` and the cost stays bounded.
+#: Every development case reads less than 340 pixels.
+MAX_SEARCH_SIDE = 384
+MIN_TEMPLATE_SIDE = 32
 #: The side (pixels) of the template when ECC refines a peak, and its termination criteria.
 ECC_SIDE = 160
 ECC_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 80, 1e-5)
@@ -103,25 +110,36 @@ def _centred_in(scores: np.ndarray, centres: np.ndarray, side: int) -> np.ndarra
     return np.where(inside, scores, np.float32(-1.0)) if inside.any() else None
 
 
+def search_template_side(side: int, area_side: int) -> int:
+    """The template's side for a search of a window ``side`` pixels wide over a reference area ``area_side`` pixels
+    wide: :data:`TEMPLATE_SIDE`, or less where the area would then be wider than :data:`MAX_SEARCH_SIDE` (at
+    least :data:`MIN_TEMPLATE_SIDE`)."""
+    fits = int(MAX_SEARCH_SIDE * side / max(1, area_side))
+    return TEMPLATE_SIDE if fits >= TEMPLATE_SIDE else max(MIN_TEMPLATE_SIDE, fits)
+
+
 def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
                         search: np.ndarray | None = None) -> list[tuple[float, np.ndarray]]:
     """Step 1: ``(score, matrix)`` of the best :data:`PEAKS` distinct peaks of the masked template search, best
     first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity. ``search`` (reference-sized
     bool) is where the hole's match may lie; the template's context may reach past it (:func:`search_window`)."""
     top, left, side = template_window(hole)
-    f = TEMPLATE_SIDE / side
-    crop = _shift(-left, -top)
-    tmpl, tmask = _template(image, hole, _scaling(f) @ crop, TEMPLATE_SIDE, TEMPLATE_GAP / f)
+    r = max(image.shape[:2]) / max(reference.shape[:2])  # the reference seen at the image's scale
     (rt, rl, rb, rr), centres = search_window(reference.shape[:2], search,
-                                              int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2)))
-    size = (max(1, round((rr - rl) * f)), max(1, round((rb - rt) * f)))
-    area = cv2.resize(reference[rt:rb, rl:rr], size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+                                              int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2 / r)))
+    n = search_template_side(side, round(max(rb - rt, rr - rl) * r))
+    f = n / side
+    crop = _shift(-left, -top)
+    tmpl, tmask = _template(image, hole, _scaling(f) @ crop, n, TEMPLATE_GAP / f)
+    a = f * r  # reference pixels → search pixels
+    size = (max(1, round((rr - rl) * a)), max(1, round((rb - rt) * a)))
+    area = cv2.resize(reference[rt:rb, rl:rr], size, interpolation=cv2.INTER_AREA if a < 1 else cv2.INTER_CUBIC)
     if centres is not None:
         centres = cv2.resize(centres.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    centre = (TEMPLATE_SIDE - 1) / 2.0
+    centre = (n - 1) / 2.0
     peaks: list[tuple[float, np.ndarray, tuple[float, float]]] = []
     for scale in SCALES:
-        out_side = int(np.ceil(TEMPLATE_SIDE * scale * ROTATION_ROOM)) | 1
+        out_side = int(np.ceil(n * scale * ROTATION_ROOM)) | 1
         if out_side >= min(area.shape[:2]):
             continue
         for angle in ANGLES:
@@ -138,13 +156,13 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
                 if res is None:
                     continue
             _, score, _, (x, y) = cv2.minMaxLoc(res)
-            # image → template (f, crop) → rotated template (rot) → search area (x, y) → reference (1/f, offset)
-            m = _shift(rl, rt) @ _scaling(1.0 / f) @ _shift(x, y) @ np.vstack([rot, [0, 0, 1]]) @ _scaling(f) @ crop
-            peaks.append((float(score), m, (rl + (x + out_side / 2.0) / f, rt + (y + out_side / 2.0) / f)))
+            # image → template (f, crop) → rotated template (rot) → search area (x, y) → reference (1/a, offset)
+            m = _shift(rl, rt) @ _scaling(1.0 / a) @ _shift(x, y) @ np.vstack([rot, [0, 0, 1]]) @ _scaling(f) @ crop
+            peaks.append((float(score), m, (rl + (x + out_side / 2.0) / a, rt + (y + out_side / 2.0) / a)))
     peaks.sort(key=lambda p: -p[0])
     kept: list[tuple[float, np.ndarray, tuple[float, float]]] = []
     for p in peaks:
-        if all(np.hypot(p[2][0] - k[2][0], p[2][1] - k[2][1]) > side / 2.0 for k in kept):
+        if all(np.hypot(p[2][0] - k[2][0], p[2][1] - k[2][1]) > side / r / 2.0 for k in kept):
             kept.append(p)
         if len(kept) == PEAKS:
             break
