@@ -195,7 +195,8 @@ def test_accepted_conversions_run(files, dummy_checkpoint, convert):
     assert result.exit_code == 0, result.output
     out = files["image"].with_name(f"{files['image'].stem}.refined.png")
     refined = Image.open(out)
-    # an RGBA input keeps its alpha, unchanged, on a PNG output (issue 17); every other input gives RGB
-    assert refined.mode == ("RGBA" if convert is _rgba else "RGB") and refined.size == size
+    # an RGBA input keeps its alpha, unchanged, on a PNG output (issue 17); a grey one stays grey; others give RGB
+    grey = convert in (_gray16, _grayscale)
+    assert refined.mode == ("RGBA" if convert is _rgba else "L" if grey else "RGB") and refined.size == size
     if convert is _rgba:
         assert (np.asarray(refined.getchannel("A")) == 200).all()

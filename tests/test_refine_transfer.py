@@ -47,6 +47,25 @@ def test_a_registered_window_gets_the_references_pixels_inside_the_mask_only(dum
     assert out.alignment[0].path == "warp"  # the same correspondence feeds the alignment's report
 
 
+def test_a_greyscale_picture_is_repaired_in_grey_from_a_colour_reference(dummy_pipeline):
+    """Registered (the reference's pixels) and unregistered (the refiner, which paints colour): no colour comes into
+    a picture that had none, and the pixels a colour picture's repair leaves alone keep their values."""
+    from refalign.files import grey_rgb
+
+    truth, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    outs = []
+    for reference, source in ((ref, "reference"), (textured_image(seed=9), "model")):
+        coloured = pipe(art, mask, reference, seed=0, num_inference_steps=2)
+        out = pipe(grey_rgb(art), mask, reference, seed=0, num_inference_steps=2)
+        assert out.sources == coloured.sources == [source]
+        assert (out.image[..., 0] == out.image[..., 1]).all() and (out.image[..., 1] == out.image[..., 2]).all()
+        untouched = ~mask & (coloured.image == art).all(axis=2)
+        assert (out.image[untouched] == grey_rgb(art)[untouched]).all()
+        outs.append(out.image)
+    assert _psnr(outs[0], grey_rgb(truth), mask) > 25  # the reference's pixels, in grey
+
+
 def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pipeline):
     _, art, mask, _ = _artifact_case()
     other = textured_image(seed=9)

@@ -190,6 +190,19 @@ def load_object_mask(path: PathLike, image_shape: tuple[int, int], *, image_name
     return mask
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an ``(H, W, 3) uint8`` image is a greyscale picture: red, green and blue equal at every pixel."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def grey_rgb(image: np.ndarray) -> np.ndarray:
+    """The luminance of an ``(H, W, 3) uint8`` image (ITU-R BT.601, exactly PIL's conversion to ``"L"``) in all
+    three channels; a pixel that is grey already keeps its value."""
+    r, g, b = (image[..., k].astype(np.uint32) for k in range(3))
+    y = ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16).astype(np.uint8)  # weights sum to 65536
+    return np.repeat(y[..., None], 3, axis=2)
+
+
 def as_rgb(image: ImageLike) -> np.ndarray:
     """Accept a path, a PIL image or an array (``uint8`` or float in ``[0, 1]``) and return ``(H, W, 3) uint8``."""
     if isinstance(image, (str, os.PathLike)):

@@ -214,7 +214,8 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
     seconds = time.perf_counter() - start
 
     # 3. the outputs, written as one set
-    files = {output: with_alpha(out.image, alpha, output, image)}
+    refined = out.image[..., 0] if single_channel(image) else out.image  # a grey file is written grey
+    files = {output: with_alpha(refined, alpha, output, image)}
     if mask_out is not None:
         files[mask_out] = inputs.mask
     if save_correspondence is not None and out.correspondence is not None:
@@ -244,9 +245,18 @@ def read_alpha(path: Path) -> np.ndarray | None:
     return alpha if (alpha < 255).any() else None
 
 
+def single_channel(path: Path) -> bool:
+    """Whether an image file stores grey levels only (PIL modes ``1``, ``L``, ``LA``, ``I``, ``I;16``...): the
+    pipeline then refines it in grey, and its output is written in grey too."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.getbands() in (("1",), ("L",), ("L", "A"), ("I",), ("F",))
+
+
 def with_alpha(refined: np.ndarray, alpha: np.ndarray | None, output: Path, image: Path) -> np.ndarray:
-    """The refined RGB with the input's alpha put back (unchanged), when the output format can hold it; otherwise
-    the RGB, and one line saying the transparency was dropped."""
+    """The refined image (RGB, or grey ``(H, W)``) with the input's alpha put back (unchanged), when the output
+    format can hold it; otherwise the image, and one line saying the transparency was dropped."""
     if alpha is None:
         return refined
     if output.suffix.lower() not in ALPHA_SUFFIXES:

@@ -31,7 +31,7 @@ from PIL import Image
 import refalign.models.reference_encoder  # noqa: F401
 from refalign.checks import check_number, check_seed, check_steps, require_finite
 from refalign.errors import CheckpointError, InputError
-from refalign.files import as_mask, as_rgb, check_mask
+from refalign.files import as_mask, as_rgb, check_mask, grey_rgb, is_grey
 from refalign.fill import RADIUS, telea_fill
 from refalign.guidance import empty_guidance
 from refalign.models import codecs
@@ -289,7 +289,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         """Refine the masked artifacts of ``image`` from ``reference`` (paper §3.5: alignment, then refinement).
 
         Args:
-            image: ``(H, W, 3)`` array, PIL image or path — the image with artifacts ``I_a``.
+            image: ``(H, W, 3)`` array, PIL image or path — the image with artifacts ``I_a``. A greyscale picture
+                (red, green and blue equal everywhere) is refined from greyscale copies of the references and
+                comes back greyscale.
             mask: ``(H, W)`` mask (array, PIL or path; true/255 = artifact) ``M_a``; may hold several regions.
             reference: the reference photo ``I_r`` (array, PIL or path), or a list of several photos of the object:
                 each window then aligns with every one and is refined from the reference with the strongest, most
@@ -368,8 +370,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
             jobs.append(job)
         self.maybe_free_model_hooks()
 
-        # 6. Output
-        return self._output(result, jobs, inputs, output_type)
+        # 6. Output (a greyscale image stays greyscale: the refiner may paint colour)
+        return self._output(grey_rgb(result) if inputs.grey else result, jobs, inputs, output_type)
 
     def _settings(self, steps, guidance_scale, strength, masked_content, num_samples, generator, seed, callback,
                   tensor_inputs, unregistered=None, dense_flow=None) -> RefineSettings:
@@ -422,10 +424,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if mask is None:
             raise InputError("mask: missing; paint the artifact white (255) on black")
         mask = check_mask(as_mask(mask), image.shape[:2], name="mask")
-        references = [as_rgb(r) for r in references]
+        grey = is_grey(image)  # a greyscale picture is refined from greyscale copies of the references
+        references = [grey_rgb(as_rgb(r)) if grey else as_rgb(r) for r in references]
         reference_mask = _reference_side_mask("reference_mask", reference_mask, references[0])
         object_masks = [_reference_side_mask("object_mask", m, r) for m, r in zip(object_masks, references)]
-        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several)
+        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several, grey)
 
     def _window_job(self, plan: ZoomWindow, inputs: "CheckedInputs", run: RefineSettings,
                     strategy: WindowPaste | ResidualPaste, *, subtoken: bool | None, guided: bool) -> WindowJob:
@@ -750,6 +753,7 @@ class CheckedInputs:
     reference_mask: np.ndarray | None
     no_align: bool
     several: bool
+    grey: bool = False
     views: dict[int, ReferenceView] = field(default_factory=dict)
 
     def view(self, index: int) -> ReferenceView:
