@@ -125,6 +125,24 @@ def test_the_search_reads_a_bounded_area_and_still_finds_a_small_hole():
     assert refined is not None and _centre_error(refined, H, xy=(300.0, 320.0)) < 1.5
 
 
+def test_bench_direct_tables_the_direct_search_per_reference_scale(tmp_path):
+    """benchmarks/bench_direct.py on one warp case the direct search registers, its reference as given and 3x."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from refalign.eval.cases import write_case
+
+    image, hole, ref, H = _damaged_pair()
+    write_case(tmp_path / "cases" / "a", image=image, mask=hole, reference=ref, target=_smooth_scene(),
+               meta={"reference_kind": "warp", "artifact_kind": "blot", "homography": H.tolist()})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_direct.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--scales", "1", "3"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| 1x | 1 | 1 | 1 of 1 |" in proc.stdout and "| 3x | 1 | 1 | 1 of 1 |" in proc.stdout, proc.stdout
+
+
 def test_ecc_refines_feature_models_a_few_pixels_off_and_the_refinement_is_chosen():
     """Models fitted to a few features can be pixels off at the hole; ECC on the ring puts them back, and
     :func:`choose` keeps the refinement because it explains the ring better."""
