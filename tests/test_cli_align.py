@@ -54,6 +54,26 @@ def test_align_writes_mask_and_overlay(files, tmp_path, dummy_checkpoint, scene)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), m)
 
 
+@pytest.mark.parametrize("share, vague", [(0.9, True), (None, False)])
+def test_align_warns_when_mstar_is_many_times_the_artifact(files, tmp_path, monkeypatch, scene, share, vague):
+    """A large M* draws a large attention mass whatever its aim, so its confidence cannot say it is vague; its area
+    against the artifact's does."""
+    from types import SimpleNamespace
+
+    h, w = scene["reference"].shape[:2]
+    region = np.zeros((h, w), bool)
+    if share is None:  # the artifact's own size
+        region[: int(scene["mask"].sum() ** 0.5), : int(scene["mask"].sum() ** 0.5)] = True
+    else:
+        region[: int(h * share), :] = True
+    fake = SimpleNamespace(align=lambda *a, **k: SimpleNamespace(mask=region, score=0.9, step=0, layer=0,
+                                                                  path="cross-attention", path_reason=""))
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: fake)
+    res = runner.invoke(app, _args(files, "--output", str(tmp_path / "corr.png")))
+    assert res.exit_code == 0, res.output
+    assert ("a vague match" in res.output) is vague, res.output
+
+
 def test_align_validates_inputs_before_loading_the_model(files, tmp_path):
     bad = tmp_path / "small_mask.png"
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(bad)
@@ -109,3 +129,21 @@ def test_align_search_needs_ground_truth(tmp_path, scene):
     write_case(tmp_path / "cases" / "a", image=scene["image"], mask=scene["mask"], reference=scene["reference"])
     res = runner.invoke(app, ["align-search", str(tmp_path / "cases"), "--model", str(tmp_path / "none")])
     assert res.exit_code == 2 and "correspondence.png" in res.output
+
+
+def test_bench_mstar_size_tables_mstar_against_the_artifact(tmp_path, dummy_checkpoint, scene):
+    """benchmarks/bench_mstar_size.py on one warp case with its true match, with the dummy model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from refalign.eval.cases import write_case
+
+    write_case(tmp_path / "cases" / "a", image=scene["image"], mask=scene["mask"], reference=scene["reference"],
+               target=scene["image"], correspondence=np.roll(scene["mask"], (3, -2), axis=(0, 1)),
+               meta={"reference_kind": "warp", "artifact_kind": "blot"})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mstar_size.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--model", str(dummy_checkpoint)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| warp |" in proc.stdout and "IoU with the true match" in proc.stdout, proc.stdout

@@ -73,3 +73,14 @@ def test_paste_strategy_is_chosen_once_from_the_config():
     residual = paste_strategy(RefinementDefaults(paste_mode="residual", ramp=2.0, detail_transfer=True))
     assert isinstance(residual, ResidualPaste) and residual.needs_fill and residual.detail_transfer
     assert residual.ramp == 2.0 and not WindowPaste.needs_fill
+
+
+def test_area_ratio_measures_a_region_against_the_artifact_at_the_references_scale():
+    from refalign.pipelines.correspondence import area_ratio
+
+    artifact = np.zeros((100, 200), bool)
+    artifact[10:20, 10:20] = True  # 100 px in a 200-px-wide image
+    region = np.zeros((200, 400), bool)  # a reference with twice the pixels: the artifact would span 400 px there
+    region[:40, :30] = True
+    assert area_ratio(region, artifact) == pytest.approx(1200 / 400)
+    assert area_ratio(region, np.zeros((100, 200), bool)) == 1200.0  # an empty artifact counts as one pixel

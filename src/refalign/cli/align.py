@@ -75,11 +75,15 @@ def align(
     generator = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
     out = pipe.align(inputs.image, inputs.mask, inputs.reference, step=step, layer=layer,
                      object_mask=inputs.reference_mask, generator=generator, subtoken=subtoken)
+    from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, area_ratio
+
+    ratio = area_ratio(out.mask, inputs.mask)
     files = {output: out.mask}
     if overlay is not None:
         from refalign.demo.visuals import correspondence_picture
 
-        files[overlay] = correspondence_picture(inputs.reference, out.mask, out.score, out.path)
+        how = f"{out.path}, {ratio:.1f}x the artifact's area" + (", vague" if ratio >= VAGUE_AREA_RATIO else "")
+        files[overlay] = correspondence_picture(inputs.reference, out.mask, out.score, how)
     write_outputs(files)  # one set: the correspondence and its picture, or neither
     allow_quick_exit()
     path = f", {out.path}: {out.path_reason}" if out.path_reason else ""
@@ -87,6 +91,10 @@ def align(
                f"{out.score:.3f}{path})")
     if not out.mask.any():
         typer.echo("warning: the correspondence map was flat; the mask is empty", err=True)
+    elif ratio >= VAGUE_AREA_RATIO:
+        typer.echo(f"warning: M* covers {ratio:.0f}x the artifact's area (at the reference's scale): a vague match, "
+                   "at best a small part of it is the artifact's; paint the matching region and pass it to refine "
+                   "as --reference-mask", err=True)
 
 
 @handle_errors

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from refalign.pipelines.alignment import AlignmentOutput
-from refalign.pipelines.correspondence import Correspondence
+from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence, area_ratio
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
 from refalign.transfer.flow import FlowCorrection
 from refalign.transfer.synthesis import Synthesis
@@ -123,7 +123,7 @@ class WindowJob:
             return f"{where}: {how} — registered ({corr.registration}; confidence {corr.confidence:.2f})"
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
         if self.source.startswith("synthesis"):
-            how = f"synthesised from {_region_name(corr)} in {self.synthesis.levels} level(s)"
+            how = f"synthesised from {_region_name(corr, self.mask)} in {self.synthesis.levels} level(s)"
             how += ", guided by its own pixels" if self.synthesis.guided else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
             return f"{where}: {how} (no geometric model fits: {why}) — --unregistered keep to leave it as it was"
@@ -156,9 +156,12 @@ class WindowJob:
         return self.correspondence.region if self.correspondence is not None else None
 
 
-def _region_name(corr: Correspondence) -> str:
-    """The reference region a synthesis used, in the user's words."""
+def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
+    """The reference region a synthesis used, in the user's words; ``M*``'s size against the ``artifact``'s, and
+    whether that makes it a vague match (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`)."""
     n = int(corr.region.sum())
     if corr.path == "user":
         return f"your --reference-mask region ({n} px)"
-    return f"the alignment's matching region M* ({n} px)"
+    ratio = area_ratio(corr.region, artifact)
+    vague = ", a vague match" if ratio >= VAGUE_AREA_RATIO else ""
+    return f"the alignment's matching region M* ({n} px, {ratio:.1f}x the artifact's area{vague})"
