@@ -77,6 +77,13 @@ class ModelFrame:
         return window_to_source(self.window, self.resolution if size is None else size)
 
 
+def photo_scale(image_hw: tuple[int, ...], reference_hw: tuple[int, ...]) -> float:
+    """How many reference pixels one image pixel spans when both photos frame the object alike: the ratio of their
+    longer sides (a reference photographed with three times the pixels most likely shows the object three times
+    larger)."""
+    return max(reference_hw[:2]) / max(image_hw[:2])
+
+
 def mask_bbox(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int]:
     """``(top, left, bottom, right)`` of the true pixels of ``mask`` (bottom/right exclusive), grown by ``margin``
     pixels on every side and clipped to the mask. From the rows and columns that hold any: 20× faster than listing

@@ -31,7 +31,7 @@ from refalign.pipelines.subtoken import decide, match_artifact
 from refalign.registration import local_area_scale
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import LocalRegistration
-from refalign.windows import ModelFrame
+from refalign.windows import ModelFrame, photo_scale
 
 #: Margin of the guidance's valid region around the registered artifact, in model pixels beyond the inpainting
 #: dilation: the valid region covers everything that is repainted.
@@ -48,8 +48,8 @@ VAGUE_AREA_RATIO = 10.0
 
 def area_ratio(region: np.ndarray, artifact: np.ndarray) -> float:
     """How many times the artifact's area a region of the reference covers: ``region`` (reference-sized bool) over
-    ``artifact`` (image-sized bool) brought to the reference's scale by the photos' longer sides."""
-    scale = max(region.shape[:2]) / max(artifact.shape[:2])
+    ``artifact`` (image-sized bool) brought to the reference's scale (:func:`~refalign.windows.photo_scale`)."""
+    scale = photo_scale(artifact.shape, region.shape)
     return float(region.sum()) / max(1.0, float(artifact.sum()) * scale * scale)
 
 

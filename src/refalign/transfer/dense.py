@@ -7,9 +7,8 @@ say where the neighbourhood lies. Two classical steps, both OpenCV's:
 1. **masked template search** over similarity transforms: the square around the hole (the hole and a small gap
    excluded through the template's mask), shrunk to :data:`TEMPLATE_SIDE` pixels, rotated and scaled over
    :data:`ANGLES` × :data:`SCALES`, matched by normalised correlation (``cv2.matchTemplate``, ``TM_CCORR_NORMED``
-   with a mask) over the reference's search area brought to the image's scale (the photos' longer sides made
-   equal: a reference photographed with three times the pixels most likely shows the object three times larger) and
-   shrunk by the same factor; the best peaks are candidate similarities;
+   with a mask) over the reference's search area brought to the image's scale (:func:`~refalign.windows.photo_scale`)
+   and shrunk by the same factor; the best peaks are candidate similarities;
 2. **ECC refinement** (Evangelidis & Psarakis 2008, ``cv2.findTransformECCWithMask``): each peak refined on the
    known pixels around the hole into an affine map and a homography at :data:`ECC_SIDE` pixels.
 
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 from refalign.mask_ops import distance_within
-from refalign.windows import mask_bbox
+from refalign.windows import mask_bbox, photo_scale
 
 #: The template: a square of ``CONTEXT ×`` the hole's longer side around it ...
 CONTEXT = 3.0
@@ -124,7 +123,7 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
     first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity. ``search`` (reference-sized
     bool) is where the hole's match may lie; the template's context may reach past it (:func:`search_window`)."""
     top, left, side = template_window(hole)
-    r = max(image.shape[:2]) / max(reference.shape[:2])  # the reference seen at the image's scale
+    r = 1.0 / photo_scale(image.shape, reference.shape)  # the reference seen at the image's scale
     (rt, rl, rb, rr), centres = search_window(reference.shape[:2], search,
                                               int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2 / r)))
     n = search_template_side(side, round(max(rb - rt, rr - rl) * r))
