@@ -30,7 +30,6 @@ def default_output(image: Path) -> Path:
     return image.with_name(f"{image.stem}.refined.png")
 
 
-
 def detected_mask_path(output: Path) -> Path:
     """Where a detected mask goes: ``<output stem>.mask.png`` beside the output."""
     return output.with_name(f"{output.stem}.mask.png")
