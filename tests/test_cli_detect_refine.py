@@ -86,6 +86,25 @@ def test_unregistrable_reference_asks_for_mask_and_writes_nothing(files, monkeyp
     assert _listing(files["image"].parent) == before
 
 
+def test_detection_tries_the_next_reference_when_one_does_not_register(files, monkeypatch, tmp_path):
+    """With several references the first that registers proposes the mask; when none does, each one's reason is
+    given."""
+    pipe = _RecordingPipe()
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pipe)
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((320, 320, 3), 128, np.uint8)).save(flat)  # no features: cannot register
+    args = ["refine", str(files["image"]), "-r", str(flat), "-r", str(files["reference"]), "--steps", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "by registering with" in result.output and "ref.png (after 1 that did not register" in result.output
+    assert (np.asarray(Image.open(tmp_path / "img.refined.mask.png")) > 127)[BLOCK].any()
+    before = _listing(tmp_path)
+    result = runner.invoke(app, ["refine", str(files["image"]), "-r", str(flat), "-r", str(flat), "-o",
+                                 str(tmp_path / "b.png")])
+    _assert_user_error(result, "--mask", "detection failed with any of the 2 references", "flat.png: cannot register")
+    assert _listing(tmp_path) == before
+
+
 def test_nothing_found_asks_for_mask(files, monkeypatch):
     _no_model(monkeypatch)
     image, _, _ = textured_warp_pair()

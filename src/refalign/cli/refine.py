@@ -1,8 +1,8 @@
 """``refalign refine``: both stages (paper §3.5) on one image, or on a folder of cases with ``--cases``.
 
 Every input and output path is checked before the model loads (DESIGN §5). Without ``--mask`` the artifact mask is
-proposed by :func:`refalign.detect.detect_artifacts` (registration with the first reference) and saved beside the
-output; when nothing is found the command refuses and asks for ``--mask``. Batch mode runs unchanged under
+proposed by :func:`refalign.detect.detect_artifacts` (registration with the first reference that registers) and saved
+beside the output; when nothing is found the command refuses and asks for ``--mask``. Batch mode runs unchanged under
 ``accelerate launch --num_processes N -m refalign.cli refine --cases DIR``, each process taking its share.
 """
 
@@ -40,8 +40,8 @@ def refine(
     image: Optional[Path] = typer.Argument(None, help="Image with artifacts (PNG or JPEG).", show_default=False),
     mask: Optional[Path] = typer.Option(
         None, "--mask", help="Artifact mask: white (255) = artifact, same size. Without it the mask is detected by "
-        "registering IMAGE with the (first) --reference and saved as OUTPUT-STEM.mask.png; when nothing is found "
-        "the command stops and asks for --mask."
+        "registering IMAGE with the --reference photos in order (the first that registers) and saved as "
+        "OUTPUT-STEM.mask.png; when none registers or nothing is found the command stops and asks for --mask."
     ),
     reference: Optional[List[Path]] = typer.Option(
         None, "--reference", "-r", metavar="PATH", help="Reference photo of the object; repeat it to give several "
@@ -190,7 +190,9 @@ def _refine_one(image, mask, reference, output, reference_mask, object_mask, sav
         check_writable(folder)
     alpha = read_alpha(image)
     if mask_out is not None:  # detection is cheap and can refuse: it runs before the model loads
-        detected = _detect_mask(image, reference, inputs.image, inputs.reference, obj, detect_z, mask_out)
+        candidates = [(reference[0], inputs.reference, obj)]
+        candidates += [(path, r.image, r.object_mask) for path, r in zip(reference[1:], extra)]
+        detected = _detect_mask(image, candidates, inputs.image, detect_z, mask_out)
         inputs = dataclasses.replace(inputs, mask=detected)
         if call["unregistered"] is None:
             from refalign.detect import DETECTED_UNREGISTERED
@@ -265,30 +267,32 @@ def with_alpha(refined: np.ndarray, alpha: np.ndarray | None, output: Path, imag
     return np.dstack([refined, alpha])
 
 
-def _detect_mask(image_path, references, image, reference, object_mask, z, mask_out):
-    """Propose the artifact mask by registering the image with the first reference; refuse (one line asking for
-    --mask) when registration fails or nothing disagrees."""
+def _detect_mask(image_path, candidates, image, z, mask_out):
+    """Propose the artifact mask by registering the image with the references in the order given
+    (``candidates``: ``(path, pixels, object mask)``), the first that registers deciding; refuse (one line asking
+    for --mask) when none registers or the one that does finds nothing."""
     from refalign.detect import DetectionError, detect_artifacts
 
-    which = str(references[0])
-    first = f"the first of {len(references)} references; " if len(references) > 1 else ""
     fix = "paint the artifact white (255) on black and pass it as --mask"
-    try:
-        det = detect_artifacts(image, reference, reference_mask=object_mask, z=z)
-    except DetectionError as exc:
-        why = str(exc).split("; paint")[0]  # the detector's own advice is replaced by the CLI's
-        raise InputError(
-            f"{image_path}: no --mask given and detection with {which} failed ({first}{why}); {fix}"
-        ) from None
-    reg = det.registration
-    if not det.mask.any():
-        raise InputError(f"{image_path}: no --mask given and detection with {which} found no artifact ({first}"
-                         f"registration {reg.reason}, {reg.num_inliers} inliers); lower --detect-z, or {fix}")
-    share = 100.0 * det.mask.mean()
-    typer.echo(f"no --mask given: detected {det.num_regions} artifact region(s) covering {share:.2f}% of the image by "
-               f"registering with {which} ({first}{reg.num_inliers} inliers); refining with it, mask saved with the "
-               f"result as {mask_out}")
-    return det.mask
+    failed = []
+    for path, reference, object_mask in candidates:
+        try:
+            det = detect_artifacts(image, reference, reference_mask=object_mask, z=z)
+        except DetectionError as exc:
+            failed.append(f"{path}: {str(exc).split('; paint')[0]}")  # the CLI gives its own advice
+            continue
+        tried = f"after {len(failed)} that did not register; " if failed else ""
+        reg = det.registration
+        if not det.mask.any():
+            raise InputError(f"{image_path}: no --mask given and detection with {path} found no artifact ({tried}"
+                             f"registration {reg.reason}, {reg.num_inliers} inliers); lower --detect-z, or {fix}")
+        share = 100.0 * det.mask.mean()
+        typer.echo(f"no --mask given: detected {det.num_regions} artifact region(s) covering {share:.2f}% of the image "
+                   f"by registering with {path} ({tried}{reg.num_inliers} inliers); mask saved with the result as "
+                   f"{mask_out}")
+        return det.mask
+    which = "the reference" if len(failed) == 1 else f"any of the {len(failed)} references"
+    raise InputError(f"{image_path}: no --mask given and detection failed with {which} ({'; '.join(failed)}); {fix}")
 
 
 def _per_reference(path: Path, index: int) -> Path:
