@@ -64,6 +64,10 @@ def test_a_greyscale_picture_is_repaired_in_grey_from_a_colour_reference(dummy_p
         assert (out.image[untouched] == grey_rgb(art)[untouched]).all()
         outs.append(out.image)
     assert _psnr(outs[0], grey_rgb(truth), mask) > 25  # the reference's pixels, in grey
+    # the alignment stage alone reads the same grey copy of the reference
+    other = textured_image(seed=9)
+    alone, grey_ref = pipe.align(grey_rgb(art), mask, other), pipe.align(grey_rgb(art), mask, grey_rgb(other))
+    assert np.array_equal(alone.mask, grey_ref.mask) and alone.score == grey_ref.score
 
 
 def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pipeline):
