@@ -203,6 +203,13 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(y[..., None], 3, axis=2)
 
 
+def references_like(image: np.ndarray, references: list) -> list[np.ndarray]:
+    """``references`` (paths, PIL images or arrays) as ``(H, W, 3) uint8`` arrays, in grey (:func:`grey_rgb`) when
+    ``image`` is a greyscale picture (:func:`is_grey`): a grey picture is repaired from grey references."""
+    grey = is_grey(image)
+    return [grey_rgb(as_rgb(r)) if grey else as_rgb(r) for r in references]
+
+
 def as_rgb(image: ImageLike) -> np.ndarray:
     """Accept a path, a PIL image or an array (``uint8`` or float in ``[0, 1]``) and return ``(H, W, 3) uint8``."""
     if isinstance(image, (str, os.PathLike)):

@@ -31,7 +31,7 @@ from PIL import Image
 import refalign.models.reference_encoder  # noqa: F401
 from refalign.checks import check_number, check_seed, check_steps, require_finite
 from refalign.errors import CheckpointError, InputError
-from refalign.files import as_mask, as_rgb, check_mask, grey_rgb, is_grey
+from refalign.files import as_mask, as_rgb, check_mask, grey_rgb, is_grey, references_like
 from refalign.fill import RADIUS, telea_fill
 from refalign.guidance import empty_guidance
 from refalign.models import codecs
@@ -424,11 +424,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if mask is None:
             raise InputError("mask: missing; paint the artifact white (255) on black")
         mask = check_mask(as_mask(mask), image.shape[:2], name="mask")
-        grey = is_grey(image)  # a greyscale picture is refined from greyscale copies of the references
-        references = [grey_rgb(as_rgb(r)) if grey else as_rgb(r) for r in references]
+        references = references_like(image, references)  # grey copies for a greyscale picture
         reference_mask = _reference_side_mask("reference_mask", reference_mask, references[0])
         object_masks = [_reference_side_mask("object_mask", m, r) for m, r in zip(object_masks, references)]
-        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several, grey)
+        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several,
+                             is_grey(image))
 
     def _window_job(self, plan: ZoomWindow, inputs: "CheckedInputs", run: RefineSettings,
                     strategy: WindowPaste | ResidualPaste, *, subtoken: bool | None, guided: bool) -> WindowJob:
