@@ -79,7 +79,13 @@ def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pi
     assert "no reliable correspondence" in out.reports[0] and "refined by the model instead" in out.reports[0]
     kept = pipe(art, mask, other, seed=0, num_inference_steps=2, unregistered="keep")
     assert kept.sources == ["kept"] and (kept.image == art).all()
-    assert "left as it was" in kept.reports[0] and "--reference-mask" in kept.reports[0]
+    assert "left as it was" in kept.reports[0] and "paint the matching region with --reference-mask" in kept.reports[0]
+    # told where to look already, the user is not told to paint the region again
+    region = np.zeros(other.shape[:2], bool)
+    region[100:200, 120:220] = True
+    told = pipe(art, mask, other, region, seed=0, num_inference_steps=2, unregistered="keep")
+    assert told.sources == ["kept"] and "paint the matching region" not in told.reports[0]
+    assert "your --reference-mask region does not explain it either" in told.reports[0], told.reports[0]
     assert _set(pipe, "refinement.unregistered=keep")(art, mask, other, seed=0).sources == ["kept"]
     with pytest.raises(InputError, match="unregistered"):
         pipe(art, mask, other, unregistered="fill")

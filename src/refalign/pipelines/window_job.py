@@ -22,6 +22,10 @@ from refalign.transfer.synthesis import Synthesis
 from refalign.windows import ModelFrame, Window
 
 
+#: The hint that keeps a window as it was.
+KEEP_HINT = "--unregistered keep to leave it as it was"
+
+
 @dataclass(frozen=True)
 class RefineSettings:
     """The sampling settings of one pipeline call (the call's arguments over ``refalign.json``'s defaults)."""
@@ -126,23 +130,24 @@ class WindowJob:
             how = f"synthesised from {_region_name(corr, self.mask)} in {self.synthesis.levels} level(s)"
             how += ", guided by its own pixels" if self.synthesis.guided else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
-            return f"{where}: {how} (no geometric model fits: {why}) — --unregistered keep to leave it as it was"
+            return f"{where}: {how} (no geometric model fits: {why}) — {KEEP_HINT}"
         if self.fallback:
-            return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — paint the matching "
-                    "region with --reference-mask, or --unregistered keep to leave it as it was")
+            return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — "
+                    f"{_hints(corr, KEEP_HINT)}")
         if self.source == "recoloured" and corr is not None and corr.matrix is not None:
             return (f"{where}: its own pixels recoloured to their surroundings, which they continue better than the "
                     f"registered reference's pixels do (registered: {corr.registration}; confidence "
                     f"{corr.confidence:.2f}) — --unregistered keep to paste the reference's pixels instead")
         if self.source == "recoloured":
             return (f"{where}: its own pixels recoloured to their surroundings (no reliable correspondence in the "
-                    f"reference: {why}) — --unregistered keep to leave it as it was")
+                    f"reference: {why}) — {KEEP_HINT}")
         if self.source == "kept":
-            return (f"{where}: no reliable correspondence in the reference ({why}); region left as it was — paint "
-                    "the matching region with --reference-mask")
+            hint = _hints(corr) or ("your --reference-mask region does not explain it either; --unregistered "
+                                    "synthesize rebuilds its texture (not print or letters) from that region")
+            return f"{where}: no reliable correspondence in the reference ({why}); region left as it was — {hint}"
         if corr is not None and corr.fit is not None and corr.matrix is None:
             return (f"{where}: no reliable correspondence in the reference ({why}); refined by the model instead — "
-                    "paint the matching region with --reference-mask, or --unregistered keep to leave it as it was")
+                    f"{_hints(corr, KEEP_HINT)}")
         conf = corr.confidence if corr is not None else 0.0
         return f"{where}: refined by the model (registration: {why}; confidence {conf:.2f})"
 
@@ -154,6 +159,13 @@ class WindowJob:
     def region(self) -> np.ndarray | None:
         """The reference region the refinement is conditioned on (``None``: the whole reference)."""
         return self.correspondence.region if self.correspondence is not None else None
+
+
+def _hints(corr: Correspondence | None, *more: str) -> str:
+    """What the user can do, joined by "or": paint the matching region with ``--reference-mask`` — unless the
+    window's correspondence is that region already — then ``more``."""
+    paint = () if corr is not None and corr.path == "user" else ("paint the matching region with --reference-mask",)
+    return ", or ".join(paint + more)
 
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
