@@ -123,14 +123,14 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
     first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity. ``search`` (reference-sized
     bool) is where the hole's match may lie; the template's context may reach past it (:func:`search_window`)."""
     top, left, side = template_window(hole)
-    r = 1.0 / photo_scale(image.shape, reference.shape)  # the reference seen at the image's scale
+    s = photo_scale(image.shape, reference.shape)  # reference pixels per image pixel
     (rt, rl, rb, rr), centres = search_window(reference.shape[:2], search,
-                                              int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2 / r)))
-    n = search_template_side(side, round(max(rb - rt, rr - rl) * r))
+                                              int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2 * s)))
+    n = search_template_side(side, round(max(rb - rt, rr - rl) / s))
     f = n / side
     crop = _shift(-left, -top)
     tmpl, tmask = _template(image, hole, _scaling(f) @ crop, n, TEMPLATE_GAP / f)
-    a = f * r  # reference pixels → search pixels
+    a = f / s  # reference pixels → search pixels
     size = (max(1, round((rr - rl) * a)), max(1, round((rb - rt) * a)))
     area = cv2.resize(reference[rt:rb, rl:rr], size, interpolation=cv2.INTER_AREA if a < 1 else cv2.INTER_CUBIC)
     if centres is not None:
@@ -161,7 +161,7 @@ def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarr
     peaks.sort(key=lambda p: -p[0])
     kept: list[tuple[float, np.ndarray, tuple[float, float]]] = []
     for p in peaks:
-        if all(np.hypot(p[2][0] - k[2][0], p[2][1] - k[2][1]) > side / r / 2.0 for k in kept):
+        if all(np.hypot(p[2][0] - k[2][0], p[2][1] - k[2][1]) > side * s / 2.0 for k in kept):
             kept.append(p)
         if len(kept) == PEAKS:
             break
