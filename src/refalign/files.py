@@ -203,10 +203,10 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(y[..., None], 3, axis=2)
 
 
-def references_like(image: np.ndarray, references: list) -> list[np.ndarray]:
+def references_like(references: list, grey: bool) -> list[np.ndarray]:
     """``references`` (paths, PIL images or arrays) as ``(H, W, 3) uint8`` arrays, in grey (:func:`grey_rgb`) when
-    ``image`` is a greyscale picture (:func:`is_grey`): a grey picture is repaired from grey references."""
-    grey = is_grey(image)
+    the picture they repair is greyscale (``grey``, :func:`is_grey` of it): a grey picture is repaired from grey
+    references."""
     return [grey_rgb(as_rgb(r)) if grey else as_rgb(r) for r in references]
 
 

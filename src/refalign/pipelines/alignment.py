@@ -40,7 +40,7 @@ from refalign.attention import (
 )
 from refalign.attention.postprocess import PostprocessResult, upsample_soft
 from refalign.errors import InputError
-from refalign.files import as_mask, as_rgb, check_mask, references_like
+from refalign.files import as_mask, as_rgb, check_mask, is_grey, references_like
 from refalign.fill import GREY
 from refalign.models.unet import cross_attention_layer_names
 from refalign.pipelines.correspondence import Correspondence, find_correspondence
@@ -174,7 +174,7 @@ def check_alignment_inputs(image, mask, reference, object_mask=None):
     greyscale image gets a greyscale copy of the reference, as the refine path gives it."""
     image = as_rgb(image)
     mask = check_mask(as_mask(mask), image.shape[:2], name="mask", image_name="image")
-    (reference,) = references_like(image, [reference])
+    (reference,) = references_like([reference], is_grey(image))
     return image, mask, reference, _check_object_mask(object_mask, reference)
 
 

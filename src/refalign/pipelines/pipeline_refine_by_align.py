@@ -424,11 +424,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if mask is None:
             raise InputError("mask: missing; paint the artifact white (255) on black")
         mask = check_mask(as_mask(mask), image.shape[:2], name="mask")
-        references = references_like(image, references)  # grey copies for a greyscale picture
+        grey = is_grey(image)
+        references = references_like(references, grey)  # grey copies for a greyscale picture
         reference_mask = _reference_side_mask("reference_mask", reference_mask, references[0])
         object_masks = [_reference_side_mask("object_mask", m, r) for m, r in zip(object_masks, references)]
-        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several,
-                             is_grey(image))
+        return CheckedInputs(image, mask, references, object_masks, reference_mask, no_align, several, grey)
 
     def _window_job(self, plan: ZoomWindow, inputs: "CheckedInputs", run: RefineSettings,
                     strategy: WindowPaste | ResidualPaste, *, subtoken: bool | None, guided: bool) -> WindowJob:
