@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="checkpoint folder (default: the shipped model)")
     ap.add_argument("--limit", type=int, default=0)
     args = ap.parse_args()
-    pipe = RefineByAlignPipeline.from_pretrained(args.model) if args.model else RefineByAlignPipeline.from_pretrained()
+    pipe = RefineByAlignPipeline.from_pretrained(args.model)  # None: the shipped model
     report([measure(pipe, case) for case in cases_with_truth(args.cases, args.limit)])
 
 
