@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 
 from refalign.transfer.colour import (
-    ColourFit, _nearest, _neighbourhoods, balance_weights, correct_on_pairs, fit_colour, fit_quantiles, offset_field,
+    ColourFit, ColourLut, _nearest, _neighbourhoods, balance_weights, correct_on_pairs, fit_colour, fit_lut,
+    fit_quantiles, offset_field,
 )
 
 
@@ -196,3 +197,74 @@ def test_correct_on_pairs_is_dropped_when_it_does_not_predict_the_other_fold():
     _, target, _, _ = _misregistered(src)
     mapped = fit_quantiles(src[where], target[where]).apply(src)
     assert correct_on_pairs(mapped, target, where, valid, folds=folds) is not None
+
+
+def _one_colour_wrong(src):
+    """The image's view of ``src``: the same colours, except the dark neutral ones, which turn red — what per-channel
+    maps bent by another colour do to a shadow, and what no per-channel or affine map of ``src`` can express."""
+    grey = src.mean(-1)
+    dark = np.clip((90.0 - grey) / 30.0, 0, 1)[..., None] * (np.abs(src - grey[..., None]).max(-1) < 25)[..., None]
+    return np.clip(src + dark * np.float32([45, -10, -10]), 0, 255)
+
+
+def _patchwork(seed):
+    """Flat patches of a few colours, a dark neutral one among them."""
+    rng = np.random.default_rng(seed)
+    palette = np.float32([[40, 40, 42], [200, 60, 50], [60, 150, 200], [230, 230, 225], [120, 180, 90]])
+    return cv2.resize(palette[rng.integers(0, len(palette), (8, 8))], (64, 64), interpolation=cv2.INTER_NEAREST)
+
+
+def test_fit_lut_corrects_one_colour_and_leaves_the_others():
+    src = _patchwork(0)
+    target = _one_colour_wrong(src)
+    where = np.ones(src.shape[:2], bool)
+    lut = fit_lut(src[where], target[where])
+    assert isinstance(lut, ColourLut) and lut.num_pairs == where.sum()
+    dark = src[..., 0] < 60
+    assert _error(src, target, dark) > 20 and _error(lut.apply(src), target, dark) < 5
+    assert _error(lut.apply(src), target, ~dark) < 1.5  # the colours that were right stay right
+    assert lut.apply(src[:2, :2]).shape == (2, 2, 3) and lut.apply(src).dtype == np.float32
+
+
+def test_fit_lut_leaves_colours_it_never_saw_alone():
+    """A correction learned on dark pixels only does not reach a bright colour far from them (no extrapolation)."""
+    rng = np.random.default_rng(0)
+    src = rng.uniform(20, 60, (500, 3))
+    lut = fit_lut(src, src + 30.0)
+    assert np.abs(lut.apply(src) - (src + 30)).mean() < 3.0
+    far = np.float32([[240, 240, 240], [250, 30, 200]])
+    assert np.abs(lut.apply(far) - far).max() < 0.5
+
+
+def test_correct_on_pairs_with_fit_lut_through_a_misregistration_and_its_cross_validation():
+    """The dark colour gone red, seen a pixel off: the colour-space correction on shift-tolerant pairs fixes it and
+    is kept by cross-validation; where the two halves of the ring disagree about that colour, it is dropped."""
+    src = _patchwork(1)
+    truth = _one_colour_wrong(src)
+    target = np.roll(truth, 1, axis=1)
+    where = np.zeros(src.shape[:2], bool)
+    where[2:-2, 2:-2] = True
+    valid = np.ones(src.shape[:2], bool)
+    folds = (np.nonzero(where)[1] >= 32).astype(int)
+    lut = correct_on_pairs(src, target, where, valid, folds=folds, fit=fit_lut)
+    assert isinstance(lut, ColourLut)
+    dark = where & (src[..., 0] < 60)
+    assert _error(lut.apply(src), truth, dark) < 0.3 * _error(src, truth, dark)
+    disagree = truth.copy()
+    disagree[:, 32:] = src[:, 32:]  # the right half keeps the dark colour as it was
+    assert correct_on_pairs(src, disagree, where, valid, folds=folds, fit=fit_lut) is None
+
+
+def test_fit_lut_is_not_moved_by_a_minority_of_pairs_matched_across_an_edge():
+    """A white border seen a little off: most of its pairs are right, a fifth pair it with the red fabric beside it.
+    The robust refit leaves white alone; the plain local mean would turn it pink."""
+    rng = np.random.default_rng(4)
+    white = np.clip(rng.normal(235, 3, (400, 3)), 0, 255)
+    red = np.clip(rng.normal((150, 30, 40), 3, (400, 3)), 0, 255)
+    target = np.concatenate([white, red])
+    source = target.copy()
+    target[:80] = red[:80]  # a fifth of the white pairs land on the fabric
+    robust, plain = fit_lut(source, target), fit_lut(source, target, steps=0)
+    probe = np.float32([[235, 235, 235]])
+    assert np.abs(robust.apply(probe) - probe).max() < 3.0
+    assert np.abs(plain.apply(probe) - probe).max() > 15.0

@@ -188,8 +188,35 @@ def test_the_paste_carries_a_saturation_change_the_ring_shows():
     assert psnr[True] > psnr[False] + 2.0, psnr
 
 
-def _paste_psnr(image, target, hole, ref, score, H):
-    src, valid, box = transfer_source(image, hole, ref, H, score.colour)
+def test_the_paste_corrects_one_colour_the_reference_shows_differently(monkeypatch):
+    """The reference shows the object's dark grey patches reddish (as a material whose colour changes with the view
+    bends the per-channel maps for the neutral colours beside it) while its other colours map right: neither the
+    histogram specification nor an affine map can express that; the colour-space correction fitted on the ring's
+    pairs can (:func:`refalign.transfer.colour.fit_lut`)."""
+    import refalign.transfer.source as source_module
+    from refalign.transfer.colour import ColourLut
+
+    rng = np.random.default_rng(5)
+    palette = np.float32([[40, 40, 42], [200, 60, 50], [60, 150, 200], [230, 230, 225], [120, 180, 90]])
+    target = cv2.resize(palette[rng.integers(0, len(palette), (16, 16))], (320, 320), interpolation=cv2.INTER_NEAREST)
+    target = cv2.GaussianBlur(target, (0, 0), 1.0).astype(np.uint8)
+    ref, H = _warped_reference(target)
+    ref = ref.astype(np.float32)
+    grey = ref.mean(-1, keepdims=True)
+    dark = np.clip((90.0 - grey) / 30.0, 0, 1) * (np.abs(ref - grey).max(-1, keepdims=True) < 25)
+    ref = np.clip(ref + dark * np.float32([45, -10, -10]), 0, 255).astype(np.uint8)
+    hole = _hole(target.shape[:2], r=30)
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    score = score_warp(image, hole, ref, H)
+    assert (np.abs(target[hole].astype(int) - 40).max(-1) < 8).sum() > 100  # the hole holds dark grey
+    with_lut = _paste_psnr(image, target, hole, ref, score, H, pairs=True)
+    monkeypatch.setattr(source_module, "fit_lut", lambda src, dst, w: ColourLut(np.zeros((2, 2, 2, 3), np.float32), 0))
+    assert with_lut > _paste_psnr(image, target, hole, ref, score, H, pairs=True) + 2.0
+
+
+def _paste_psnr(image, target, hole, ref, score, H, pairs=False):
+    src, valid, box = transfer_source(image, hole, ref, H, score.colour, pairs=pairs)
     out = image.copy()
     paste_hole(out, src, hole, box, valid)
     return _psnr(out, target, hole)

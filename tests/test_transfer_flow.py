@@ -53,6 +53,21 @@ def test_a_right_paste_is_left_bit_for_bit(scene):
     assert "not applied" in correction.describe()
 
 
+def test_the_flow_is_measured_on_one_source_and_moves_another(scene):
+    """``measured_on``: the geometry comes from the paste as measured, the pixels moved are the ones given (the
+    registered paste measures its flow before the colour-space correction and moves the corrected pixels)."""
+    target, image, hole = scene
+    source, valid, box = _shifted_source(target, hole, 3, -2)
+    right, _, _ = _shifted_source(target, hole, 0, 0)
+    moved, _, correction = flow_correct(image, hole, source, valid, box, PART, measured_on=right)
+    assert not correction.applied and moved is source  # measured on a right paste: nothing to move
+    recoloured = source * 0.8
+    moved, _, correction = flow_correct(image, hole, recoloured, valid, box, PART, measured_on=source)
+    assert correction.applied
+    plain, _, _ = flow_correct(image, hole, source, valid, box, PART)
+    assert np.allclose(moved, plain * 0.8, atol=1e-3)  # the same field, applied to the pixels given
+
+
 def test_moved_pixels_next_to_the_warps_edge_are_no_longer_valid(scene):
     target, image, hole = scene
     source, valid, box = _shifted_source(target, hole, 4, 0)

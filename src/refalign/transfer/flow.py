@@ -88,15 +88,16 @@ def ring_flow(image: np.ndarray, hole: np.ndarray, source: np.ndarray, box: tupl
 
 def flow_correct(
     image: np.ndarray, hole: np.ndarray, source: np.ndarray, valid: np.ndarray, box: tuple[int, int, int, int],
-    correlation: float,
+    correlation: float, *, measured_on: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, FlowCorrection]:
     """``(source, valid, correction)``: ``source`` resampled through :func:`ring_flow` when the registration's ring
     ``correlation`` is below :data:`FLOW_MAX_CORRELATION` and the flow's mean displacement over the hole reaches
-    :func:`min_shift`, else unchanged. A moved pixel stays valid only where every pixel it is interpolated from was
-    (the warp leaves the box's outside-reference pixels invalid)."""
+    :func:`min_shift`, else unchanged. The flow is measured on ``measured_on`` (the same box; default ``source``)
+    and moves ``source``. A moved pixel stays valid only where every pixel it is interpolated from was (the warp
+    leaves the box's outside-reference pixels invalid)."""
     if correlation >= FLOW_MAX_CORRELATION:
         return source, valid, FlowCorrection(correlation, None, min_shift(image.shape))
-    field = ring_flow(image, hole, source, box)
+    field = ring_flow(image, hole, source if measured_on is None else measured_on, box)
     t, l, b, r = box
     sub = hole[t:b, l:r]
     shift = float(np.linalg.norm(field[sub], axis=-1).mean()) if sub.any() else 0.0
