@@ -255,9 +255,13 @@ def _nearest(candidates: np.ndarray, ok: np.ndarray, want: np.ndarray) -> tuple[
     return k, d[rows, k]
 
 
+#: :func:`correct_on_pairs`' default correction: affine, across the channels.
+AFFINE_CORRECTION = partial(fit_colour, degree=1)
+
+
 def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, valid: np.ndarray,
                      weights: np.ndarray | None = None, *, folds: np.ndarray | None = None,
-                     radius: int = PAIR_SHIFT, fit: Callable | None = None) -> ColourFit | ColourLut | None:
+                     radius: int = PAIR_SHIFT, fit: Callable = AFFINE_CORRECTION) -> ColourFit | ColourLut | None:
     """A correction of colours already ``mapped`` by a map fitted without pixel pairs (e.g. :func:`fit_quantiles`),
     fitted on shift-tolerant pairs over ``where`` (all ``(H, W, …)`` on one grid; ``weights`` per pixel of
     ``where``): each pixel ``p`` of ``where`` with the pixel within ``radius`` of it (Chebyshev, ``valid`` there)
@@ -268,7 +272,6 @@ def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, 
     With ``folds`` (0 or 1 per pixel of ``where``, in ``np.nonzero`` order) the correction is kept only if it
     predicts pixels it was not fitted on (:func:`_correction_generalises`). ``None`` when it is not kept, or when
     ``where`` holds fewer than :data:`MIN_AFFINE` pixels."""
-    fit = fit or AFFINE_CORRECTION
     n = int(where.sum())
     if n < MIN_AFFINE:
         return None
@@ -285,10 +288,6 @@ def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, 
     if folds is not None and not _correction_generalises(candidates, ok, src, dst, w, np.asarray(folds)[keep], fit):
         return None
     return fit(src, dst, w)
-
-
-#: :func:`correct_on_pairs`' default correction: affine, across the channels.
-AFFINE_CORRECTION = partial(fit_colour, degree=1)
 
 
 def _correction_generalises(candidates: np.ndarray, ok: np.ndarray, src: np.ndarray, dst: np.ndarray, w: np.ndarray,
