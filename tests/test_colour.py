@@ -207,11 +207,12 @@ def _one_colour_wrong(src):
     return np.clip(src + dark * np.float32([45, -10, -10]), 0, 255)
 
 
-def _patchwork(seed):
-    """Flat patches of a few colours, a dark neutral one among them."""
+def _patchwork(seed, cells=8, side=64):
+    """Flat patches (``cells × cells`` over ``side`` pixels) of a few colours, a dark neutral one among them."""
     rng = np.random.default_rng(seed)
     palette = np.float32([[40, 40, 42], [200, 60, 50], [60, 150, 200], [230, 230, 225], [120, 180, 90]])
-    return cv2.resize(palette[rng.integers(0, len(palette), (8, 8))], (64, 64), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(palette[rng.integers(0, len(palette), (cells, cells))], (side, side),
+                      interpolation=cv2.INTER_NEAREST)
 
 
 def test_fit_lut_corrects_one_colour_and_leaves_the_others():

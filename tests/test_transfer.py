@@ -195,16 +195,11 @@ def test_the_paste_corrects_one_colour_the_reference_shows_differently(monkeypat
     pairs can (:func:`refalign.transfer.colour.fit_lut`)."""
     import refalign.transfer.source as source_module
     from refalign.transfer.colour import ColourLut
+    from test_colour import _one_colour_wrong, _patchwork
 
-    rng = np.random.default_rng(5)
-    palette = np.float32([[40, 40, 42], [200, 60, 50], [60, 150, 200], [230, 230, 225], [120, 180, 90]])
-    target = cv2.resize(palette[rng.integers(0, len(palette), (16, 16))], (320, 320), interpolation=cv2.INTER_NEAREST)
-    target = cv2.GaussianBlur(target, (0, 0), 1.0).astype(np.uint8)
+    target = cv2.GaussianBlur(_patchwork(5, cells=16, side=320), (0, 0), 1.0).astype(np.uint8)
     ref, H = _warped_reference(target)
-    ref = ref.astype(np.float32)
-    grey = ref.mean(-1, keepdims=True)
-    dark = np.clip((90.0 - grey) / 30.0, 0, 1) * (np.abs(ref - grey).max(-1, keepdims=True) < 25)
-    ref = np.clip(ref + dark * np.float32([45, -10, -10]), 0, 255).astype(np.uint8)
+    ref = _one_colour_wrong(ref.astype(np.float32)).astype(np.uint8)
     hole = _hole(target.shape[:2], r=30)
     image = target.copy()
     image[hole] = (255, 0, 255)
