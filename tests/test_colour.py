@@ -269,3 +269,17 @@ def test_fit_lut_is_not_moved_by_a_minority_of_pairs_matched_across_an_edge():
     probe = np.float32([[235, 235, 235]])
     assert np.abs(robust.apply(probe) - probe).max() < 3.0
     assert np.abs(plain.apply(probe) - probe).max() > 15.0
+
+
+def test_a_correction_the_folds_are_too_small_to_test_is_kept_only_if_untested_is_allowed():
+    """20 ring pixels, 8 in one fold: too few to test. The affine map, which few pairs cannot bend far, is kept as
+    before; the colour-by-colour correction, which they would decide alone, is dropped when asked (the paste does)."""
+    src = _patchwork(2)
+    target = _one_colour_wrong(src)
+    where = np.zeros(src.shape[:2], bool)
+    where[10, 10:30] = True
+    valid = np.ones(src.shape[:2], bool)
+    folds = (np.arange(20) >= 12).astype(int)
+    assert correct_on_pairs(src, target, where, valid, folds=folds) is not None
+    assert correct_on_pairs(src, target, where, valid, folds=folds, fit=fit_lut) is not None
+    assert correct_on_pairs(src, target, where, valid, folds=folds, fit=fit_lut, untested=False) is None

@@ -261,7 +261,8 @@ AFFINE_CORRECTION = partial(fit_colour, degree=1)
 
 def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, valid: np.ndarray,
                      weights: np.ndarray | None = None, *, folds: np.ndarray | None = None,
-                     radius: int = PAIR_SHIFT, fit: Callable = AFFINE_CORRECTION) -> ColourFit | ColourLut | None:
+                     radius: int = PAIR_SHIFT, fit: Callable = AFFINE_CORRECTION,
+                     untested: bool = True) -> ColourFit | ColourLut | None:
     """A correction of colours already ``mapped`` by a map fitted without pixel pairs (e.g. :func:`fit_quantiles`),
     fitted on shift-tolerant pairs over ``where`` (all ``(H, W, …)`` on one grid; ``weights`` per pixel of
     ``where``): each pixel ``p`` of ``where`` with the pixel within ``radius`` of it (Chebyshev, ``valid`` there)
@@ -270,8 +271,10 @@ def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, 
     (:func:`fit_colour`, degree 1, robust); :func:`fit_lut` for the colour-space correction.
 
     With ``folds`` (0 or 1 per pixel of ``where``, in ``np.nonzero`` order) the correction is kept only if it
-    predicts pixels it was not fitted on (:func:`_correction_generalises`). ``None`` when it is not kept, or when
-    ``where`` holds fewer than :data:`MIN_AFFINE` pixels."""
+    predicts pixels it was not fitted on (:func:`_correction_generalises`); where a fold is too small to tell, it is
+    kept if ``untested`` (the affine map, which few pairs cannot bend far) and dropped if not (the colour-by-colour
+    correction, which a few pairs would decide alone). ``None`` when it is not kept, or when ``where`` holds fewer
+    than :data:`MIN_AFFINE` pixels."""
     n = int(where.sum())
     if n < MIN_AFFINE:
         return None
@@ -285,17 +288,18 @@ def correct_on_pairs(mapped: np.ndarray, target: np.ndarray, where: np.ndarray, 
     dst = np.asarray(target, np.float32)[sample]
     k, _ = _nearest(candidates, ok, dst)
     src = candidates[np.arange(len(k)), k]
-    if folds is not None and not _correction_generalises(candidates, ok, src, dst, w, np.asarray(folds)[keep], fit):
+    if folds is not None and not _correction_generalises(candidates, ok, src, dst, w, np.asarray(folds)[keep], fit,
+                                                         untested):
         return None
     return fit(src, dst, w)
 
 
 def _correction_generalises(candidates: np.ndarray, ok: np.ndarray, src: np.ndarray, dst: np.ndarray, w: np.ndarray,
-                            folds: np.ndarray, fit: Callable) -> bool:
+                            folds: np.ndarray, fit: Callable, untested: bool = True) -> bool:
     """Two-fold cross-validation of :func:`correct_on_pairs`' correction: fitted (``fit``) on one fold's pairs
     ``(src, dst)``, is the other fold's weighted mean shift-tolerant colour error (its pixels' ``candidates`` through
-    the correction, the nearest taken) lower than without it, summed over both folds? ``True`` when a fold is too
-    small to tell. On the development benchmark it kept the affine correction on all 39 warp cases and the built-in
+    the correction, the nearest taken) lower than without it, summed over both folds? ``untested`` when a fold is
+    too small to tell. On the development benchmark it kept the affine correction on all 39 warp cases and the built-in
     example, and refused it on a registered multiview text label whose strokes lie more than a pixel off (the
     corrected paste there: -2.5 dB, GMSD 0.121 → 0.135)."""
     first_error = np.linalg.norm(src - dst, axis=1)
@@ -303,7 +307,7 @@ def _correction_generalises(candidates: np.ndarray, ok: np.ndarray, src: np.ndar
     for k in (0, 1):
         fit_on, test = folds == k, folds != k
         if fit_on.sum() < MIN_AFFINE or test.sum() < MIN_AFFINE:
-            return True
+            return untested
         correction = fit(src[fit_on], dst[fit_on], w[fit_on])
         _, errors = _nearest(correction.apply(candidates[test]), ok[test], dst[test])
         totals += [np.average(errors, weights=w[test]), np.average(first_error[test], weights=w[test])]

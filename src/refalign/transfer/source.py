@@ -42,8 +42,9 @@ def transfer_source(
     source = colour.apply(warped)
     if pairs:
         weights, folds = colour_weights(frame.dist[known], frame.width), ring_folds(frame.sub, known)
-        for fit in (AFFINE_CORRECTION, fit_lut) if colour_space else (AFFINE_CORRECTION,):
-            correction = correct_on_pairs(source, crop, known, valid, weights, folds=folds, fit=fit)
+        corrections = ((AFFINE_CORRECTION, True), (fit_lut, False)) if colour_space else ((AFFINE_CORRECTION, True),)
+        for fit, untested in corrections:  # across the channels, then colour by colour (only where tested)
+            correction = correct_on_pairs(source, crop, known, valid, weights, folds=folds, fit=fit, untested=untested)
             source = source if correction is None else correction.apply(source)
     if offset:
         source = source + offset_field(crop.astype(np.float32) - source, known, sigma=frame.width)
