@@ -24,6 +24,7 @@ from PIL import Image
 
 from refalign import RefineByAlignPipeline
 from refalign.eval.cases import cases_with_truth
+from refalign.mask_ops import iou
 from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, area_ratio
 
 #: Size bands (times the artifact's area) the table is split into.
@@ -48,7 +49,7 @@ def measure(pipe, case) -> dict:
            "score": float(out.score), "iou": None, "covered": None}
     truth = true_match(case)
     if truth is not None and truth.any():
-        row["iou"] = float((truth & out.mask).sum() / (truth | out.mask).sum())
+        row["iou"] = iou(out.mask, truth)
         row["covered"] = float((truth & out.mask).sum() / truth.sum())
     return row
 
