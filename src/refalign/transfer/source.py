@@ -15,12 +15,55 @@ as a gradient-domain paste would. Only hole pixels are written (:func:`paste_hol
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refalign.transfer.colour import (AFFINE_CORRECTION, ColourFit, QuantileFit, correct_on_pairs, fit_lut,
                                      offset_field)
 from refalign.transfer.flow import FLOW_MAX_CORRELATION, FlowCorrection, flow_correct
 from refalign.transfer.register import WarpScore, colour_area, colour_weights, hole_frame, ring_folds, warp_box
+
+
+@dataclass(frozen=True)
+class _Ring:
+    """What the corrections of a hole's transferred pixels read, over its colour box: the image there (``crop``),
+    the known ring the colour map was fitted on (``known``) with its pair weights and cross-validation folds, and
+    the ring's width (the offset field's scale)."""
+
+    crop: np.ndarray
+    known: np.ndarray
+    valid: np.ndarray
+    weights: np.ndarray
+    folds: np.ndarray
+    width: float
+
+    def correct(self, source: np.ndarray, fit, untested: bool) -> np.ndarray:
+        """``source`` through the correction ``fit`` on the ring's shift-tolerant pairs, where cross-validation keeps
+        it (:func:`~refalign.transfer.colour.correct_on_pairs`)."""
+        correction = correct_on_pairs(source, self.crop, self.known, self.valid, self.weights, folds=self.folds,
+                                      fit=fit, untested=untested)
+        return source if correction is None else correction.apply(source)
+
+    def finish(self, source: np.ndarray, offset: bool) -> np.ndarray:
+        """``source`` plus, with ``offset``, the smooth field of its residual on the ring; clipped to [0, 255]."""
+        if offset:
+            source = source + offset_field(self.crop.astype(np.float32) - source, self.known, sigma=self.width)
+        return np.clip(source, 0, 255)
+
+
+def _mapped(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, matrix: np.ndarray,
+            colour: ColourFit | QuantileFit, affine: bool) -> tuple[np.ndarray, np.ndarray, tuple, _Ring]:
+    """The reference warped through ``matrix`` over the hole's colour box, colour-mapped (and with ``affine``
+    corrected across the channels): ``(source, valid, box, ring)``."""
+    frame = hole_frame(hole)
+    t, l, b, r = box = frame.box
+    warped, valid = warp_box(reference, matrix, box)
+    known = colour_area(valid, frame.sub, frame.dist, frame.width)
+    ring = _Ring(image[t:b, l:r], known, valid, colour_weights(frame.dist[known], frame.width),
+                 ring_folds(frame.sub, known), frame.width)
+    source = colour.apply(warped)
+    return (ring.correct(source, AFFINE_CORRECTION, True) if affine else source), valid, box, ring
 
 
 def transfer_source(
@@ -31,24 +74,14 @@ def transfer_source(
     :func:`~refalign.transfer.register.colour_box` (image coordinates). ``matrix`` maps image → reference; ``colour``
     from the registration's score (:func:`refalign.transfer.register.score_warp`); ``pairs`` follows it with the
     affine correction, then (with ``colour_space``) the colour-space one, each fitted on shift-tolerant pairs over
-    the ring and kept where two-fold cross-validation over its sectors keeps it
-    (:func:`~refalign.transfer.colour.correct_on_pairs`, :func:`~refalign.transfer.colour.fit_lut`,
-    :func:`~refalign.transfer.register.ring_folds`); ``offset`` adds the smooth residual field."""
-    frame = hole_frame(hole)
-    t, l, b, r = box = frame.box
-    warped, valid = warp_box(reference, matrix, box)
-    crop = image[t:b, l:r]
-    known = colour_area(valid, frame.sub, frame.dist, frame.width)
-    source = colour.apply(warped)
-    if pairs:
-        weights, folds = colour_weights(frame.dist[known], frame.width), ring_folds(frame.sub, known)
-        corrections = ((AFFINE_CORRECTION, True), (fit_lut, False)) if colour_space else ((AFFINE_CORRECTION, True),)
-        for fit, untested in corrections:  # across the channels, then colour by colour (only where tested)
-            correction = correct_on_pairs(source, crop, known, valid, weights, folds=folds, fit=fit, untested=untested)
-            source = source if correction is None else correction.apply(source)
-    if offset:
-        source = source + offset_field(crop.astype(np.float32) - source, known, sigma=frame.width)
-    return np.clip(source, 0, 255), valid, box
+    the ring and kept where two-fold cross-validation over its sectors keeps it — the colour-space one only where
+    the folds are large enough to test it (:func:`~refalign.transfer.colour.correct_on_pairs`,
+    :func:`~refalign.transfer.colour.fit_lut`, :func:`~refalign.transfer.register.ring_folds`); ``offset`` adds
+    the smooth residual field."""
+    source, valid, box, ring = _mapped(image, hole, reference, matrix, colour, pairs)
+    if pairs and colour_space:
+        source = ring.correct(source, fit_lut, False)
+    return ring.finish(source, offset), valid, box
 
 
 def registered_source(
@@ -63,12 +96,12 @@ def registered_source(
     colours moved its estimate across the threshold (a registered text label: 1.2 px, moved, 22.90 dB; with the
     correction 0.95 px, not moved, 20.44). Returns ``(pixels, valid, box, correction)`` (``correction`` ``None``
     without ``flow``)."""
-    pixels, valid, box = transfer_source(image, hole, reference, matrix, score.colour, pairs=True)
+    affine, valid, box, ring = _mapped(image, hole, reference, matrix, score.colour, True)
+    pixels = ring.finish(ring.correct(affine, fit_lut, False), True)  # transfer_source(..., pairs=True)
     if not flow:
         return pixels, valid, box, None
-    measured = None
-    if score.gradient_correlation < FLOW_MAX_CORRELATION:  # the flow will be measured
-        measured, _, _ = transfer_source(image, hole, reference, matrix, score.colour, pairs=True, colour_space=False)
+    # the flow is measured (below the correlation that explains the ring) on the paste without the colour-space step
+    measured = ring.finish(affine, True) if score.gradient_correlation < FLOW_MAX_CORRELATION else None
     pixels, valid, correction = flow_correct(image, hole, pixels, valid, box, score.gradient_correlation,
                                              measured_on=measured)
     return pixels, valid, box, correction
