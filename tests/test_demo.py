@@ -219,17 +219,21 @@ def test_build_demo_page_and_handler_errors(inputs, tmp_path):
     steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "refalign-steps")
     assert steps.value == 7  # defaults come from the checkpoint's refalign.json
     fn = _click_fn(demo)
-    overlay, refined, comparison, files, status = fn(img_value, ref_value, 2, 1.0, 0, False)
+    overlay, refined, comparison, files, status = fn(img_value, ref_value, 2, 1.0, 0, False, True)
     assert refined.shape == s["image"].shape and len(files) == 3 and "Refined" in status
+    paste = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "refalign-paste")
+    assert paste.value is True and pipe.calls[-1]["paste"] is True
+    fn(img_value, ref_value, 2, 1.0, 0, False, False)  # unticked: the registered reference's pixels are refused
+    assert pipe.calls[-1]["paste"] is False
     with pytest.raises(gr.Error, match="no artifact painted"):
-        fn(editor(s["image"]), ref_value, 2, 1.0, 0, False)
+        fn(editor(s["image"]), ref_value, 2, 1.0, 0, False, True)
 
     def broken(*a, **k):
         raise RuntimeError("boom <b>")
 
     demo2 = build_demo(broken, output_root=tmp_path)
     with pytest.raises(gr.Error, match="RuntimeError: boom &lt;b&gt;"):
-        _click_fn(demo2)(img_value, ref_value, 2, 1.0, 0, False)
+        _click_fn(demo2)(img_value, ref_value, 2, 1.0, 0, False, True)
 
 
 def allowed_changes(pipe, mask: np.ndarray) -> np.ndarray:

@@ -47,6 +47,40 @@ def test_a_registered_window_gets_the_references_pixels_inside_the_mask_only(dum
     assert out.alignment[0].path == "warp"  # the same correspondence feeds the alignment's report
 
 
+def test_no_paste_gives_a_registered_window_the_unregistered_choice_and_says_so(dummy_pipeline):
+    """The user's recourse for a paste that looks wrong: the window registers as before, gets ``unregistered``, and
+    its line says both."""
+    truth, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    pasted = pipe(art, mask, ref, seed=0, unregistered="keep")
+    kept = pipe(art, mask, ref, seed=0, unregistered="keep", paste=False)
+    assert pasted.sources == ["reference"] and kept.sources == ["kept"] and (kept.image == art).all()
+    assert kept.confidence == pasted.confidence and kept.confidence[0] > 0.5  # it still registered
+    assert "left as it was, not the registered reference's pixels (--no-paste; registered: homography" in \
+        kept.reports[0], kept.reports[0]
+    assert kept.reports[0].endswith("--paste to paste them")
+    synthesised = pipe(art, mask, ref, seed=0, unregistered="synthesize", paste=False)
+    assert synthesised.sources == ["synthesis"] and (synthesised.image[~mask] == art[~mask]).all()
+    assert synthesised.reports[0].split(": ", 1)[1].startswith("synthesised from"), synthesised.reports[0]
+    refined = pipe(art, mask, ref, seed=0, num_inference_steps=2, unregistered="model", paste=False)
+    assert refined.sources == ["model"] and "refined by the model, not the registered" in refined.reports[0]
+    assert _set(pipe, "refinement.paste=false")(art, mask, ref, seed=0, unregistered="keep").sources == ["kept"]
+
+
+def test_a_paste_accepted_on_a_small_damage_ratio_is_reported_as_a_close_call(dummy_pipeline, monkeypatch):
+    import refalign.pipelines.window_job as window_job
+
+    _, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    clear = pipe(art, mask, ref, seed=0)
+    assert clear.sources == ["reference"] and "close call" not in clear.reports[0]
+    monkeypatch.setattr(window_job, "CLEAR_DAMAGE_RATIO", 1e6)  # the magenta hole's ratio is large, not infinite
+    close = pipe(art, mask, ref, seed=0)
+    assert close.sources == ["reference"] and np.array_equal(close.image, clear.image)
+    assert "— a close call: the damaged pixels differ from the paste" in close.reports[0], close.reports[0]
+    assert close.reports[0].endswith("if it looks wrong, --no-paste leaves the region to --unregistered")
+
+
 def test_a_greyscale_picture_is_repaired_in_grey_from_a_colour_reference(dummy_pipeline):
     """Registered (the reference's pixels) and unregistered (the refiner, which paints colour): no colour comes into
     a picture that had none, and the pixels a colour picture's repair leaves alone keep their values."""
@@ -247,6 +281,7 @@ def test_harmonize_runs_the_model_over_the_transfer_and_keeps_the_outside(dummy_
     (["refinement.paste_mode=residual", "refinement.harmonize=true"], "refinement.harmonize"),
     (["refinement.unregistered=keep"], "refinement.unregistered"),
     (["refinement.dense_flow=false"], "refinement.dense_flow"),
+    (["refinement.paste=false"], "refinement.paste"),
     (["refinement.source=reference", "refinement.harmonize=true"], "harmonize needs paste_mode residual"),
 ])
 def test_settings_without_effect_are_refused(dummy_pipeline, settings, words):
@@ -277,8 +312,11 @@ def test_cli_unregistered_option_is_checked_before_any_model_work(tmp_path, monk
     assert not (tmp_path / "out.png").exists()
 
 
-@pytest.mark.parametrize("flag, passed", [([], None), (["--no-dense-flow"], False), (["--dense-flow"], True)])
-def test_cli_dense_flow_option_reaches_the_pipeline(tmp_path, monkeypatch, flag, passed):
+@pytest.mark.parametrize("flag, key, passed", [
+    ([], "dense_flow", None), (["--no-dense-flow"], "dense_flow", False), (["--dense-flow"], "dense_flow", True),
+    ([], "paste", None), (["--no-paste"], "paste", False), (["--paste"], "paste", True),
+])
+def test_cli_switches_reach_the_pipeline(tmp_path, monkeypatch, flag, key, passed):
     from PIL import Image
     from typer.testing import CliRunner
 
@@ -300,7 +338,7 @@ def test_cli_dense_flow_option_reaches_the_pipeline(tmp_path, monkeypatch, flag,
     res = CliRunner().invoke(app, ["refine", str(img), "--mask", str(tmp_path / "mask.png"), "--reference", str(img),
                                    "-o", str(tmp_path / "out.png"), *flag])
     assert res.exit_code == 0, res.output
-    assert len(calls) == 1 and calls[0]["dense_flow"] is passed
+    assert len(calls) == 1 and calls[0][key] is passed
 
 
 def test_bench_guided_compares_auto_with_its_session_9_choice(tmp_path, dummy_checkpoint):

@@ -99,6 +99,11 @@ def refine(
         "flow that aligns them with the known pixels around it, where the registration explains those only in part "
         "(another viewpoint) (default: the model's)."
     ),
+    paste: Optional[bool] = typer.Option(
+        None, "--paste/--no-paste", help="Paste the reference's own pixels where a region registers with it "
+        "(default: the model's); --no-paste gives every region --unregistered instead, for a paste that looks wrong "
+        "(a region's line says 'a close call' when the checks accepted it narrowly)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,
     save_correspondence: Optional[Path] = typer.Option(
@@ -118,7 +123,8 @@ def refine(
         raise InputError("--no-align and --reference-mask exclude each other; give one")
     call = dict(num_inference_steps=steps, guidance_scale=guidance, strength=strength, masked_content=masked_content,
                 num_samples=samples, seed=seed, no_align=no_align,
-                subtoken=subtoken, warped_guidance=warped_guidance, unregistered=unregistered, dense_flow=dense_flow)
+                subtoken=subtoken, warped_guidance=warped_guidance, unregistered=unregistered, dense_flow=dense_flow,
+                paste=paste)
     if cases is not None:
         _refine_batch(cases, image, mask, reference, output, reference_mask or object_mask, save_correspondence,
                       model, device, overwrite, max_pixels, call)

@@ -261,10 +261,13 @@ def run_refinement(
     guidance: Any,
     seed: Any,
     no_align: bool = False,
+    paste: bool = True,
     *,
     output_root: str | Path | None = None,
 ) -> DemoResult:
     """One request of the demo: validate the canvases, run both stages, and make the pictures and downloads.
+    ``paste=False`` refuses the registered reference's pixels (the pipeline's ``paste``; the page's checkbox for a
+    paste that looks wrong).
 
     Raises :class:`~refalign.errors.RefalignError` (with a message meant for the page) for bad inputs.
     """
@@ -282,6 +285,7 @@ def run_refinement(
         reference_mask=reference_mask,
         object_mask=object_mask,
         no_align=bool(no_align),
+        paste=bool(paste),
         num_inference_steps=steps_i,
         guidance_scale=guidance_f,
         generator=torch.Generator().manual_seed(seed_i),
@@ -340,6 +344,7 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
     refinement = getattr(cfg, "refinement", None)
     default_steps = int(getattr(refinement, "num_inference_steps", 50))
     default_guidance = float(getattr(refinement, "guidance_scale", 2.5))
+    default_paste = bool(getattr(refinement, "paste", True))
 
     if output_root is None:
         root = Path(tempfile.mkdtemp(prefix="refalign-demo-"))
@@ -347,9 +352,10 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
     else:
         root, owned = Path(output_root), False
 
-    def on_run(image_value, reference_value, steps, guidance, seed, no_align):
+    def on_run(image_value, reference_value, steps, guidance, seed, no_align, paste):
         try:
-            r = run_refinement(pipe, image_value, reference_value, steps, guidance, seed, no_align, output_root=root)
+            r = run_refinement(pipe, image_value, reference_value, steps, guidance, seed, no_align, paste,
+                               output_root=root)
         except RefalignError as exc:
             raise gr.Error(html.escape(str(exc)), title="Cannot refine", print_exception=False) from None
         except Exception as exc:  # a bug: keep the traceback in the server log, show one line in the page
@@ -392,6 +398,13 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
                 label="Skip alignment",
                 info="Condition on the whole reference (paint a region on it to use that region instead)",
             )
+            paste = gr.Checkbox(
+                value=default_paste,
+                label="Paste the reference's pixels",
+                info="Where a region registers with the reference; untick it when a paste looks wrong (a region "
+                "the checks accepted narrowly is reported as a close call)",
+                elem_id="refalign-paste",
+            )
         guard_uploads(image_in, "image")
         guard_uploads(reference_in, "reference")
         run = gr.Button("Refine", variant="primary", elem_id="refalign-run")
@@ -419,7 +432,7 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
             files_out = gr.File(label="Downloads: refined.png, mask.png, correspondence.png", elem_id="refalign-files", scale=1)
         run.click(
             on_run,
-            inputs=[image_in, reference_in, steps, guidance, seed, no_align],
+            inputs=[image_in, reference_in, steps, guidance, seed, no_align, paste],
             outputs=[overlay_out, refined_out, comparison_out, files_out, status],
             api_name="refine",
             concurrency_limit=1,  # one model, one request at a time; the others wait in the queue

@@ -129,6 +129,11 @@ class RefinementDefaults:
             plane model lands a few pixels off); a registration that is already right is pasted as warped. On the
             six accepted cross-view windows of the development sets (session 7) +1.4 dB box PSNR on average, GMSD
             lower on five; no warp window moves.
+        paste: with ``source="reference"``, paste the registered reference's pixels where the registration is
+            accepted. ``False`` treats every window as unregistered (it gets ``unregistered``; the report still
+            says what registered): the recourse for a paste that looks wrong — the checks accept a window whose
+            damaged pixels differ from the warped reference at least 1.6 times as much as the known pixels around
+            it do, and on real pairs two such windows came out worse than the input (the model card's Limits).
     """
 
     num_inference_steps: int = 50
@@ -150,6 +155,7 @@ class RefinementDefaults:
     unregistered: str = "model"
     harmonize: bool = False
     dense_flow: bool = True
+    paste: bool = True
 
 
 @dataclass
@@ -261,6 +267,8 @@ def _no_op(config: RefalignConfig) -> list[tuple[str, str]]:
             out.append(("refinement.unregistered", "acts only with refinement.source=reference"))
         if not r.dense_flow:
             out.append(("refinement.dense_flow", "acts only with refinement.source=reference"))
+        if not r.paste:
+            out.append(("refinement.paste", "acts only with refinement.source=reference"))
     return out
 
 

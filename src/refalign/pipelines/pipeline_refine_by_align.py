@@ -45,8 +45,9 @@ from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strateg
 from refalign.pipelines.window_job import RefineSettings, WindowJob
 from refalign.pipelines.subtoken import search_area
 from refalign.pipelines.zoom import (
-    ZoomWindow, classical_fill, crop_reference, paste, plan_windows, transferred_fill, window_inputs,
+    ZoomWindow, classical_fill, crop_reference, plan_windows, transferred_fill, window_inputs,
 )
+from refalign.pipelines.zoom import paste as paste_window  # the name ``paste`` is the call's switch
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
     BLURRED_DETAIL, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step_after,
@@ -279,6 +280,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         num_samples: int | None = None,
         unregistered: str | None = None,
         dense_flow: bool | None = None,
+        paste: bool | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         context: float | None = None,
@@ -327,6 +329,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             dense_flow: with ``refinement.source="reference"``, move a registered window's pixels by the dense flow
                 that aligns them with the known pixels around the hole where the model explains those only in
                 part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.
+            paste: with ``refinement.source="reference"``, paste the registered reference's pixels where the
+                registration is accepted; ``False`` gives every window ``unregistered`` instead (the recourse for a
+                paste that looks wrong; the report still says what registered); default ``refinement.paste``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -341,7 +346,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         cfg = self.refalign_config.refinement
         # 1. Settings and inputs, checked once
         run = self._settings(num_inference_steps, guidance_scale, strength, masked_content, num_samples, generator,
-                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs, unregistered, dense_flow)
+                             seed, callback_on_step_end, callback_on_step_end_tensor_inputs, unregistered, dense_flow,
+                             paste)
         inputs = self._check_inputs(image, mask, reference, reference_mask, object_mask, no_align, run, output_type)
         check_number(context, "context", lo=0.0, lo_open=True)
         self._interrupt = False
@@ -363,7 +369,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             # 5. Paste: transferred pixels inside the mask only; the refiner's window inside the dilated mask
             if job.runs_model:
                 refined = self._denoise_window(job, run)
-                paste(result, strategy.patch(job, refined), job.weights, job.window)
+                paste_window(result, strategy.patch(job, refined), job.weights, job.window)
             elif job.transfer is not None:
                 pixels, valid, box = job.transfer
                 paste_hole(result, pixels, job.mask, box, valid)
@@ -374,7 +380,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         return self._output(grey_rgb(result) if inputs.grey else result, jobs, inputs, output_type)
 
     def _settings(self, steps, guidance_scale, strength, masked_content, num_samples, generator, seed, callback,
-                  tensor_inputs, unregistered=None, dense_flow=None) -> RefineSettings:
+                  tensor_inputs, unregistered=None, dense_flow=None, paste=None) -> RefineSettings:
         """The call's settings over the checkpoint's defaults, each checked (one :class:`InputError` line)."""
         cfg = self.refalign_config.refinement
         steps = int(steps or cfg.num_inference_steps)
@@ -403,8 +409,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if unregistered not in UNREGISTERED:
             raise InputError(f"unregistered must be one of {', '.join(UNREGISTERED)}, got {unregistered!r}")
         dense_flow = bool(cfg.dense_flow if dense_flow is None else dense_flow)
+        paste = bool(cfg.paste if paste is None else paste)
         return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs),
-                              unregistered, dense_flow)
+                              unregistered, dense_flow, paste)
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, no_align, run: RefineSettings,
                       output_type) -> "CheckedInputs":
@@ -466,13 +473,16 @@ class RefineByAlignPipeline(DiffusionPipeline):
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
         (moved by the dense flow when ``run.dense_flow`` and it applies) when the correspondence has an accepted
         model — under ``unregistered="auto"`` the artifact's own pixels recoloured instead where they continue their
-        surroundings better (:meth:`_recolours_over_paste`) — else ``run.unregistered`` (its seed for synthesis)."""
+        surroundings better (:meth:`_recolours_over_paste`) — else, or when ``run.paste`` is off,
+        ``run.unregistered`` (its seed for synthesis)."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"
             return
         corr = job.correspondence
-        if corr is None or corr.matrix is None:
+        registered = corr is not None and corr.matrix is not None
+        if not registered or not run.paste:
+            job.unpasted = registered
             if run.unregistered == "auto":
                 self._auto_unregistered(job, image, reference, run.seed)
             elif run.unregistered == "keep":

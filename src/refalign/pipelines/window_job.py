@@ -18,6 +18,7 @@ from refalign.pipelines.alignment import AlignmentOutput
 from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence, area_ratio
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
 from refalign.transfer.flow import FlowCorrection
+from refalign.transfer.register import CLEAR_DAMAGE_RATIO, MIN_DAMAGE_RATIO
 from refalign.transfer.synthesis import Synthesis
 from refalign.windows import ModelFrame, Window
 
@@ -39,6 +40,7 @@ class RefineSettings:
     callback_inputs: Sequence[str] = ("latents",)
     unregistered: str = "model"
     dense_flow: bool = True
+    paste: bool = True
 
     @property
     def seed(self) -> int:
@@ -84,6 +86,7 @@ class WindowJob:
         fallback: why the source asked for (synthesis) was not used, when it was not.
         choice: how ``unregistered="auto"`` decided for this window (its edge contrast, interior detail or edge
             steps), for the report.
+        unpasted: the window registered, but the call asked for no paste (``paste=False``): it got ``unregistered``.
     """
 
     plan: ZoomWindow
@@ -106,6 +109,7 @@ class WindowJob:
     flow: FlowCorrection | None = None
     fallback: str = ""
     choice: str = ""
+    unpasted: bool = False
 
     @property
     def runs_model(self) -> bool:
@@ -124,13 +128,14 @@ class WindowJob:
             how = "the reference's own pixels"
             how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
-            return f"{where}: {how} — registered ({corr.registration}; confidence {corr.confidence:.2f})"
+            registered = f"registered ({corr.registration}; confidence {corr.confidence:.2f})"
+            return f"{where}: {how} — {registered}{_close_call(corr)}"
+        if self.unpasted:
+            return (f"{where}: {self._how_unpasted()}, not the registered reference's pixels (--no-paste; registered: "
+                    f"{corr.registration}; confidence {corr.confidence:.2f}) — --paste to paste them")
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
         if self.source.startswith("synthesis"):
-            how = f"synthesised from {_region_name(corr, self.mask)} in {self.synthesis.levels} level(s)"
-            how += ", guided by its own pixels" if self.synthesis.guided else ""
-            how += ", harmonized by the model" if self.source.endswith("model") else ""
-            return f"{where}: {how} (no geometric model fits: {why}) — {KEEP_HINT}"
+            return f"{where}: {self._how_synthesised()} (no geometric model fits: {why}) — {KEEP_HINT}"
         if self.fallback:
             return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — "
                     f"{_hints(corr, KEEP_HINT)}")
@@ -151,6 +156,21 @@ class WindowJob:
         conf = corr.confidence if corr is not None else 0.0
         return f"{where}: refined by the model (registration: {why}; confidence {conf:.2f})"
 
+    def _how_synthesised(self) -> str:
+        how = f"synthesised from {_region_name(self.correspondence, self.mask)} in {self.synthesis.levels} level(s)"
+        how += ", guided by its own pixels" if self.synthesis.guided else ""
+        return how + (", harmonized by the model" if self.source.endswith("model") else "")
+
+    def _how_unpasted(self) -> str:
+        """What a registered window got instead of the paste (``paste=False``)."""
+        if self.source.startswith("synthesis"):
+            return self._how_synthesised()
+        if self.source == "recoloured":
+            return "its own pixels recoloured to their surroundings"
+        if self.source == "kept":
+            return "left as it was"
+        return f"refined by the model ({self.fallback})" if self.fallback else "refined by the model"
+
     @property
     def window(self) -> Window:
         return self.plan.window
@@ -166,6 +186,17 @@ def _hints(corr: Correspondence | None, *more: str) -> str:
     window's correspondence is that region already — then ``more``."""
     paint = () if corr is not None and corr.path == "user" else ("paint the matching region with --reference-mask",)
     return ", or ".join(paint + more)
+
+
+def _close_call(corr: Correspondence) -> str:
+    """The warning of a paste accepted on a damage ratio under :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO`
+    (good pastes and wrong ones both lie there), with the way to refuse it; empty above it."""
+    ratio = corr.fit.best.score.damage_ratio
+    if ratio >= CLEAR_DAMAGE_RATIO:
+        return ""
+    return (f" — a close call: the damaged pixels differ from the paste {ratio:.2f}x as much as the known pixels "
+            f"around it do (accepted from {MIN_DAMAGE_RATIO:g}x, clear from {CLEAR_DAMAGE_RATIO:g}x); if it looks "
+            "wrong, --no-paste leaves the region to --unregistered")
 
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
