@@ -9,7 +9,7 @@ from conftest import textured_image
 from refalign.eval.synth import apply_artifact
 from refalign.transfer.damage import (
     BLURRED_DETAIL, MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, edge_step,
-    edge_step_after, interior_detail, looks_mild, recolour_region,
+    edge_step_after, interior_detail, looks_mild, paste_edge_steps, recolour_region,
 )
 from refalign.transfer.source import paste_hole
 
@@ -215,3 +215,19 @@ def test_edge_step_after_a_paste_is_the_step_of_the_pasted_image_without_copying
     paste_hole(pasted, pixels, hole, box)
     assert edge_step_after(image, hole, pixels, None, box) == edge_step(pasted, hole)
     assert (image == before).all()
+
+
+def test_a_paste_a_few_pixels_off_breaks_the_edge_of_a_blur_but_not_of_content_from_elsewhere():
+    """A mildly blurred artifact continues its surroundings: a paste must continue them at least as well (the truth
+    does, one three pixels off does not). Content from elsewhere breaks the edge more than either."""
+    pasted, hole, truth = _damaged("pasted")
+    blurred = truth.copy()
+    blurred[hole] = cv2.GaussianBlur(truth, (0, 0), 2)[hole]
+    box = (0, 0) + truth.shape[:2]
+    off = np.roll(truth, (3, 0), axis=(0, 1)).astype(np.float32)
+    assert not paste_edge_steps(blurred, hole, truth.astype(np.float32), None, box).breaks
+    steps = paste_edge_steps(blurred, hole, off, None, box)
+    assert steps.breaks and steps.paste > 1.2 * steps.damaged, steps
+    assert steps.describe() == f"edge step {steps.paste:.2f}x pasted against {steps.damaged:.2f}x as damaged"
+    assert not paste_edge_steps(pasted, hole, off, None, box).breaks
+    assert steps.paste == edge_step_after(blurred, hole, off, None, box) and steps.damaged == edge_step(blurred, hole)

@@ -81,6 +81,25 @@ def test_a_paste_accepted_on_a_small_damage_ratio_is_reported_as_a_close_call(du
     assert close.reports[0].endswith("if it looks wrong, --no-paste leaves the region to --unregistered")
 
 
+def test_a_paste_across_views_that_breaks_the_masks_edge_is_pasted_with_that_doubt(dummy_pipeline):
+    """Drawn with a margin of clean pixels, the mask's edge continues its surroundings; a paste a few pixels off
+    does not. That speaks against a paste only where the mask hugs its artifact, so it is reported, not refused:
+    here the paste is right and far better than the input."""
+    truth, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    bent = _bent(ref, 6.0)  # registered across "views": ring correlation below 0.85
+    margin = cv2.dilate(mask.astype(np.uint8), np.ones((13, 13), np.uint8)) > 0
+    hugging = pipe(art, mask, bent, seed=0, unregistered="keep")
+    drawn_wide = pipe(art, margin, bent, seed=0, unregistered="keep")
+    assert hugging.sources == drawn_wide.sources == ["reference"]
+    assert "continues the surroundings less well" not in hugging.reports[0]
+    assert "— it continues the surroundings less well than the damaged pixels do (edge step " in drawn_wide.reports[0]
+    assert drawn_wide.reports[0].endswith("if it looks wrong, --no-paste leaves the region to --unregistered")
+    assert _psnr(drawn_wide.image, truth, margin) > _psnr(art, truth, margin) + 6
+    # a paste the model explains (the same view) is not asked
+    assert "continues the surroundings" not in pipe(art, margin, ref, seed=0, unregistered="keep").reports[0]
+
+
 def test_a_greyscale_picture_is_repaired_in_grey_from_a_colour_reference(dummy_pipeline):
     """Registered (the reference's pixels) and unregistered (the refiner, which paints colour): no colour comes into
     a picture that had none, and the pixels a colour picture's repair leaves alone keep their values."""

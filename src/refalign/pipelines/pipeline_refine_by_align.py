@@ -51,7 +51,7 @@ from refalign.pipelines.zoom import paste as paste_window  # the name ``paste`` 
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
     BLURRED_DETAIL, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step_after,
-    interior_detail, mildness, recolour_region,
+    interior_detail, mildness, paste_edge_steps, recolour_region,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION
@@ -496,8 +496,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
                                                          flow=run.dense_flow)
         job.transfer = (pixels, valid, box)
         job.source = "reference+model" if cfg.harmonize else "reference"
-        if run.unregistered == "auto" and not cfg.harmonize:
-            self._recolours_over_paste(job, image, corr.fit.best.score.gradient_correlation)
+        correlation = corr.fit.best.score.gradient_correlation
+        if correlation < EXPLAINED_CORRELATION:  # a paste across views: does it continue the surroundings?
+            job.edge_steps = paste_edge_steps(image, job.mask, pixels, valid, box)
+            if run.unregistered == "auto" and not cfg.harmonize:
+                self._recolours_over_paste(job, image, correlation)
 
     @staticmethod
     def _auto_recolours(job: WindowJob, image: np.ndarray) -> bool:
@@ -518,10 +521,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         mask's edge below the one the paste leaves (:meth:`~refalign.transfer.damage.EdgeColours.recolours_below`,
         :func:`~refalign.transfer.damage.edge_step_after`). The strokes of a recoloured artifact are the truth's, in
         place; a paste from another view is a pixel or several off."""
-        if correlation >= EXPLAINED_CORRELATION:
-            return
         edge = edge_colours(image, job.mask)
-        paste_step = edge_step_after(image, job.mask, *job.transfer)
+        paste_step = job.edge_steps.paste
         if edge.recolours_below(paste_step):
             _recolour(job, image, edge, f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x "
                                         f"(ring correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")

@@ -17,6 +17,7 @@ import torch
 from refalign.pipelines.alignment import AlignmentOutput
 from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence, area_ratio
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
+from refalign.transfer.damage import EdgeSteps
 from refalign.transfer.flow import FlowCorrection
 from refalign.transfer.register import CLEAR_DAMAGE_RATIO, MIN_DAMAGE_RATIO
 from refalign.transfer.synthesis import Synthesis
@@ -87,6 +88,8 @@ class WindowJob:
         choice: how ``unregistered="auto"`` decided for this window (its edge contrast, interior detail or edge
             steps), for the report.
         unpasted: the window registered, but the call asked for no paste (``paste=False``): it got ``unregistered``.
+        edge_steps: for a paste across views, how far it and the damaged pixels each continue the surroundings at
+            the mask's edge (:func:`refalign.transfer.damage.paste_edge_steps`), for the report.
     """
 
     plan: ZoomWindow
@@ -110,6 +113,7 @@ class WindowJob:
     fallback: str = ""
     choice: str = ""
     unpasted: bool = False
+    edge_steps: EdgeSteps | None = None
 
     @property
     def runs_model(self) -> bool:
@@ -129,7 +133,7 @@ class WindowJob:
             how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
             registered = f"registered ({corr.registration}; confidence {corr.confidence:.2f})"
-            return f"{where}: {how} — {registered}{_close_call(corr)}"
+            return f"{where}: {how} — {registered}{_doubts(corr, self.edge_steps)}"
         if self.unpasted:
             return (f"{where}: {self._how_unpasted()}, not the registered reference's pixels (--no-paste; registered: "
                     f"{corr.registration}; confidence {corr.confidence:.2f}) — --paste to paste them")
@@ -188,15 +192,22 @@ def _hints(corr: Correspondence | None, *more: str) -> str:
     return ", or ".join(paint + more)
 
 
-def _close_call(corr: Correspondence) -> str:
-    """The warning of a paste accepted on a damage ratio under :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO`
-    (good pastes and wrong ones both lie there), with the way to refuse it; empty above it."""
+def _doubts(corr: Correspondence, steps: EdgeSteps | None) -> str:
+    """What speaks against an accepted paste, with the way to refuse it (empty when nothing does): a damage ratio
+    under :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO` (good pastes and wrong ones both lie there), and a
+    paste across views that breaks the mask's edge more than the damage does
+    (:attr:`~refalign.transfer.damage.EdgeSteps.breaks`; telling only where the mask hugs its artifact)."""
+    doubts = []
     ratio = corr.fit.best.score.damage_ratio
-    if ratio >= CLEAR_DAMAGE_RATIO:
+    if ratio < CLEAR_DAMAGE_RATIO:
+        doubts.append(f"a close call: the damaged pixels differ from the paste {ratio:.2f}x as much as the known "
+                      f"pixels around it do (accepted from {MIN_DAMAGE_RATIO:g}x, clear from {CLEAR_DAMAGE_RATIO:g}x)")
+    if steps is not None and steps.breaks:
+        doubts.append(f"it continues the surroundings less well than the damaged pixels do ({steps.describe()}; "
+                      "where the mask hugs its artifact such pastes came out worse than doing nothing 49 times in 53)")
+    if not doubts:
         return ""
-    return (f" — a close call: the damaged pixels differ from the paste {ratio:.2f}x as much as the known pixels "
-            f"around it do (accepted from {MIN_DAMAGE_RATIO:g}x, clear from {CLEAR_DAMAGE_RATIO:g}x); if it looks "
-            "wrong, --no-paste leaves the region to --unregistered")
+    return " — " + "; ".join(doubts) + "; if it looks wrong, --no-paste leaves the region to --unregistered"
 
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
