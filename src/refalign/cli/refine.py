@@ -102,7 +102,7 @@ def refine(
     paste: Optional[bool] = typer.Option(
         None, "--paste/--no-paste", help="Paste the reference's own pixels where a region registers with it "
         "(default: the model's); --no-paste gives every region --unregistered instead, for a paste that looks wrong "
-        "(a region's line says 'a close call' when the checks accepted it narrowly)."
+        "(a region's line says what speaks against its paste)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,

@@ -401,8 +401,8 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
             paste = gr.Checkbox(
                 value=default_paste,
                 label="Paste the reference's pixels",
-                info="Where a region registers with the reference; untick it when a paste looks wrong (a region "
-                "the checks accepted narrowly is reported as a close call)",
+                info="Where a region registers with the reference; untick it when a paste looks wrong (the "
+                "status says what speaks against each paste)",
                 elem_id="refalign-paste",
             )
         guard_uploads(image_in, "image")

@@ -133,7 +133,8 @@ class RefinementDefaults:
             accepted. ``False`` treats every window as unregistered (it gets ``unregistered``; the report still
             says what registered): the recourse for a paste that looks wrong — the checks accept a window whose
             damaged pixels differ from the warped reference at least 1.6 times as much as the known pixels around
-            it do, and on real pairs two such windows came out worse than the input (the model card's Limits).
+            it do, and on real pairs three such windows came out worse than the input (the model card's Limits);
+            each window's report says what speaks against its paste.
     """
 
     num_inference_steps: int = 50

@@ -473,8 +473,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
         (moved by the dense flow when ``run.dense_flow`` and it applies) when the correspondence has an accepted
         model — under ``unregistered="auto"`` the artifact's own pixels recoloured instead where they continue their
-        surroundings better (:meth:`_recolours_over_paste`) — else, or when ``run.paste`` is off,
-        ``run.unregistered`` (its seed for synthesis)."""
+        surroundings better (:meth:`_recolours_over_paste`), and for a paste across views its edge steps kept for the
+        report — else, or when ``run.paste`` is off, ``run.unregistered`` (its seed for synthesis)."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"

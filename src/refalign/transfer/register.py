@@ -107,9 +107,11 @@ MIN_DAMAGE_RATIO = 1.6
 #: An accepted window whose damage ratio stays under this is a close call, and its report says so (with the way to
 #: refuse the paste, ``paste=False``). Above it the evidence is clear: every other-photo candidate of the development
 #: benchmark with a ratio of 2.5 or more beat doing nothing (session 5), and so did every accepted cross-view window
-#: of the benchmark sets since (2.61-7.0, +7 to +19 dB; session 14). Under it lie both kinds: good benchmark pastes
-#: at 1.63 and 1.72 (+6.9, +8.7 dB) and the built-in example at 1.83 (+2.0), and the two real pairs registered
-#: wrongly, a bear's tag at 1.65 (-3.0) and a sneaker's sole at 1.63 (-5.1) — no measure found separates them.
+#: of the benchmark sets since (2.61-7.0, +6 to +19 dB; sessions 14-15). Under it lie both kinds: good benchmark
+#: pastes at 1.63 and 1.72 (+6.9, +8.7 dB) and the built-in example at 1.83 (+2.0), and the three real pairs
+#: registered wrongly, a bear's tag at 1.65 (-3.0), a sneaker's sole at 1.63 (-5.1) and a cartoon's face at 1.91
+#: and 2.25 (two references; -1.2, -0.4) — no bar separates them. The other doubt a report states is
+#: :func:`refalign.transfer.damage.paste_edge_steps`.
 CLEAR_DAMAGE_RATIO = 2.5
 #: Support: an accepted model needs another candidate that also passes and maps the hole's box within this many
 #: reference pixels per 1000 px of the reference's longer side (a model found by one fit alone can be a lucky sample
