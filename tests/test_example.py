@@ -129,6 +129,12 @@ def test_cli_example_runs_the_photo_pair_by_default_with_the_shipped_model(tmp_p
 
     assert detail(ex.image) < 0.3 * detail(ex.target)
     assert 0.6 * detail(ex.target) < detail(refined) < 1.5 * detail(ex.target)
+    # refusing the paste, as a report line offers: the label registers still, and the region gets `auto`'s choice
+    refused = runner.invoke(app, ["example", "-o", str(tmp_path / "no-paste"), "--no-paste"])
+    assert refused.exit_code == 0, refused.output
+    assert "not the registered reference's pixels (--no-paste; registered:" in refused.output, refused.output
+    other = np.asarray(Image.open(tmp_path / "no-paste" / "refined.png"))
+    assert (other != refined).any(axis=2)[ex.mask].any() and (other == ex.image)[~ex.mask].all()
 
 
 def test_cli_example_refuses_an_unknown_kind(tmp_path, monkeypatch):

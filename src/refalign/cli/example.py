@@ -34,6 +34,10 @@ def example(
     model: Optional[str] = ModelOption,
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    paste: Optional[bool] = typer.Option(
+        None, "--paste/--no-paste", help="As refine's: --no-paste refuses the reference's registered pixels, to see "
+        "what the region gets without them (default: the model's)."
+    ),
     device: Optional[str] = DeviceOption,
     overwrite: bool = OverwriteOption,
 ) -> None:
@@ -54,7 +58,8 @@ def example(
     # 2. the model, both stages
     pipe = load_pipeline(model, device)
     start = time.perf_counter()
-    out = pipe(ex.image, ex.mask, ex.reference, object_mask=ex.reference_mask, num_inference_steps=steps, seed=seed)
+    out = pipe(ex.image, ex.mask, ex.reference, object_mask=ex.reference_mask, num_inference_steps=steps, seed=seed,
+               paste=paste)
     seconds = time.perf_counter() - start
 
     # 3. scores over the artifact, pictures, all files written as one set
