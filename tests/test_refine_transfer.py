@@ -61,7 +61,8 @@ def test_no_paste_gives_a_registered_window_the_unregistered_choice_and_says_so(
     assert kept.reports[0].endswith("--paste to paste them")
     synthesised = pipe(art, mask, ref, seed=0, unregistered="synthesize", paste=False)
     assert synthesised.sources == ["synthesis"] and (synthesised.image[~mask] == art[~mask]).all()
-    assert synthesised.reports[0].split(": ", 1)[1].startswith("synthesised from"), synthesised.reports[0]
+    assert synthesised.reports[0].split(": ", 1)[1].startswith("synthesised from the registered region ("), \
+        synthesised.reports[0]
     refined = pipe(art, mask, ref, seed=0, num_inference_steps=2, unregistered="model", paste=False)
     assert refined.sources == ["model"] and "refined by the model, not the registered" in refined.reports[0]
     assert _set(pipe, "refinement.paste=false")(art, mask, ref, seed=0, unregistered="keep").sources == ["kept"]

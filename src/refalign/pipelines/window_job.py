@@ -211,11 +211,13 @@ def _doubts(corr: Correspondence, steps: EdgeSteps | None) -> str:
 
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
-    """The reference region a synthesis used, in the user's words; ``M*``'s size against the ``artifact``'s, and
-    whether that makes it a vague match (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`)."""
+    """The reference region a synthesis used, in the user's words (the user's, the registered artifact's, or
+    ``M*``); ``M*``'s size against the ``artifact``'s, and whether that makes it a vague match (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`)."""
     n = int(corr.region.sum())
     if corr.path == "user":
         return f"your --reference-mask region ({n} px)"
+    if corr.path == "warp":  # registered, its paste refused (``paste=False``)
+        return f"the registered region ({n} px)"
     ratio = area_ratio(corr.region, artifact)
     vague = ", a vague match" if ratio >= VAGUE_AREA_RATIO else ""
     return f"the alignment's matching region M* ({n} px, {ratio:.1f}x the artifact's area{vague})"
