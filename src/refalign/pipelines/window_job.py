@@ -212,7 +212,8 @@ def _doubts(corr: Correspondence, steps: EdgeSteps | None) -> str:
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
     """The reference region a synthesis used, in the user's words (the user's, the registered artifact's, or
-    ``M*``); ``M*``'s size against the ``artifact``'s, and whether that makes it a vague match (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`)."""
+    ``M*``); ``M*``'s size against the ``artifact``'s, and whether that makes it a vague match
+    (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`)."""
     n = int(corr.region.sum())
     if corr.path == "user":
         return f"your --reference-mask region ({n} px)"
