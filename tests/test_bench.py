@@ -424,14 +424,22 @@ def test_registration_table_counts_registered_and_wrongly_registered_cases():
                   rec("g", 30.0, sources=["recoloured"])]
     assert [registered(r) for r in recoloured] == [True, False, False]
     rows = {r["group"]: r for r in registration_rows(pipe, identity, telea, "reference_kind")}
-    assert rows["all"] | {} == {"group": "all", "n": 4, "registered": 3, "wrong": 1, "psnr": 28.0, "identity": 20.0,
-                                "telea": pytest.approx(67 / 3)}
+    assert rows["all"] | {} == {"group": "all", "n": 4, "registered": 3, "wrong": 1, "doubted": None,
+                                "doubted_wrong": None, "psnr": 28.0, "identity": 20.0, "telea": pytest.approx(67 / 3)}
     assert (rows["crossview"]["registered"], rows["crossview"]["wrong"], rows["crossview"]["psnr"]) == (2, 1, 24.5)
     assert rows["warp"]["wrong"] == 0
     assert registration_rows(pipe, None, None, "artifact_kind")[0]["wrong"] is None  # no identity run: not measured
     text = comparison_summary({"identity": identity, "telea": telea, "refalign": pipe})
     assert "## Registered windows" in text
-    assert "| refalign | crossview | 3 | 2/3 (67%) | 1/3 (33%) | 24.50 | 20.00 | 21.50 |" in text
+    assert "| refalign | crossview | 3 | 2/3 (67%) | 1/3 (33%) | – | 24.50 | 20.00 | 21.50 |" in text
+    # the pipeline's doubts on its pastes: how many registered cases drew one, and how many of those were wrong
+    doubts = ([[]], [[], ["close call", "breaks the edge"]], [[]], [["close call"]])
+    told = [r | {"doubts": d} for r, d in zip(pipe, doubts)]
+    rows = {r["group"]: r for r in registration_rows(told, identity, telea, "reference_kind")}
+    assert (rows["all"]["doubted"], rows["all"]["doubted_wrong"]) == (2, 1)
+    assert (rows["crossview"]["doubted"], rows["warp"]["doubted"], rows["warp"]["doubted_wrong"]) == (1, 1, 0)
+    assert "| refalign | crossview | 3 | 2/3 (67%) | 1/3 (33%) | 1 (1) | 24.50 |" in comparison_summary(
+        {"identity": identity, "telea": telea, "refalign": told})
     assert "## Cases refalign left unregistered, by artifact kind" in text  # the case kept: every method there
     assert "Registered" not in comparison_summary({"identity": identity, "telea": telea})  # no pipeline: no table
 

@@ -55,6 +55,7 @@ def test_no_paste_gives_a_registered_window_the_unregistered_choice_and_says_so(
     pasted = pipe(art, mask, ref, seed=0, unregistered="keep")
     kept = pipe(art, mask, ref, seed=0, unregistered="keep", paste=False)
     assert pasted.sources == ["reference"] and kept.sources == ["kept"] and (kept.image == art).all()
+    assert kept.doubts == [()]  # nothing pasted, nothing to doubt
     assert kept.confidence == pasted.confidence and kept.confidence[0] > 0.5  # it still registered
     assert "left as it was, not the registered reference's pixels (--no-paste; registered: homography" in \
         kept.reports[0], kept.reports[0]
@@ -74,12 +75,13 @@ def test_a_paste_accepted_on_a_small_damage_ratio_is_reported_as_a_close_call(du
     _, art, mask, ref = _artifact_case()
     pipe = _set(dummy_pipeline, "refinement.source=reference")
     clear = pipe(art, mask, ref, seed=0)
-    assert clear.sources == ["reference"] and "close call" not in clear.reports[0]
+    assert clear.sources == ["reference"] and "close call" not in clear.reports[0] and clear.doubts == [()]
     monkeypatch.setattr(window_job, "CLEAR_DAMAGE_RATIO", 1e6)  # the magenta hole's ratio is large, not infinite
     close = pipe(art, mask, ref, seed=0)
     assert close.sources == ["reference"] and np.array_equal(close.image, clear.image)
     assert "— a close call: the damaged pixels differ from the paste" in close.reports[0], close.reports[0]
     assert close.reports[0].endswith("if it looks wrong, --no-paste leaves the region to --unregistered")
+    assert close.doubts == [("close call",)]
 
 
 def test_a_paste_across_views_that_breaks_the_masks_edge_is_pasted_with_that_doubt(dummy_pipeline):
@@ -94,6 +96,7 @@ def test_a_paste_across_views_that_breaks_the_masks_edge_is_pasted_with_that_dou
     drawn_wide = pipe(art, margin, bent, seed=0, unregistered="keep")
     assert hugging.sources == drawn_wide.sources == ["reference"]
     assert "continues the surroundings less well" not in hugging.reports[0]
+    assert "breaks the edge" not in hugging.doubts[0] and "breaks the edge" in drawn_wide.doubts[0]
     assert "— it continues the surroundings less well than the damaged pixels do (edge step " in drawn_wide.reports[0]
     assert drawn_wide.reports[0].endswith("if it looks wrong, --no-paste leaves the region to --unregistered")
     assert _psnr(drawn_wide.image, truth, margin) > _psnr(art, truth, margin) + 6

@@ -174,8 +174,10 @@ def _psnr_of(records: list[dict[str, Any]] | None) -> dict[str, float]:
 def registration_rows(records: list[dict[str, Any]], identity: list[dict[str, Any]] | None,
                       telea: list[dict[str, Any]] | None, field: str) -> list[dict[str, Any]]:
     """Per value of ``field`` (``"all"`` first): cases ``n``, ``registered`` and ``wrong`` (registered, yet a box PSNR
-    below doing nothing's on the same case; needs ``identity``), and over the registered cases the mean box PSNR of
-    the method, of doing nothing and of Telea (``None`` where not measured)."""
+    below doing nothing's on the same case; needs ``identity``), ``doubted`` (registered cases with a doubt on a
+    paste, :attr:`RefineOutput.doubts <refalign.pipelines.outputs.RefineOutput>`; ``None`` for records without them)
+    and ``doubted_wrong`` (wrong ones among them), and over the registered cases the mean box PSNR of the method, of
+    doing nothing and of Telea (``None`` where not measured)."""
     base, fill = _psnr_of(identity), _psnr_of(telea)
     usable = [r for r in records if registered(r) is not None and r.get("box_psnr") is not None]
     groups = {"all": usable, **grouped(usable, field)}
@@ -183,12 +185,17 @@ def registration_rows(records: list[dict[str, Any]], identity: list[dict[str, An
     for name, recs in groups.items():
         reg = [r for r in recs if registered(r)]
         wrong = [r for r in reg if r["case"] in base and r["box_psnr"] < base[r["case"]]]
+        told = all("doubts" in r for r in reg)
+        doubted = [r for r in reg if any(r.get("doubts") or [])]
+        doubted_wrong = [r for r in doubted if r in wrong]
 
         def mean(values):
             return float(np.mean(values)) if values else None
 
         rows.append({"group": name, "n": len(recs), "registered": len(reg),
                      "wrong": len(wrong) if identity is not None else None,
+                     "doubted": len(doubted) if told else None,
+                     "doubted_wrong": len(doubted_wrong) if told and identity is not None else None,
                      "psnr": mean([r["box_psnr"] for r in reg]),
                      "identity": mean([base[r["case"]] for r in reg if r["case"] in base]),
                      "telea": mean([fill[r["case"]] for r in reg if r["case"] in fill])})
@@ -199,7 +206,7 @@ def registration_markdown(runs: dict[str, list[dict[str, Any]]], field: str = "r
     """The registration table of a comparison run, per value of ``field``, for each method whose records carry
     ``sources`` (:func:`registration_rows`; doing nothing and Telea from the ``identity`` and ``telea`` runs)."""
     head = ["Method", field.replace("_", " "), "cases", "registered", "wrongly registered (of cases)",
-            "PSNR box registered", "doing nothing", "Telea"]
+            "doubted (wrongly among them)", "PSNR box registered", "doing nothing", "Telea"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(v, fmt="{:.2f}"):
@@ -212,7 +219,9 @@ def registration_markdown(runs: dict[str, list[dict[str, Any]]], field: str = "r
             n, k, w = row["n"], row["registered"], row["wrong"]
             share = f"{k}/{n} ({k / n:.0%})" if n else "0/0"
             wrong = "–" if w is None else f"{w}/{n} ({w / n:.0%})" if n else "0/0"
-            lines.append("| " + " | ".join([method, row["group"], str(n), share, wrong, num(row["psnr"]),
+            d, dw = row["doubted"], row["doubted_wrong"]
+            doubted = "–" if d is None else f"{d}" if dw is None else f"{d} ({dw})"
+            lines.append("| " + " | ".join([method, row["group"], str(n), share, wrong, doubted, num(row["psnr"]),
                                              num(row["identity"]), num(row["telea"])]) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 

@@ -36,6 +36,11 @@ class RefineOutput:
             across views continues the surroundings less well) or ``"kept"`` (no reliable correspondence: the input left
             as it was).
         confidence: for each window, the confidence of its registration in [0, 1] (0 when none was accepted).
+        doubts: for each window, what speaks against its paste — ``"close call"`` (a damage ratio under
+            :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO`), ``"breaks the edge"`` (a paste across views that
+            continues the surroundings less well than the damaged pixels do,
+            :func:`refalign.transfer.damage.paste_edge_steps`); empty for a window with no doubt or no paste. The
+            way out is ``paste=False``.
         reports: for each window, one line for the user: where it is, how it was repaired and why.
     """
 
@@ -48,3 +53,4 @@ class RefineOutput:
     sources: list[str] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
+    doubts: list[tuple[str, ...]] = field(default_factory=list)

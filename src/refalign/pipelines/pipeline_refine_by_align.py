@@ -654,6 +654,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             [j.source for j in jobs],
             [j.correspondence.confidence if j.correspondence is not None else 0.0 for j in jobs],
             [j.report() for j in jobs],
+            [j.doubts for j in jobs],
         )
 
     def _timesteps(self, steps: int, strength: float) -> torch.Tensor:

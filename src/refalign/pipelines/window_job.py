@@ -26,6 +26,10 @@ from refalign.windows import ModelFrame, Window
 
 #: The hint that keeps a window as it was.
 KEEP_HINT = "--unregistered keep to leave it as it was"
+#: What can speak against an accepted paste (:attr:`WindowJob.doubts`): a damage ratio under
+#: :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO`, and a paste across views that continues the surroundings
+#: less well than the damaged pixels do (:attr:`~refalign.transfer.damage.EdgeSteps.breaks`).
+CLOSE_CALL, BREAKS_EDGE = "close call", "breaks the edge"
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,16 @@ class WindowJob:
     edge_steps: EdgeSteps | None = None
 
     @property
+    def doubts(self) -> tuple[str, ...]:
+        """What speaks against the window's paste (:data:`CLOSE_CALL`, :data:`BREAKS_EDGE`); empty when nothing
+        does or nothing was pasted."""
+        if not self.source.startswith("reference"):
+            return ()
+        close = self.correspondence.fit.best.score.damage_ratio < CLEAR_DAMAGE_RATIO
+        breaks = self.edge_steps is not None and self.edge_steps.breaks
+        return tuple(d for d, on in ((CLOSE_CALL, close), (BREAKS_EDGE, breaks)) if on)
+
+    @property
     def runs_model(self) -> bool:
         return self.source in ("model", "reference+model", "synthesis+model")
 
@@ -133,7 +147,7 @@ class WindowJob:
             how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
             registered = f"registered ({corr.registration}; confidence {corr.confidence:.2f})"
-            return f"{where}: {how} — {registered}{_doubts(corr, self.edge_steps)}"
+            return f"{where}: {how} — {registered}{self._doubt_text()}"
         if self.unpasted:
             return (f"{where}: {self._how_unpasted()}, not the registered reference's pixels (--no-paste; registered: "
                     f"{corr.registration}; confidence {corr.confidence:.2f}) — --paste to paste them")
@@ -159,6 +173,24 @@ class WindowJob:
                     f"{_hints(corr, KEEP_HINT)}")
         conf = corr.confidence if corr is not None else 0.0
         return f"{where}: refined by the model (registration: {why}; confidence {conf:.2f})"
+
+    def _doubt_text(self) -> str:
+        """:attr:`doubts` in words, with their numbers and the way to refuse the paste (empty without doubts): good
+        pastes and wrong ones both lie under the damage ratio's bar; the edge step tells only where the mask hugs
+        its artifact."""
+        doubts, said = self.doubts, []
+        if not doubts:
+            return ""
+        if CLOSE_CALL in doubts:
+            ratio = self.correspondence.fit.best.score.damage_ratio
+            said.append(f"a close call: the damaged pixels differ from the paste {ratio:.2f}x as much as the known "
+                        f"pixels around it do (accepted from {MIN_DAMAGE_RATIO:g}x, clear from "
+                        f"{CLEAR_DAMAGE_RATIO:g}x)")
+        if BREAKS_EDGE in doubts:
+            said.append(f"it continues the surroundings less well than the damaged pixels do "
+                        f"({self.edge_steps.describe()}; where the mask hugs its artifact such pastes came out worse "
+                        "than doing nothing 49 times in 53)")
+        return " — " + "; ".join(said) + "; if it looks wrong, --no-paste leaves the region to --unregistered"
 
     def _how_synthesised(self) -> str:
         how = f"synthesised from {_region_name(self.correspondence, self.mask)} in {self.synthesis.levels} level(s)"
@@ -190,24 +222,6 @@ def _hints(corr: Correspondence | None, *more: str) -> str:
     window's correspondence is that region already — then ``more``."""
     paint = () if corr is not None and corr.path == "user" else ("paint the matching region with --reference-mask",)
     return ", or ".join(paint + more)
-
-
-def _doubts(corr: Correspondence, steps: EdgeSteps | None) -> str:
-    """What speaks against an accepted paste, with the way to refuse it (empty when nothing does): a damage ratio
-    under :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO` (good pastes and wrong ones both lie there), and a
-    paste across views that breaks the mask's edge more than the damage does
-    (:attr:`~refalign.transfer.damage.EdgeSteps.breaks`; telling only where the mask hugs its artifact)."""
-    doubts = []
-    ratio = corr.fit.best.score.damage_ratio
-    if ratio < CLEAR_DAMAGE_RATIO:
-        doubts.append(f"a close call: the damaged pixels differ from the paste {ratio:.2f}x as much as the known "
-                      f"pixels around it do (accepted from {MIN_DAMAGE_RATIO:g}x, clear from {CLEAR_DAMAGE_RATIO:g}x)")
-    if steps is not None and steps.breaks:
-        doubts.append(f"it continues the surroundings less well than the damaged pixels do ({steps.describe()}; "
-                      "where the mask hugs its artifact such pastes came out worse than doing nothing 49 times in 53)")
-    if not doubts:
-        return ""
-    return " — " + "; ".join(doubts) + "; if it looks wrong, --no-paste leaves the region to --unregistered"
 
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
