@@ -69,6 +69,30 @@ def test_no_paste_gives_a_registered_window_the_unregistered_choice_and_says_so(
     assert _set(pipe, "refinement.paste=false")(art, mask, ref, seed=0, unregistered="keep").sources == ["kept"]
 
 
+def test_paste_can_be_refused_for_some_windows_only(dummy_pipeline):
+    """One bool per window, in ``RefineOutput.windows``' order (the same mask plans the same windows): the refused
+    window gets ``unregistered``, the other its paste, as in a run without the switch."""
+    truth, art, mask, ref = _artifact_case()
+    yy, xx = np.mgrid[0 : truth.shape[0], 0 : truth.shape[1]]
+    second = (yy - 60) ** 2 + (xx - 70) ** 2 < 12**2
+    both, damaged = mask | second, art.copy()
+    damaged[second] = (0, 255, 255)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    full = pipe(damaged, both, ref, seed=0, unregistered="keep")
+    assert full.sources == ["reference", "reference"] and len(full.windows) == 2
+    first = full.windows[0].top <= 150 < full.windows[0].top + full.windows[0].size  # which window is the mask's
+    refused = pipe(damaged, both, ref, seed=0, unregistered="keep", paste=[True, False])
+    assert refused.sources == ["reference", "kept"] and refused.windows == full.windows
+    kept_region, pasted_region = (second, mask) if first else (mask, second)
+    assert (refused.image[kept_region] == damaged[kept_region]).all()
+    assert (refused.image[pasted_region] == full.image[pasted_region]).all()
+    assert pipe(damaged, both, ref, seed=0, unregistered="keep", paste=np.array([True, True])).sources == full.sources
+    with pytest.raises(InputError, match=r"paste: 1 values for 2 window\(s\); give one per window"):
+        pipe(damaged, both, ref, seed=0, paste=[False])
+    with pytest.raises(InputError, match="paste must be a bool or one bool per window"):
+        pipe(damaged, both, ref, seed=0, paste=["no", "no"])
+
+
 def test_a_paste_accepted_on_a_small_damage_ratio_is_reported_as_a_close_call(dummy_pipeline, monkeypatch):
     import refalign.pipelines.window_job as window_job
 

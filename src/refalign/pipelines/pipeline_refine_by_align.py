@@ -15,7 +15,7 @@ import inspect
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -280,7 +280,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         num_samples: int | None = None,
         unregistered: str | None = None,
         dense_flow: bool | None = None,
-        paste: bool | None = None,
+        paste: bool | Sequence[bool] | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         context: float | None = None,
@@ -331,7 +331,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.
             paste: with ``refinement.source="reference"``, paste the registered reference's pixels where the
                 registration is accepted; ``False`` gives every window ``unregistered`` instead (the recourse for a
-                paste that looks wrong; the report still says what registered); default ``refinement.paste``.
+                paste that looks wrong; the report still says what registered); or one bool per window, in the order
+                of ``RefineOutput.windows`` (the same mask plans the same windows), e.g. ``[not d for d in
+                out.doubts]`` to refuse only the pastes a doubt speaks against; default ``refinement.paste``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -356,13 +358,15 @@ class RefineByAlignPipeline(DiffusionPipeline):
         plans = plan_windows(inputs.mask, context=float(context or cfg.context), min_size=cfg.min_window,
                              merge_growth=cfg.merge_growth)
         logger.debug("refining %d window(s): %s", len(plans), [p.window for p in plans])
+        pastes = per_window(run.paste, len(plans))
 
         strategy = paste_strategy(cfg)
         result, jobs = inputs.image.copy(), []
-        for plan in plans:
+        for plan, pasted in zip(plans, pastes):
             # 3. The window's job: its correspondence (once per reference) and the source of its hole — the
             #    registered reference's own pixels, the refiner, or (no reliable correspondence) nothing
-            job = self._window_job(plan, inputs, run, strategy, subtoken=subtoken, guided=warped_guidance)
+            job = self._window_job(plan, inputs, replace(run, paste=pasted), strategy, subtoken=subtoken,
+                                   guided=warped_guidance)
             logger.info("%s", job.report())
             # 4. Masked-latent inpainting of the window with DDIM and classifier-free guidance (when the refiner
             #    runs: alone, or as the harmonizer of the transferred pixels)
@@ -409,7 +413,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if unregistered not in UNREGISTERED:
             raise InputError(f"unregistered must be one of {', '.join(UNREGISTERED)}, got {unregistered!r}")
         dense_flow = bool(cfg.dense_flow if dense_flow is None else dense_flow)
-        paste = bool(cfg.paste if paste is None else paste)
+        if paste is None or isinstance(paste, (bool, np.bool_)):
+            paste = bool(cfg.paste if paste is None else paste)
+        elif not all(isinstance(p, (bool, np.bool_)) for p in paste):
+            raise InputError(f"paste must be a bool or one bool per window, got {paste!r}")
+        else:
+            paste = tuple(bool(p) for p in paste)
         return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs),
                               unregistered, dense_flow, paste)
 
@@ -741,6 +750,16 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     latents = out.pop("latents", latents)
                 bar.update()
         return latents
+
+
+def per_window(paste: bool | tuple[bool, ...], windows: int) -> tuple[bool, ...]:
+    """The call's ``paste`` for each of ``windows`` windows: one bool for all, or one per window (checked)."""
+    if isinstance(paste, bool):
+        return (paste,) * windows
+    if len(paste) != windows:
+        raise InputError(f"paste: {len(paste)} values for {windows} window(s); give one per window, in the order of "
+                         "RefineOutput.windows, or one for all")
+    return paste
 
 
 def telea_fill_tensor(images: torch.Tensor, masks: torch.Tensor, radius: int = RADIUS) -> torch.Tensor:

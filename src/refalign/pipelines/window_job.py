@@ -45,7 +45,8 @@ class RefineSettings:
     callback_inputs: Sequence[str] = ("latents",)
     unregistered: str = "model"
     dense_flow: bool = True
-    paste: bool = True
+    #: one for every window, or one per window (the pipeline hands each window its own)
+    paste: bool | tuple[bool, ...] = True
 
     @property
     def seed(self) -> int:
