@@ -89,8 +89,9 @@ def test_paste_can_be_refused_for_some_windows_only(dummy_pipeline):
     assert pipe(damaged, both, ref, seed=0, unregistered="keep", paste=np.array([True, True])).sources == full.sources
     with pytest.raises(InputError, match=r"paste: 1 values for 2 window\(s\); give one per window"):
         pipe(damaged, both, ref, seed=0, paste=[False])
-    with pytest.raises(InputError, match="paste must be a bool or one bool per window"):
-        pipe(damaged, both, ref, seed=0, paste=["no", "no"])
+    for bad in (["no", "no"], 1):
+        with pytest.raises(InputError, match="paste must be a bool or one bool per window"):
+            pipe(damaged, both, ref, seed=0, paste=bad)
 
 
 def test_a_paste_accepted_on_a_small_damage_ratio_is_reported_as_a_close_call(dummy_pipeline, monkeypatch):

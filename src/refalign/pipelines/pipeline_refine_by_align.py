@@ -413,14 +413,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if unregistered not in UNREGISTERED:
             raise InputError(f"unregistered must be one of {', '.join(UNREGISTERED)}, got {unregistered!r}")
         dense_flow = bool(cfg.dense_flow if dense_flow is None else dense_flow)
-        if paste is None or isinstance(paste, (bool, np.bool_)):
-            paste = bool(cfg.paste if paste is None else paste)
-        elif not all(isinstance(p, (bool, np.bool_)) for p in paste):
-            raise InputError(f"paste must be a bool or one bool per window, got {paste!r}")
-        else:
-            paste = tuple(bool(p) for p in paste)
         return RefineSettings(steps, strength, masked_content, num_samples, generator, callback, tuple(tensor_inputs),
-                              unregistered, dense_flow, paste)
+                              unregistered, dense_flow, check_paste(paste, cfg.paste))
 
     def _check_inputs(self, image, mask, reference, reference_mask, object_mask, no_align, run: RefineSettings,
                       output_type) -> "CheckedInputs":
@@ -750,6 +744,18 @@ class RefineByAlignPipeline(DiffusionPipeline):
                     latents = out.pop("latents", latents)
                 bar.update()
         return latents
+
+
+def check_paste(paste, default: bool) -> bool | tuple[bool, ...]:
+    """The call's ``paste``: ``default`` (the checkpoint's) for ``None``, one bool, or one bool per window (their
+    number is checked once the windows are planned, :func:`per_window`)."""
+    if paste is None:
+        return bool(default)
+    if isinstance(paste, (bool, np.bool_)):
+        return bool(paste)
+    if isinstance(paste, (list, tuple, np.ndarray)) and all(isinstance(p, (bool, np.bool_)) for p in paste):
+        return tuple(bool(p) for p in paste)
+    raise InputError(f"paste must be a bool or one bool per window, got {paste!r}")
 
 
 def per_window(paste: bool | tuple[bool, ...], windows: int) -> tuple[bool, ...]:
