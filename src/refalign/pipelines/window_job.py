@@ -147,11 +147,10 @@ class WindowJob:
             how = "the reference's own pixels"
             how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
-            registered = f"registered ({corr.registration}; confidence {corr.confidence:.2f})"
-            return f"{where}: {how} — {registered}{self._doubt_text()}"
+            return f"{where}: {how} — registered ({_registration(corr)}){self._doubt_text()}"
         if self.unpasted:
             return (f"{where}: {self._how_unpasted()}, not the registered reference's pixels (--no-paste; registered: "
-                    f"{corr.registration}; confidence {corr.confidence:.2f}) — --paste to paste them")
+                    f"{_registration(corr)}) — --paste to paste them")
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
         if self.source.startswith("synthesis"):
             return f"{where}: {self._how_synthesised()} (no geometric model fits: {why}) — {KEEP_HINT}"
@@ -160,8 +159,8 @@ class WindowJob:
                     f"{_hints(corr, KEEP_HINT)}")
         if self.source == "recoloured" and corr is not None and corr.matrix is not None:
             return (f"{where}: its own pixels recoloured to their surroundings, which they continue better than the "
-                    f"registered reference's pixels do (registered: {corr.registration}; confidence "
-                    f"{corr.confidence:.2f}) — --unregistered keep to paste the reference's pixels instead")
+                    f"registered reference's pixels do (registered: {_registration(corr)}) — --unregistered keep to "
+                    "paste the reference's pixels instead")
         if self.source == "recoloured":
             return (f"{where}: its own pixels recoloured to their surroundings (no reliable correspondence in the "
                     f"reference: {why}) — {KEEP_HINT}")
@@ -216,6 +215,11 @@ class WindowJob:
     def region(self) -> np.ndarray | None:
         """The reference region the refinement is conditioned on (``None``: the whole reference)."""
         return self.correspondence.region if self.correspondence is not None else None
+
+
+def _registration(corr: Correspondence) -> str:
+    """An accepted registration in the report's words: how it was found, and its confidence."""
+    return f"{corr.registration}; confidence {corr.confidence:.2f}"
 
 
 def _hints(corr: Correspondence | None, *more: str) -> str:
