@@ -193,6 +193,7 @@ def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
     assert "error" not in rec["a-warp"], rec["a-warp"].get("error")
     assert rec["a-warp"]["background"] == 0 and "iou" in rec["a-warp"]
     assert rec["a-warp"]["paste_radius"] >= 1 and "guidance" not in rec["a-warp"]  # not a guided model
+    assert rec["a-warp"]["paste"] is True  # the run's refinement.paste, which registered() reads
     assert (tmp_path / "o" / "a-warp" / "correspondence_pred.png").is_file()
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "refalign-noguide", "--output", str(tmp_path / "n"),
                                    "--model", str(dummy_checkpoint), "--no-ocr", "--device", "cpu"])
@@ -423,6 +424,8 @@ def test_registration_table_counts_registered_and_wrongly_registered_cases():
                   rec("f", 30.0, sources=["recoloured"]) | {"confidence": [0.0]},
                   rec("g", 30.0, sources=["recoloured"])]
     assert [registered(r) for r in recoloured] == [True, False, False]
+    # under refinement.paste=false a registered window recoloured by auto weighed no paste: not registered
+    assert registered(recoloured[0] | {"paste": False}) is False and registered(recoloured[0] | {"paste": True})
     rows = {r["group"]: r for r in registration_rows(pipe, identity, telea, "reference_kind")}
     assert rows["all"] | {} == {"group": "all", "n": 4, "registered": 3, "wrong": 1, "doubted": None,
                                 "doubted_wrong": None, "psnr": 28.0, "identity": 20.0, "telea": pytest.approx(67 / 3)}

@@ -158,12 +158,14 @@ def registered(record: dict[str, Any]) -> bool | None:
     """Whether a pipeline record registered any of its windows and used it: pasted the registered reference
     (``sources`` starting with ``"reference"``), or under ``unregistered="auto"`` weighed that paste and recoloured
     the artifact instead (``"recoloured"`` with a registration ``confidence`` above 0 — an unregistered window's is
-    0); ``None`` for a record without ``sources`` (a baseline, or a failed case)."""
+    0; not under ``refinement.paste=false``, the record's ``paste``, where no paste was weighed); ``None`` for a
+    record without ``sources`` (a baseline, or a failed case)."""
     sources = record.get("sources")
     if not sources or record.get("error") or record.get("skipped"):
         return None
     confidence = record.get("confidence") or [0.0] * len(sources)
-    return any(str(s).startswith("reference") or (s == "recoloured" and c > 0)
+    weighed = record.get("paste", True)
+    return any(str(s).startswith("reference") or (s == "recoloured" and c > 0 and weighed)
                for s, c in zip(sources, confidence))
 
 
