@@ -460,3 +460,45 @@ def test_cases_with_truth_reads_every_folder_in_order_and_skips_cases_without_a_
     read = [c.path.name for c in cases_with_truth([tmp_path / "a", tmp_path / "b"])]
     assert read == ["c1", "c3"]
     assert [c.path.name for c in cases_with_truth([tmp_path / "a", tmp_path / "b"], limit=2)] == ["c1"]
+
+
+def test_bench_references_refines_with_every_other_photo_of_the_object(tmp_path, dummy_checkpoint):
+    """benchmarks/bench_references.py: a crossview case whose own reference (another object's texture) does not
+    register gains the object's other photo, a perspective view that does; refined with all of them, the window
+    pastes from that photo, and the near-duplicate of the source photo is not used."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    from conftest import textured_image
+    from refalign.files import save_image
+
+    truth = textured_image(seed=2)
+    turned = cv2.warpAffine(truth, cv2.getRotationMatrix2D((160, 160), 20, 0.9), (320, 320),
+                            borderMode=cv2.BORDER_REFLECT)
+    view = (255 * (turned / 255.0) ** 0.8).astype(np.uint8)  # another view: turned, and lit otherwise
+    photos = tmp_path / "photos" / "thing"
+    photos.mkdir(parents=True)
+    for stem, photo in (("00", truth), ("01", textured_image(seed=9)), ("02", view), ("03", truth[:, ::-1])):
+        save_image(photo, photos / f"{stem}.png")
+        save_image(np.ones(photo.shape[:2], bool), photos / f"{stem}.mask.png")
+    mask = np.zeros(truth.shape[:2], bool)
+    mask[135:165, 150:190] = True
+    image = truth.copy()
+    image[mask] = (255, 0, 255)
+    write_case(tmp_path / "cases" / "0000-thing-00-garbled-crossview", image=image, mask=mask,
+               reference=textured_image(seed=9), reference_mask=np.ones(truth.shape[:2], bool), target=truth,
+               meta={"artifact_kind": "garbled", "reference_kind": "crossview", "object": "thing",
+                     "source_photo": str(photos / "00.png"), "reference_photo": str(photos / "01.png")})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_references.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--model", str(dummy_checkpoint),
+                           "--set", "refinement.source=reference", "--json", str(tmp_path / "rows.jsonl")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = json.loads((tmp_path / "rows.jsonl").read_text())
+    assert sorted(row["singles"]) == ["01", "02"]  # 03, the source photo mirrored, is the same picture: left out
+    assert not row["given"]["registered"] and row["all"]["registered"] and row["all"]["reference"] == "02"
+    assert "| case's own reference | 0 of 1 |" in proc.stdout and "| all references | 1 of 1 | 0 |" in proc.stdout
+    assert "the choice among pastes never arose" in proc.stdout, proc.stdout
