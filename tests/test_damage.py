@@ -163,6 +163,20 @@ def test_a_patch_masked_along_its_own_border_is_not_recoloured_into_its_surround
     assert edge.step > 10 and edge.explained < 0.3 and not edge.recolours, edge
 
 
+def test_the_recolouring_bars_take_a_drift_that_leaves_some_step_or_explains_under_half_the_spread():
+    """Session 16's bars: the benchmark's colour drifts leave up to 1.66 natural steps after the map and explain
+    0.42–0.84 of the outside colours' spread (a label masked along its own border, above, explains under 0.3)."""
+    from refalign.transfer.damage import EdgeColours
+
+    drift = {"step": 2.7, "recoloured_step": 1.6, "round_trip": 0.5, "explained": 0.45, "colour": None}
+    assert EdgeColours(**drift).recolours
+    # too much left; too little explained; no round trip; no real jump; too little removed
+    for off in ({"recoloured_step": 1.8}, {"explained": 0.3}, {"round_trip": 0.9},
+                {"step": 1.3, "recoloured_step": 0.7}, {"step": 2.0}):
+        assert not EdgeColours(**(drift | off)).recolours, off
+    assert not EdgeColours(**drift).recolours_below(1.5)  # against a paste that leaves less
+
+
 def test_a_hole_that_nearly_fills_the_image_is_not_recoloured():
     img = textured_image(seed=0)
     hole = np.ones(img.shape[:2], bool)

@@ -15,18 +15,22 @@ meeting at the mask's edge — a patch masked along its own border — say nothi
 :func:`recolour_region` applies the map to the region; the pairs' depth and the growth scale with the image like
 the registration's score.
 
-Measured with ``python benchmarks/bench_recolour.py CASES --clean-photos ../shared/data/dreambooth-dev``. On the 71
-unregistered other-photo windows of the development sets 7 of the 13 colour-drift windows are recoloured and none of
-another kind, box PSNR / GMSD 34.84 / 0.027 on those against 22.18 / 0.077 for doing nothing and 20.26 / 0.190 for
-Telea; on the 1024-px copies 6 of 11, 35.40 / 0.033 against 22.96 / 0.075, again none of another kind. Per kind
-(median, in natural steps): colour drift steps 2.79, leaves 1.23 after the map, round trip 0.52, explains 0.61;
-garbled and blurred artifacts remove 0.02–0.10 of their step; shuffled and hallucinated ones leave 2.5–2.8 and
-explain 0.03–0.13. The risk is a mask drawn along a region's own border over content that was right: on the 78
-development photos, 3689 masks along colour regions (k-means) are recoloured 2 times (the worse at 14.3 dB PSNR
-against the photo). The real-jump and half-the-spread rules were set there: with steps of 1.0–1.4 allowed and a
-third of the spread, 68 were (the worst to 9.9 dB). Without the round trip a clean textured region with a step of
-1.16 was recoloured (the map shrank its colours); without the spread rule, a navy label masked along its border was
-painted the shirt's grey (``tests/test_damage.py``).
+Measured with ``python benchmarks/bench_recolour.py CASES --clean-photos ../shared/data/dreambooth-dev``. On the 69
+unregistered other-photo windows of the development sets (dc17, cv15) 9 of the 13 colour-drift windows are recoloured
+and none of another kind, box PSNR / GMSD 35.64 / 0.022 on those against 23.18 / 0.063 for doing nothing and 21.43 /
+0.185 for Telea; on the 1024-px copies 8 of 11, 34.86 / 0.031 against 22.50 / 0.070; on three more crossview sets
+(cv17, cvx1, cvx2) 7 of 21, 33.85 / 0.040 against 22.02 / 0.075, again none of another kind. Per kind (median, in
+natural steps): colour drift steps 2.79, leaves 1.23 after the map, round trip 0.52, explains 0.61; garbled and
+blurred artifacts remove 0.02–0.11 of their step; shuffled and hallucinated ones leave 2.5–2.8 and explain
+0.03–0.13. The risk is a mask drawn along a region's own border over content that was right: on the 78 development
+photos, 3689 masks along colour regions (k-means) are recoloured 7 times (the worst at 14.3 dB PSNR against the
+photo; the other six at 20.4–28.6, five of them blurred background blobs). The real-jump rule was set there: with
+steps of 1.0–1.4 allowed and a third of the spread, 68 were (the worst to 9.9 dB). Without the round trip a clean
+textured region with a step of 1.16 was recoloured (the map shrank its colours); without the spread rule, a navy
+label masked along its border was painted the shirt's grey (``tests/test_damage.py``). Session 16 loosened two
+bars, from a step left of 1.3 and half the spread explained to 1.7 and 0.4: every window that then fired in the
+nine benchmark sets was a colour drift (7 more: +7.9 to +15.4 dB each, none worse), for 5 more recolourings on the
+clean photos; a third of the spread (0.3) would have added one more drift and 12 more clean masks, down to 9.9 dB.
 
 **Against a paste.** A window registered from another view gets a paste a pixel or several off; where its artifact
 only changed colours, its own strokes recoloured are the better source when they continue the surroundings better
@@ -132,8 +136,8 @@ STEP_FLOOR = 1.0
 #: along a region's own border in a textured photo meets steps of 0.9-1.4 that a map fitted to them "removes").
 MIN_STEP = 1.4
 #: Largest colour step left by the recolouring, as a multiple of the natural step: the edge is then about as
-#: continuous as true content.
-MAX_RECOLOURED_STEP = 1.3
+#: continuous as true content (colour drifts leave 0.49–1.66; 1.3 until session 16 missed four of them).
+MAX_RECOLOURED_STEP = 1.7
 #: Least part of the step the recolouring must remove, in natural steps.
 MIN_STEP_REMOVED = 0.5
 #: Largest round-trip error (the colour map, then the map fitted the other way), in natural steps: a recolouring is
@@ -141,8 +145,8 @@ MIN_STEP_REMOVED = 0.5
 MAX_ROUND_TRIP = 0.8
 #: Least share of the outside colours' spread (mean distance to their mean) that the map must explain: the pairs
 #: carry structure, not two flat colours meeting at the mask's edge (a patch masked along its own border, whose
-#: true colour its surroundings cannot tell).
-MIN_EXPLAINED = 0.5
+#: true colour its surroundings cannot tell; colour drifts explain 0.42–0.84, half was the bar until session 16).
+MIN_EXPLAINED = 0.4
 
 
 def gradient_magnitude(image: np.ndarray) -> np.ndarray:
