@@ -10,9 +10,10 @@ not a near-duplicate of it (:func:`~refalign.eval.make_cases.is_near_duplicate`)
 them (``--reference`` repeated), and scored over the mask's box (PSNR, GMSD) beside doing nothing and OpenCV's Telea.
 
 The first table compares: the case's own reference (what ``refalign bench`` runs), all references together, and
-the best single reference chosen with the truth (what a perfect choice would reach). Registered = a window pasted
-the reference's pixels; wrong = registered and worse than doing nothing. The second table counts how the choice
-among references went where several registered: the one chosen, against the best and the worst registered one.
+the best single reference chosen with the truth (what a perfect choice would reach). Pasted (``registered`` in the
+rows) = a window got the registered reference's pixels; wrong = pasted and worse than doing nothing. The second table
+lists the cases where more than one reference pastes alone: each one's score and doubts, and the one the pipeline
+chose among them.
 
     python benchmarks/bench_references.py CASES [CASES ...] [--model src/refalign/default_model] [--limit N]
         [--set refinement.KEY=VALUE ...] [--json OUT.jsonl]
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from refalign.eval.cases import cases_with_truth
-from refalign.eval.make_cases import Photo, fit_size, is_near_duplicate, object_mask_for
+from refalign.eval.make_cases import discover_photos, fit_size, is_near_duplicate, object_mask_for
 from refalign.eval.metrics import box_psnr_gmsd
 from refalign.files import load_image
 from refalign.fill import telea_fill
@@ -55,15 +56,12 @@ def other_references(case, avoid: set, seed: int) -> list[tuple[str, np.ndarray,
     obj = case.meta["object"]
     size = max(case.image.shape[:2])
     refs = [(given.stem, case.reference, case.reference_mask)]
-    for path in sorted(source.parent.iterdir()):
-        if path.suffix.lower() not in (".jpg", ".jpeg", ".png") or path.name.endswith(".mask.png"):
+    for other in discover_photos(source.parent.parent):
+        if other.object != obj or other.path in (source, given) or (obj, source.stem, other.stem) in avoid:
             continue
-        if path in (source, given) or (obj, source.stem, path.stem) in avoid:
-            continue
-        photo = fit_size(load_image(path), size)
-        if is_near_duplicate(photo, case.target):
-            continue
-        refs.append((path.stem, photo, object_mask_for(Photo(path, obj), photo, seed)[0]))
+        photo = fit_size(load_image(other.path), size)
+        if not is_near_duplicate(photo, case.target):
+            refs.append((other.stem, photo, object_mask_for(other, photo, seed)[0]))
     return refs
 
 
@@ -114,8 +112,8 @@ def report(rows: list[dict]) -> None:
     n = len(rows)
     print(f"\n## {n} cases, {sum(r['references'] for r in rows) / n:.1f} references each on average "
           "(box PSNR / GMSD)\n")
-    print("| run | registered | wrong (worse than doing nothing) | doubted (wrong among them) | all cases | "
-          "registered cases | doing nothing there | Telea there |")
+    print("| run | pasted | wrong (worse than doing nothing) | doubted (wrong among them) | all cases | "
+          "pasted cases | doing nothing there | Telea there |")
     print("|---|---|---|---|---|---|---|---|")
     for name, outs in runs.items():
         reg = [i for i, o in enumerate(outs) if o["registered"]]
@@ -129,10 +127,10 @@ def report(rows: list[dict]) -> None:
 
     several = [r for r in rows if sum(s["registered"] for s in r["singles"].values()) > 1]
     if not several:
-        print("\nno case registers with more than one of its references alone: the choice among pastes never arose")
+        print("\nno case pastes from more than one of its references alone: the choice among pastes never arose")
         return
-    print(f"\n## the choice, on the {len(several)} cases where more than one reference registers alone\n")
-    print("| case | registered alone (box PSNR, doubts) | chosen | doing nothing |")
+    print(f"\n## the choice, on the {len(several)} cases where more than one reference pastes alone\n")
+    print("| case | pasted alone (box PSNR, doubts) | chosen | doing nothing |")
     print("|---|---|---|---|")
     for r in several:
         alone = ", ".join(f"{k} {s['score'][0]:.2f}{_doubted(s)}" for k, s in r["singles"].items() if s["registered"])
