@@ -464,8 +464,8 @@ def test_cases_with_truth_reads_every_folder_in_order_and_skips_cases_without_a_
 
 def test_bench_references_refines_with_every_other_photo_of_the_object(tmp_path, dummy_checkpoint):
     """benchmarks/bench_references.py: a crossview case whose own reference (another object's texture) does not
-    register gains the object's other photo, a perspective view that does; refined with all of them, the window
-    pastes from that photo, and the near-duplicate of the source photo is not used."""
+    register gains the object's other photo, a turned and otherwise lit view that does; refined with all of them,
+    the window pastes from that photo, and the mirrored copy of the source photo (a near-duplicate) is not used."""
     import subprocess
     import sys
     from pathlib import Path
