@@ -30,7 +30,8 @@ from refalign.eval.report import grouped
 from refalign.files import load_image
 from refalign.fill import telea_fill
 from refalign.transfer.damage import (
-    MAX_RECOLOURED_STEP, MAX_ROUND_TRIP, MIN_EXPLAINED, MIN_STEP, MIN_STEP_REMOVED, edge_colours, recolour_region,
+    MAX_RECOLOURED_STEP, MAX_ROUND_TRIP, MIN_EXPLAINED, MIN_STEP, MIN_STEP_REMOVED, ROUND_TRIP_SHARE, edge_colours,
+    recolour_region,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import register_hole
@@ -80,8 +81,9 @@ def report(rows: list[dict]) -> None:
         print(f"| {kind} | {len(rs)} | {len(fired)} | {_mean(fired, 'nothing')} | {_mean(fired, 'telea')} | "
               f"{_mean(fired, 'recoloured')} |")
     print(f"\n## colour steps by kind, in natural steps (recoloured when the step is ≥ {MIN_STEP}, the map leaves "
-          f"≤ {MAX_RECOLOURED_STEP}, removes ≥ {MIN_STEP_REMOVED}, its round trip is ≤ {MAX_ROUND_TRIP} and it "
-          f"explains ≥ {MIN_EXPLAINED} of the outside colours' spread): median (range)\n")
+          f"≤ {MAX_RECOLOURED_STEP}, removes ≥ {MIN_STEP_REMOVED}, its round trip is ≤ {MAX_ROUND_TRIP} or "
+          f"{ROUND_TRIP_SHARE} of the step and it explains ≥ {MIN_EXPLAINED} of the outside colours' spread): "
+          "median (range)\n")
     print("| artifact kind | step | left after the map | removed | round trip | explained |")
     print("|---|---|---|---|---|---|")
     for kind, rs in sorted(by_kind.items()):
