@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from refalign.eval.cases import cases_with_truth
-from refalign.eval.make_cases import discover_photos, fit_size, is_near_duplicate, object_mask_for
+from refalign.eval.make_cases import (
+    Photo, discover_photos, fit_size, is_near_duplicate, object_mask_for, valid_partners,
+)
 from refalign.eval.metrics import box_psnr_gmsd
 from refalign.files import load_image
 from refalign.fill import telea_fill
@@ -41,14 +43,14 @@ from refalign.pipelines.pipeline_refine_by_align import RefineByAlignPipeline
 OTHER_PHOTO_KINDS = ("crossview", "multiview")
 
 
-def avoided_pairs(folder: Path) -> set[tuple[str, str, str]]:
-    """The ``(object, stem, stem)`` pairs the folder's ``make-cases.json`` never used together, both ways round."""
+def avoided_pairs(folder: Path) -> frozenset[tuple[str, str, str]]:
+    """The ``(object, stem, stem)`` pairs the folder's ``make-cases.json`` never used together."""
     path = folder / "make-cases.json"
     pairs = json.loads(path.read_text()).get("config", {}).get("avoid_pairs", []) if path.is_file() else []
-    return {(o, a, b) for o, a, b in pairs} | {(o, b, a) for o, a, b in pairs}
+    return frozenset(tuple(p) for p in pairs)
 
 
-def other_references(case, avoid: set, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def other_references(case, avoid: frozenset, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The case's references as ``(stem, photo, object mask)``: its own first (its case files, as ``bench`` reads
     them), then every other usable photo of the object, resized to the case's size with ``make-cases``' mask."""
     source = Path(case.meta["source_photo"])
@@ -56,8 +58,8 @@ def other_references(case, avoid: set, seed: int) -> list[tuple[str, np.ndarray,
     obj = case.meta["object"]
     size = max(case.image.shape[:2])
     refs = [(given.stem, case.reference, case.reference_mask)]
-    for other in discover_photos(source.parent.parent):
-        if other.object != obj or other.path in (source, given) or (obj, source.stem, other.stem) in avoid:
+    for other in valid_partners(Photo(source, obj), discover_photos(source.parent.parent), avoid):
+        if other.path == given:
             continue
         photo = fit_size(load_image(other.path), size)
         if not is_near_duplicate(photo, case.target):
@@ -79,7 +81,7 @@ def refine(pipe, case, refs: list, seed: int) -> dict:
             "doubts": [list(d) for d in out.doubts]}
 
 
-def measure(pipe, case, avoid: set, seed: int) -> dict | None:
+def measure(pipe, case, avoid: frozenset, seed: int) -> dict | None:
     """One case's row (``None`` when it has no other photo beyond its own reference)."""
     refs = other_references(case, avoid, seed)
     if len(refs) < 2:

@@ -324,7 +324,9 @@ def warp_reference(target: np.ndarray, obj: np.ndarray, mask: np.ndarray, rng: n
     return ref, ref_mask, corr, {"homography": hom.tolist(), "colour_change": colour}
 
 
-def _valid_partners(photo: Photo, photos: list[Photo], avoid: frozenset) -> list[Photo]:
+def valid_partners(photo: Photo, photos: list[Photo], avoid: frozenset) -> list[Photo]:
+    """The other photos of ``photo``'s object, except the pairs in ``avoid`` (``(object, stem, stem)``, either way
+    round)."""
     def bad(a: str, b: str) -> bool:
         return (photo.object, a, b) in avoid or (photo.object, b, a) in avoid
 
@@ -404,7 +406,7 @@ def _make_one(c: int, photo: Photo, photos: list[Photo], load, duplicate, out: P
     kind = cfg.kinds[(c // len(cfg.reference_kinds)) % len(cfg.kinds)]
     partners = []
     if ref_kind in ("multiview", "crossview"):
-        partners = [p for p in _valid_partners(photo, photos, cfg.avoid_pairs) if not duplicate(photo, p)]
+        partners = [p for p in valid_partners(photo, photos, cfg.avoid_pairs) if not duplicate(photo, p)]
         if not partners and ref_kind == "crossview":
             logger.info("%s: no other photo of %r for a crossview case; none made", photo.path, photo.object)
             return None
