@@ -8,7 +8,10 @@ of warp cases; the mask through ``meta.json``'s ``local_homography`` on crossvie
 share of it ``M*`` covers are averaged per size band, beside the alignment's score: a band whose score rises while
 its IoU does not is why a large ``M*`` is reported as a vague match
 (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`). Windows the sub-token path registered (``path`` =
-``warp``) are counted apart: their ``M*`` is the registered artifact.
+``warp``) or located (``located``: a model not accepted for a paste,
+:func:`~refalign.pipelines.subtoken.located_region`) are counted apart: the region they use is the artifact carried
+through that model. A last table sets the IoU of the region each path uses beside the token-level ``M*``'s on the
+same windows.
 
     python benchmarks/bench_mstar_size.py CASES [CASES ...] [--model CKPT] [--limit N]
 """
@@ -51,6 +54,8 @@ def measure(pipe, case) -> dict:
     if truth is not None and truth.any():
         row["iou"] = iou(out.mask, truth)
         row["covered"] = float((truth & out.mask).sum() / truth.sum())
+        m_star = out.correspondence.m_star if out.correspondence is not None else None
+        row["m_star_iou"] = iou(m_star, truth) if m_star is not None else None
     return row
 
 
@@ -78,6 +83,15 @@ def report(rows: list[dict]) -> None:
     for (kind, (_, band)), rs in sorted(bands.items()):
         mean = lambda key: np.mean([r[key] for r in rs])  # noqa: E731
         print(f"| {kind} | {band} | {len(rs)} | {mean('iou'):.2f} | {mean('covered'):.2f} | {mean('score'):.2f} |")
+    paths = defaultdict(list)
+    for r in rows:
+        if r["iou"] is not None and r["m_star_iou"] is not None:
+            paths[(r["kind"], r["path"])].append(r)
+    print("\n| reference | path | cases | IoU of the region used | IoU of M* on the same windows |")
+    print("|---|---|---|---|---|")
+    for (kind, path), rs in sorted(paths.items()):
+        print(f"| {kind} | {path} | {len(rs)} | {np.mean([r['iou'] for r in rs]):.2f} | "
+              f"{np.mean([r['m_star_iou'] for r in rs]):.2f} |")
 
 
 def main() -> None:

@@ -309,6 +309,24 @@ def test_an_unregistered_window_is_synthesised_from_the_region_inside_the_mask_o
     assert "harmonized by the model" in harmonized.reports[0]
 
 
+def test_a_window_that_does_not_register_is_synthesised_from_where_its_best_model_locates_it(dummy_pipeline):
+    """Heavy noise on the reference: its model still lines the texture up (the located path) but leaves too much
+    colour error on the ring to paste. The synthesis draws from the located region, the output's correspondence is
+    that region, and the report says so."""
+    truth, art, mask, ref = _artifact_case()
+    rng = np.random.default_rng(0)
+    noisy = np.clip(ref.astype(np.float64) + rng.normal(0, 60, ref.shape), 0, 255).astype(np.uint8)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    out = pipe(art, mask, noisy, seed=0, unregistered="synthesize")
+    assert out.sources == ["synthesis"] and out.confidence == [0.0]  # nothing pasted through the located model
+    assert out.alignment[0].path == "located"
+    located = out.alignment[0].correspondence.region
+    assert out.correspondence is not None and (out.correspondence == located).all()
+    assert "synthesised from the region the registration located" in out.reports[0], out.reports[0]
+    assert "its best model still locates the matching region" in out.reports[0]
+    assert (out.image[~mask] == art[~mask]).all()
+
+
 def test_several_references_take_the_registrable_one(dummy_pipeline):
     _, art, mask, ref = _artifact_case()
     pipe = _set(dummy_pipeline, "refinement.source=reference")

@@ -71,8 +71,9 @@ class AlignmentOutput:
         reference_box: ``(top, left, side)`` of the reference square the token grid covers (reference pixels; may
             stick out of the reference).
         noise_peaks: ``(grid_h, grid_w)`` bool — tokens removed as ViT noise (§A.4).
-        path: ``"cross-attention"`` (``mask`` is the token-level ``M*``) or ``"warp"`` (sub-token alignment refined
-            it geometrically, :mod:`refalign.pipelines.subtoken`); ``path_reason`` says why.
+        path: ``"cross-attention"`` (``mask`` is the token-level ``M*``), ``"warp"`` (sub-token alignment refined
+            it geometrically, :mod:`refalign.pipelines.subtoken`) or ``"located"`` (the artifact where a model that
+            was not accepted puts it); ``path_reason`` says why.
         homography: image → reference homography of the sub-token path, when one was fitted.
         correspondence: the window's :class:`~refalign.pipelines.correspondence.Correspondence` (``mask``,
             ``path``, ``path_reason`` and ``homography`` are read from it).

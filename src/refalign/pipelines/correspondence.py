@@ -15,7 +15,11 @@ One registration (:func:`~refalign.pipelines.subtoken.match_artifact`: the local
 :mod:`refalign.transfer`, scored on the known pixels around the hole) is run when sub-token alignment, warped
 guidance or the transfer of the reference's own pixels needs it. Sub-token alignment replaces a cross-attention
 ``M*`` by the registered artifact (``path`` becomes ``"warp"``) whenever a model is accepted — its agreement with
-``M*`` is reported; the warped guidance and the transfer use the same accepted model (``matrix``).
+``M*`` is reported; the warped guidance and the transfer use the same accepted model (``matrix``). A registration
+that is not accepted may still locate the artifact (``path`` ``"located"``,
+:func:`~refalign.pipelines.subtoken.located_region`): the region becomes the artifact carried through its best model,
+for what draws on the region (a synthesis, the overlay, the report), while ``matrix`` stays ``None``: nothing is
+pasted through it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from refalign.mask_ops import dilate
 from refalign.pipelines.subtoken import decide, match_artifact
 from refalign.registration import local_area_scale
 from refalign.transfer.engine import ReferenceView
-from refalign.transfer.register import LocalRegistration
+from refalign.transfer.register import LocalRegistration, ring_width
 from refalign.windows import ModelFrame, photo_scale
 
 #: Margin of the guidance's valid region around the registered artifact, in model pixels beyond the inpainting
@@ -60,8 +64,9 @@ class Correspondence:
     Attributes:
         region: ``(H_ref, W_ref)`` bool — the region of the reference the refinement is conditioned on
             (``I_r ⊗ region``); ``None`` for the whole reference (no alignment, or alignment found nothing).
-        path: ``"warp"`` (sub-token alignment registered the artifact pixel-accurately), ``"cross-attention"``
-            (token-level ``M*``), ``"user"`` (the user's reference mask) or ``"whole"`` (no alignment).
+        path: ``"warp"`` (sub-token alignment registered the artifact pixel-accurately), ``"located"`` (the
+            artifact where a registration that was not accepted puts it), ``"cross-attention"`` (token-level
+            ``M*``), ``"user"`` (the user's reference mask) or ``"whole"`` (no alignment).
         reason: why this path (and what the registration found, when it ran).
         homography: image → reference 3×3 of the registration, when one was fitted (also an unreliable one).
         valid_region: ``(H_ref, W_ref)`` bool — the reference pixels the warped guidance may use (the registered
@@ -94,8 +99,19 @@ class Correspondence:
 
     @property
     def mask(self) -> np.ndarray | None:
-        """What the alignment stage reports as ``M*``: the registered artifact on the warp path, else ``M*``."""
-        return self.region if self.path == "warp" else self.m_star
+        """What the alignment stage reports as ``M*``: the registered (or located) artifact on the warp (located)
+        path, else ``M*``."""
+        return self.region if self.path in ("warp", "located") else self.m_star
+
+    @property
+    def synthesis_region(self) -> np.ndarray | None:
+        """The region a synthesis draws its patches from: :attr:`region`, and on the located path its surroundings
+        too — grown by its ring width (:func:`~refalign.transfer.register.ring_width`). A located region is the
+        artifact's own size, a few patches wide; synthesised from it alone, 32 + 55 crossview windows (cv15 and the
+        seed-2 set) scored 24.18 and 23.02 dB box PSNR against 24.31 and 23.14 from ``M*``, grown 24.27 and 23.18."""
+        if self.region is None or self.path != "located":
+            return self.region
+        return dilate(self.region, int(round(ring_width(self.region))))
 
     @property
     def guidance(self) -> str:
@@ -144,8 +160,8 @@ def find_correspondence(
     if refine:
         sub = decide(match, prior)
         out.reason = sub.reason
-        if sub.path == "warp":
-            out.region, out.path = sub.mask, "warp"
+        if sub.path in ("warp", "located"):
+            out.region, out.path = sub.mask, sub.path
     elif has_prior and path == "cross-attention":
         out.reason = "sub-token alignment off"
     if match.usable and frame is not None:

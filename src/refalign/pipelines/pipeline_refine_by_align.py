@@ -576,12 +576,13 @@ class RefineByAlignPipeline(DiffusionPipeline):
     @staticmethod
     def _hole_problem(job: WindowJob, image: np.ndarray, reference: np.ndarray) -> HoleProblem | str:
         """The window's hole prepared for synthesis from the correspondence's reference region
-        (:func:`~refalign.transfer.synthesis.prepare_hole`; one preparation serves a plain and a guided solve), or
+        (:attr:`~refalign.pipelines.correspondence.Correspondence.synthesis_region`,
+        :func:`~refalign.transfer.synthesis.prepare_hole`; one preparation serves a plain and a guided solve), or
         why it cannot be: no region, or one too small to offer patches."""
         if job.region is None:
             return "no matching region in the reference to synthesise from"
         try:
-            return prepare_hole(image, job.mask, reference, job.region)
+            return prepare_hole(image, job.mask, reference, job.correspondence.synthesis_region)
         except SynthesisError as exc:
             return str(exc)
 

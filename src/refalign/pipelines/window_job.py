@@ -152,6 +152,8 @@ class WindowJob:
             return (f"{where}: {self._how_unpasted()}, not the registered reference's pixels (--no-paste; registered: "
                     f"{_registration(corr)}) — --paste to paste them")
         why = corr.registration if corr is not None and corr.registration else "no registration ran"
+        if corr is not None and corr.path == "located":
+            why += "; its best model still locates the matching region"
         if self.source.startswith("synthesis"):
             return f"{where}: {self._how_synthesised()} (no geometric model fits: {why}) — {KEEP_HINT}"
         if self.fallback:
@@ -230,14 +232,16 @@ def _hints(corr: Correspondence | None, *more: str) -> str:
 
 
 def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
-    """The reference region a synthesis used, in the user's words (the user's, the registered artifact's, or
-    ``M*``); ``M*``'s size against the ``artifact``'s, and whether that makes it a vague match
+    """The reference region a synthesis used, in the user's words (the user's, the registered or located
+    artifact's, or ``M*``); ``M*``'s size against the ``artifact``'s, and whether that makes it a vague match
     (:data:`~refalign.pipelines.correspondence.VAGUE_AREA_RATIO`)."""
     n = int(corr.region.sum())
     if corr.path == "user":
         return f"your --reference-mask region ({n} px)"
     if corr.path == "warp":  # registered, its paste refused (``paste=False``)
         return f"the registered region ({n} px)"
+    if corr.path == "located":
+        return f"the region the registration located ({n} px; not registered)"
     ratio = area_ratio(corr.region, artifact)
     vague = ", a vague match" if ratio >= VAGUE_AREA_RATIO else ""
     return f"the alignment's matching region M* ({n} px, {ratio:.1f}x the artifact's area{vague})"
