@@ -74,6 +74,28 @@ def test_align_warns_when_mstar_is_many_times_the_artifact(files, tmp_path, monk
     assert ("a vague match" in res.output) is vague, res.output
 
 
+@pytest.mark.parametrize("path, words, confidence", [
+    ("cross-attention", "(cross-attention,", 0.9), ("warp", "(registered,", 0.4),
+    ("located", "(located, not registered,", 0.4)])
+def test_the_overlay_gives_the_confidence_of_what_found_the_region(files, tmp_path, monkeypatch, scene, path, words,
+                                                                   confidence):
+    """M*'s label carries the attention's score; a region the registration registered or located carries that
+    model's confidence (its score on the ring), and says whether it was accepted."""
+    from types import SimpleNamespace
+
+    region = np.zeros(scene["reference"].shape[:2], bool)
+    region[10:30, 10:30] = True
+    fit = SimpleNamespace(best=SimpleNamespace(score=SimpleNamespace(confidence=0.4)))
+    fake = SimpleNamespace(align=lambda *a, **k: SimpleNamespace(
+        mask=region, score=0.9, step=0, layer=0, path=path, path_reason="", correspondence=SimpleNamespace(fit=fit)))
+    monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: fake)
+    labels = []
+    monkeypatch.setattr("refalign.demo.visuals.label", lambda picture, text: labels.append(text) or picture)
+    res = runner.invoke(app, _args(files, "--output", str(tmp_path / "corr.png"), "--overlay", str(tmp_path / "o.png")))
+    assert res.exit_code == 0, res.output
+    assert words in labels[0] and labels[0].endswith(f"confidence {confidence:.2f}"), labels
+
+
 def test_align_validates_inputs_before_loading_the_model(files, tmp_path):
     bad = tmp_path / "small_mask.png"
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(bad)

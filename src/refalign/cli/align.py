@@ -82,8 +82,13 @@ def align(
     if overlay is not None:
         from refalign.demo.visuals import correspondence_picture
 
-        how = f"{out.path}, {ratio:.1f}x the artifact's area" + (", vague" if ratio >= VAGUE_AREA_RATIO else "")
-        files[overlay] = correspondence_picture(inputs.reference, out.mask, out.score, how)
+        # the confidence of what found the region: the attention's for M*, the registration's best model's for a
+        # region it registered or located
+        path = {"warp": "registered", "located": "located, not registered"}.get(out.path, out.path)
+        how = f"{path}, {ratio:.1f}x the artifact's area" + (", vague" if ratio >= VAGUE_AREA_RATIO else "")
+        registered = out.path in ("warp", "located")
+        confidence = out.correspondence.fit.best.score.confidence if registered else out.score
+        files[overlay] = correspondence_picture(inputs.reference, out.mask, confidence, how)
     write_outputs(files)  # one set: the correspondence and its picture, or neither
     allow_quick_exit()
     path = f", {out.path}: {out.path_reason}" if out.path_reason else ""
