@@ -2,7 +2,7 @@
 happened).
 
 For every case the pipeline's alignment runs (:meth:`RefineByAlignPipeline.align`, the reference's object mask as
-the refine path gives it), and ``M*`` is measured by :func:`refalign.pipelines.correspondence.area_ratio` — its area
+the refine path gives it), and ``M*`` is measured by :func:`refalign.windows.area_ratio` — its area
 over the artifact's at the reference's scale. Where the case knows the artifact's true match (``correspondence.png``
 of warp cases; the mask through ``meta.json``'s ``local_homography`` on crossview cases), its IoU with ``M*`` and the
 share of it ``M*`` covers are averaged per size band, beside the alignment's score: a band whose score rises while
@@ -28,7 +28,8 @@ from PIL import Image
 from refalign import RefineByAlignPipeline
 from refalign.eval.cases import cases_with_truth
 from refalign.mask_ops import iou
-from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, area_ratio
+from refalign.pipelines.correspondence import VAGUE_AREA_RATIO
+from refalign.windows import area_ratio
 
 #: Size bands (times the artifact's area) the table is split into.
 BANDS = (0.0, 3.0, VAGUE_AREA_RATIO, float("inf"))

@@ -76,7 +76,7 @@ def test_paste_strategy_is_chosen_once_from_the_config():
 
 
 def test_area_ratio_measures_a_region_against_the_artifact_at_the_references_scale():
-    from refalign.pipelines.correspondence import area_ratio
+    from refalign.windows import area_ratio
 
     artifact = np.zeros((100, 200), bool)
     artifact[10:20, 10:20] = True  # 100 px in a 200-px-wide image

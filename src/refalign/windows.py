@@ -84,6 +84,13 @@ def photo_scale(image_hw: tuple[int, ...], reference_hw: tuple[int, ...]) -> flo
     return max(reference_hw[:2]) / max(image_hw[:2])
 
 
+def area_ratio(region: np.ndarray, artifact: np.ndarray) -> float:
+    """How many times the artifact's area a region of the reference covers: ``region`` (reference-sized bool) over
+    ``artifact`` (image-sized bool) brought to the reference's scale (:func:`photo_scale`)."""
+    scale = photo_scale(artifact.shape, region.shape)
+    return float(region.sum()) / max(1.0, float(artifact.sum()) * scale * scale)
+
+
 def mask_bbox(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int]:
     """``(top, left, bottom, right)`` of the true pixels of ``mask`` (bottom/right exclusive), grown by ``margin``
     pixels on every side and clipped to the mask. From the rows and columns that hold any: 20× faster than listing

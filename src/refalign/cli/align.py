@@ -75,7 +75,9 @@ def align(
     generator = None if seed is None else torch.Generator("cpu").manual_seed(int(seed))
     out = pipe.align(inputs.image, inputs.mask, inputs.reference, step=step, layer=layer,
                      object_mask=inputs.reference_mask, generator=generator, subtoken=subtoken)
-    from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, area_ratio
+    from refalign.pipelines.correspondence import VAGUE_AREA_RATIO
+    from refalign.pipelines.subtoken import MODEL_PATHS
+    from refalign.windows import area_ratio
 
     ratio = area_ratio(out.mask, inputs.mask)
     files = {output: out.mask}
@@ -86,8 +88,8 @@ def align(
         # region it registered or located
         path = {"warp": "registered", "located": "located, not registered"}.get(out.path, out.path)
         how = f"{path}, {ratio:.1f}x the artifact's area" + (", vague" if ratio >= VAGUE_AREA_RATIO else "")
-        registered = out.path in ("warp", "located")
-        confidence = out.correspondence.fit.best.score.confidence if registered else out.score
+        by_model = out.path in MODEL_PATHS
+        confidence = out.correspondence.fit.best.score.confidence if by_model else out.score
         files[overlay] = correspondence_picture(inputs.reference, out.mask, confidence, how)
     write_outputs(files)  # one set: the correspondence and its picture, or neither
     allow_quick_exit()

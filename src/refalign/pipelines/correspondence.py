@@ -31,30 +31,23 @@ import numpy as np
 from refalign.fill import GREY
 from refalign.guidance import warp_to_window
 from refalign.mask_ops import dilate
-from refalign.pipelines.subtoken import decide, match_artifact
+from refalign.pipelines.subtoken import MODEL_PATHS, decide, match_artifact
 from refalign.registration import local_area_scale
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import LocalRegistration, ring_width
-from refalign.windows import ModelFrame, photo_scale
+from refalign.windows import ModelFrame
 
 #: Margin of the guidance's valid region around the registered artifact, in model pixels beyond the inpainting
 #: dilation: the valid region covers everything that is repainted.
 VALID_MARGIN = 2.0
-#: A region of the reference this many times the artifact's area (:func:`area_ratio`) or more is a vague match: its
-#: IoU with the artifact's true match is at most the inverse. The alignment's score cannot say so — the attention
-#: mass inside a large region is large whatever its aim. On the development cases (cv15, cv17 and the multiview
-#: cases of dc17) a cross-attention ``M*`` spans a median 2.8 times the artifact (90 % under 9.0, at most 20.5) on
-#: crossview cases and 3.4 (under 12.9, at most 47) on multiview ones; on the 56 crossview cases its mean IoU with the
-#: true match is 0.12-0.14 whatever its size, while its score rises with it (0.47 under 3 times, 0.79 from 3 to 10,
-#: 0.85 from 10).
+#: A region of the reference this many times the artifact's area (:func:`~refalign.windows.area_ratio`) or more is a
+#: vague match: its IoU with the artifact's true match is at most the inverse. The alignment's score cannot say so — the
+#: attention mass inside a large region is large whatever its aim. On the development cases (cv15, cv17 and the
+#: multiview cases of dc17) a cross-attention ``M*`` spans a median 2.8 times the artifact (90 % under 9.0, at most
+#: 20.5) on crossview cases and 3.4 (under 12.9, at most 47) on multiview ones; on the 56 crossview cases its mean IoU
+#: with the true match is 0.12-0.14 whatever its size, while its score rises with it (0.47 under 3 times, 0.79 from 3 to
+#: 10, 0.85 from 10).
 VAGUE_AREA_RATIO = 10.0
-
-
-def area_ratio(region: np.ndarray, artifact: np.ndarray) -> float:
-    """How many times the artifact's area a region of the reference covers: ``region`` (reference-sized bool) over
-    ``artifact`` (image-sized bool) brought to the reference's scale (:func:`~refalign.windows.photo_scale`)."""
-    scale = photo_scale(artifact.shape, region.shape)
-    return float(region.sum()) / max(1.0, float(artifact.sum()) * scale * scale)
 
 
 @dataclass
@@ -101,7 +94,7 @@ class Correspondence:
     def mask(self) -> np.ndarray | None:
         """What the alignment stage reports as ``M*``: the registered (or located) artifact on the warp (located)
         path, else ``M*``."""
-        return self.region if self.path in ("warp", "located") else self.m_star
+        return self.region if self.path in MODEL_PATHS else self.m_star
 
     @property
     def synthesis_region(self) -> np.ndarray | None:
@@ -160,7 +153,7 @@ def find_correspondence(
     if refine:
         sub = decide(match, prior)
         out.reason = sub.reason
-        if sub.path in ("warp", "located"):
+        if sub.path in MODEL_PATHS:
             out.region, out.path = sub.mask, sub.path
     elif has_prior and path == "cross-attention":
         out.reason = "sub-token alignment off"

@@ -20,7 +20,7 @@ import numpy as np
 from refalign.registration import transfer_mask
 from refalign.transfer.engine import ReferenceView, lands_in, register_with
 from refalign.transfer.register import LocalRegistration
-from refalign.windows import mask_bbox, photo_scale, square_box
+from refalign.windows import area_ratio, mask_bbox, square_box
 
 #: Search area on the reference around a user-given region: the square of ``NEIGHBOURHOOD ×`` its bbox.
 NEIGHBOURHOOD = 3.0
@@ -31,6 +31,9 @@ NEIGHBOURHOOD = 3.0
 #: verified each case with): their ``M*`` has a mean IoU of 0.13 with it; the 60 best models at 0.15 or more have
 #: 0.68 (their ``M*`` 0.14), every one above 0.35; the 19 below have 0.0-0.22 but for one.
 LOCATED_CORRELATION = 0.15
+#: The paths whose region is the artifact carried through the registration's best model: accepted (``"warp"``) or
+#: only locating it (``"located"``, :func:`located_region`).
+MODEL_PATHS = ("warp", "located")
 #: A located region spanning more than this many times the artifact's area, or less than its inverse, is a
 #: degenerate model's, not a location.
 LOCATED_AREA_RATIO = 10.0
@@ -112,7 +115,7 @@ def located_region(reg: LocalRegistration, mask: np.ndarray, reference_hw: tuple
     """Where a registration that was not accepted still puts the artifact ``mask``: the mask carried through its
     best model (limited to ``object_mask``) when that model explains at least :data:`LOCATED_CORRELATION` of the
     ring's gradients and lands the mask at a plausible size (within :data:`LOCATED_AREA_RATIO` of the artifact's
-    area at the reference's scale, :func:`~refalign.windows.photo_scale`); ``None`` otherwise. Used as the window's
+    area at the reference's scale, :func:`~refalign.windows.area_ratio`); ``None`` otherwise. Used as the window's
     region (what a synthesis draws from, what the overlay shows), never to paste through."""
     best = reg.best
     if reg.ok or best is None or best.score is None or best.score.gradient_correlation < LOCATED_CORRELATION:
@@ -120,8 +123,7 @@ def located_region(reg: LocalRegistration, mask: np.ndarray, reference_hw: tuple
     region = transfer_mask(mask, best.matrix, reference_hw)
     if object_mask is not None:
         region &= object_mask
-    scale = photo_scale(mask.shape, reference_hw)
-    ratio = float(region.sum()) / max(1.0, float(mask.sum()) * scale * scale)
+    ratio = area_ratio(region, mask)
     return region if 1.0 / LOCATED_AREA_RATIO <= ratio <= LOCATED_AREA_RATIO else None
 
 

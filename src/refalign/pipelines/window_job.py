@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from refalign.pipelines.alignment import AlignmentOutput
-from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence, area_ratio
+from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
 from refalign.transfer.damage import EdgeSteps
 from refalign.transfer.flow import FlowCorrection
 from refalign.transfer.register import CLEAR_DAMAGE_RATIO, MIN_DAMAGE_RATIO
 from refalign.transfer.synthesis import Synthesis
-from refalign.windows import ModelFrame, Window
+from refalign.windows import ModelFrame, Window, area_ratio
 
 
 #: The hint that keeps a window as it was.
