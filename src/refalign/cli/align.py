@@ -43,8 +43,8 @@ def align(
     step: Optional[int] = typer.Option(None, "--step", min=0, help="Schedule index to read (default: the model's)."),
     layer: Optional[int] = typer.Option(None, "--layer", min=0, help="Cross-attention layer (default: the model's)."),
     subtoken: Optional[bool] = typer.Option(
-        None, "--subtoken/--no-subtoken", help="Refine M* beyond the token grid by feature matching (falls back "
-        "when unreliable) (default: the model's)."
+        None, "--subtoken/--no-subtoken", help="Refine M* beyond the token grid by feature matching: the registered "
+        "region, else where a model not accepted still locates the artifact, else M* (default: the model's)."
     ),
     model: Optional[str] = ModelOption,
     device: Optional[str] = DeviceOption,

@@ -58,7 +58,8 @@ def refine(
     ),
     subtoken: Optional[bool] = typer.Option(
         None, "--subtoken/--no-subtoken", help="Refine the matched region beyond the 16x16 token grid by feature "
-        "matching (falls back when unreliable) (default: the model's)."
+        "matching: the registered region, else where a model not accepted still locates the artifact, else M* "
+        "(default: the model's)."
     ),
     no_align: bool = typer.Option(False, "--no-align", help="Condition on the whole reference (single-stage)."),
     warped_guidance: bool = typer.Option(
