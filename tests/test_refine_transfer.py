@@ -325,6 +325,12 @@ def test_a_window_that_does_not_register_is_synthesised_from_where_its_best_mode
     assert "synthesised from the region the registration located" in out.reports[0], out.reports[0]
     assert "its best model still locates the matching region" in out.reports[0]
     assert (out.image[~mask] == art[~mask]).all()
+    # the located model explains the ring's gradients (only its colours fail): its warp of the reference is averaged
+    # into the synthesis, which brings it nearer the truth than the synthesis alone — unless pastes are refused
+    assert "averaged with the reference warped through the model that located it" in out.reports[0]
+    unmixed = pipe(art, mask, noisy, seed=0, unregistered="synthesize", paste=False)
+    assert unmixed.sources == ["synthesis"] and "averaged" not in unmixed.reports[0]
+    assert _psnr(out.image, truth, mask) > _psnr(unmixed.image, truth, mask) + 1
 
 
 def test_several_references_take_the_registrable_one(dummy_pipeline):

@@ -15,7 +15,7 @@ from refalign.transfer.register import (
     MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, damage_ratio, polished, project,
     register_hole, ring_folds, score_warp,
 )
-from refalign.transfer.source import paste_hole, transfer_source
+from refalign.transfer.source import mix_sources, paste_hole, transfer_source
 
 
 def _scene(seed=0, size=320):
@@ -339,3 +339,19 @@ def test_distance_within_a_box_is_the_whole_grids_distance_there():
         assert t <= max(0, box[0]) and b >= min(90, box[2]) and (t, l, b, r) >= (0, 0, 0, 0) and b <= 90 and r <= 120
         assert mask[t:b, l:r].sum() == mask.sum()  # the mask is inside
         assert np.allclose(dist, full[t:b, l:r], rtol=0, atol=1e-3)
+
+
+def test_mix_sources_averages_where_the_second_estimate_is_valid():
+    first = np.full((4, 5, 3), 100, np.uint8)
+    second = np.full((4, 5, 3), 200.0, np.float32)
+    valid = np.zeros((4, 5), bool)
+    valid[1:3, 1:4] = True
+    out = mix_sources(first, second, valid, 0.25)
+    assert out.dtype == np.float32 and out.shape == first.shape
+    assert np.allclose(out[valid], 125.0) and np.allclose(out[~valid], 100.0)
+    assert np.allclose(mix_sources(first, second, valid, 0.0), first)
+    assert np.allclose(mix_sources(first, second, valid, 1.0)[valid], 200.0)
+    assert first[0, 0, 0] == 100  # the inputs are not changed
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="weight must lie in"):
+            mix_sources(first, second, valid, bad)

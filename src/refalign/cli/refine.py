@@ -103,7 +103,7 @@ def refine(
     paste: Optional[bool] = typer.Option(
         None, "--paste/--no-paste", help="Paste the reference's own pixels where a region registers with it "
         "(default: the model's); --no-paste gives every region --unregistered instead, for a paste that looks wrong "
-        "(a region's line says what speaks against its paste)."
+        "(a region's line says what speaks against its paste), and averages no located reference into a synthesis."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,

@@ -43,7 +43,7 @@ from refalign.pipelines.correspondence import find_correspondence, warped_refere
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
 from refalign.pipelines.window_job import RefineSettings, WindowJob
-from refalign.pipelines.subtoken import search_area
+from refalign.pipelines.subtoken import LOCATED_MIX_CORRELATION, LOCATED_MIX_WEIGHT, search_area
 from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, plan_windows, transferred_fill, window_inputs,
 )
@@ -55,7 +55,7 @@ from refalign.transfer.damage import (
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION
-from refalign.transfer.source import paste_hole, registered_source
+from refalign.transfer.source import mix_sources, paste_hole, registered_source
 from refalign.transfer.synthesis import HoleProblem, Synthesis, SynthesisError, prepare_hole, solve_hole
 from refalign.windows import ModelFrame
 
@@ -330,10 +330,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 that aligns them with the known pixels around the hole where the model explains those only in
                 part (:func:`refalign.transfer.flow.flow_correct`); default ``refinement.dense_flow``.
             paste: with ``refinement.source="reference"``, paste the registered reference's pixels where the
-                registration is accepted; ``False`` gives every window ``unregistered`` instead (the recourse for a
-                paste that looks wrong; the report still says what registered); or one bool per window, in the order
-                of ``RefineOutput.windows`` (the same mask plans the same windows), e.g. ``[not d for d in
-                out.doubts]`` to refuse only the pastes a doubt speaks against; default ``refinement.paste``.
+                registration is accepted, and average the located reference into a synthesis on the located path
+                (:meth:`_mix_located`); ``False`` gives every window ``unregistered`` instead, with no such mean (the
+                recourse for a paste that looks wrong; the report still says what registered); or one bool per
+                window, in the order of ``RefineOutput.windows`` (the same mask plans the same windows), e.g.
+                ``[not d for d in out.doubts]`` to refuse only the pastes a doubt speaks against; default
+                ``refinement.paste``.
             generator, seed: randomness (give at most one); fixed → the same output on the same device.
             context: window side as a multiple of the region's size (default from the config).
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every step of
@@ -494,6 +496,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 self._synthesize(job, image, reference, run.seed)
             else:
                 job.source = "model"
+            if run.paste and job.source.startswith("synthesis"):
+                self._mix_located(job, image, reference)
             return
         pixels, valid, box, job.flow = registered_source(image, job.mask, reference, corr.matrix, corr.fit.best.score,
                                                          flow=run.dense_flow)
@@ -504,6 +508,26 @@ class RefineByAlignPipeline(DiffusionPipeline):
             job.edge_steps = paste_edge_steps(image, job.mask, pixels, valid, box)
             if run.unregistered == "auto" and not cfg.harmonize:
                 self._recolours_over_paste(job, image, correlation)
+
+    @staticmethod
+    def _mix_located(job: WindowJob, image: np.ndarray, reference: np.ndarray) -> None:
+        """A synthesis on the located path (:func:`~refalign.pipelines.subtoken.located_region`) averaged with the
+        reference warped through the model that located it (colour-fitted as a paste is, without the flow), where
+        that model explains at least :data:`~refalign.pipelines.subtoken.LOCATED_MIX_CORRELATION` of the ring
+        (:func:`~refalign.transfer.source.mix_sources`, the paste at
+        :data:`~refalign.pipelines.subtoken.LOCATED_MIX_WEIGHT`). Neither alone is as near the truth as their mean."""
+        corr = job.correspondence
+        if corr is None or corr.path != "located" or corr.fit is None or job.transfer is None:
+            return
+        best = corr.fit.best
+        if best.score.gradient_correlation < LOCATED_MIX_CORRELATION:
+            return
+        located, valid, box, _ = registered_source(image, job.mask, reference, best.matrix, best.score, flow=False)
+        pixels, _, synthesis_box = job.transfer
+        if box != synthesis_box:  # both are the hole's colour box; a mismatch would mix unrelated pixels
+            raise RuntimeError(f"located mix: the paste's box {box} is not the synthesis's {synthesis_box}")
+        job.transfer = (mix_sources(pixels, located, valid, LOCATED_MIX_WEIGHT), None, box)
+        job.located_mix = best.score.gradient_correlation
 
     @staticmethod
     def _auto_recolours(job: WindowJob, image: np.ndarray) -> bool:

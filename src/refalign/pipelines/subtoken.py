@@ -31,6 +31,18 @@ NEIGHBOURHOOD = 3.0
 #: verified each case with): their ``M*`` has a mean IoU of 0.13 with it; the 60 best models at 0.15 or more have
 #: 0.68 (their ``M*`` 0.14), every one above 0.35; the 19 below have 0.0-0.22 but for one.
 LOCATED_CORRELATION = 0.15
+#: A window synthesised on the located path gets the reference warped through the locating model averaged in
+#: (:data:`LOCATED_MIX_WEIGHT`) where that model explains at least this gradient correlation of the ring. A located
+#: model is a few pixels off or more, and its paste alone loses to the synthesis; the two estimates' errors are
+#: partly independent, and their mean beats either. Chosen on the development sets (cv17 and the seed-1 set, 35
+#: located windows that `auto` synthesises; box PSNR / GMSD): synthesis 22.66 / 0.188, located paste 21.53 / 0.175,
+#: the mean 23.24 / 0.170 — from 0.3 22.09 / 0.184 → 23.42 / 0.163 on 22 windows, none worse by 1 dB, while under it
+#: the mean loses PSNR (0.15-0.25: 25.48 → 24.60). Held out (cv15 and the seed-2 set), from 0.3: 21.96 / 0.179 →
+#: 23.48 / 0.156 on 19 windows, one worse by 2.2 dB.
+LOCATED_MIX_CORRELATION = 0.3
+#: The located paste's weight in that mean (:func:`~refalign.transfer.source.mix_sources`): errors of about equal
+#: size (from 0.3 on the development sets, weights 0.3 / 0.5 / 0.7: 23.18 / 23.42 / 23.21 dB).
+LOCATED_MIX_WEIGHT = 0.5
 #: The paths whose region is the artifact carried through the registration's best model: accepted (``"warp"``) or
 #: only locating it (``"located"``, :func:`located_region`).
 MODEL_PATHS = ("warp", "located")

@@ -16,6 +16,7 @@ import torch
 
 from refalign.pipelines.alignment import AlignmentOutput
 from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence
+from refalign.pipelines.subtoken import LOCATED_MIX_CORRELATION
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
 from refalign.transfer.damage import EdgeSteps
 from refalign.transfer.flow import FlowCorrection
@@ -95,6 +96,8 @@ class WindowJob:
         unpasted: the window registered, but the call asked for no paste (``paste=False``): it got ``unregistered``.
         edge_steps: for a paste across views, how far it and the damaged pixels each continue the surroundings at
             the mask's edge (:func:`refalign.transfer.damage.paste_edge_steps`), for the report.
+        located_mix: on the located path, the ring's gradient correlation under the model whose warp of the
+            reference was averaged into the synthesis (``None`` when none was).
     """
 
     plan: ZoomWindow
@@ -119,6 +122,7 @@ class WindowJob:
     choice: str = ""
     unpasted: bool = False
     edge_steps: EdgeSteps | None = None
+    located_mix: float | None = None
 
     @property
     def doubts(self) -> tuple[str, ...]:
@@ -197,6 +201,9 @@ class WindowJob:
     def _how_synthesised(self) -> str:
         how = f"synthesised from {_region_name(self.correspondence, self.mask)} in {self.synthesis.levels} level(s)"
         how += ", guided by its own pixels" if self.synthesis.guided else ""
+        if self.located_mix is not None:
+            how += (f", averaged with the reference warped through the model that located it (ring correlation "
+                    f"{self.located_mix:.2f} >= {LOCATED_MIX_CORRELATION})")
         return how + (", harmonized by the model" if self.source.endswith("model") else "")
 
     def _how_unpasted(self) -> str:

@@ -107,6 +107,18 @@ def registered_source(
     return pixels, valid, box, correction
 
 
+def mix_sources(first: np.ndarray, second: np.ndarray, valid: np.ndarray, weight: float) -> np.ndarray:
+    """Two estimates of the same hole's pixels (``(h, w, 3)`` over one box) averaged, ``second`` at ``weight``:
+    ``(1 − w)·first + w·second`` where ``valid`` (``second``'s pixels there), ``first`` elsewhere. For two
+    estimates with independent errors of variances ``σ₁²`` and ``σ₂²`` the least squared error is at
+    ``w = σ₁² / (σ₁² + σ₂²)`` (inverse-variance weighting) — a half for errors of equal size."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"mix_sources: weight must lie in [0, 1], got {weight}")
+    out = np.asarray(first, np.float32).copy()
+    out[valid] = (1.0 - weight) * out[valid] + weight * np.asarray(second, np.float32)[valid]
+    return out
+
+
 def paste_hole(image: np.ndarray, source: np.ndarray, hole: np.ndarray, box: tuple[int, int, int, int],
                valid: np.ndarray | None = None) -> np.ndarray:
     """Write the rounded ``source`` (``box``-sized) into ``image`` in place at the ``hole`` pixels inside ``box``
