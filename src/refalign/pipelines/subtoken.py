@@ -35,7 +35,7 @@ LOCATED_CORRELATION = 0.15
 #: (:data:`LOCATED_MIX_WEIGHT`) where that model explains at least this gradient correlation of the ring. A located
 #: model is a few pixels off or more, and its paste alone loses to the synthesis; the two estimates' errors are
 #: partly independent, and their mean beats either. Chosen on the development sets (cv17 and the seed-1 set, 35
-#: located windows that `auto` synthesises; box PSNR / GMSD): synthesis 22.66 / 0.188, located paste 21.53 / 0.175,
+#: located windows that ``auto`` synthesises; box PSNR / GMSD): synthesis 22.66 / 0.188, located paste 21.53 / 0.175,
 #: the mean 23.24 / 0.170 — from 0.3 22.09 / 0.184 → 23.42 / 0.163 on 22 windows, none worse by 1 dB, while under it
 #: the mean loses PSNR (0.15-0.25: 25.48 → 24.60). Held out (cv15 and the seed-2 set), from 0.3: 21.96 / 0.179 →
 #: 23.48 / 0.156 on 19 windows, one worse by 2.2 dB.
