@@ -736,3 +736,21 @@ def test_demo_server_cleans_its_temporary_folder_on_sigterm(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert "stopped" in out and not root.exists()
     assert "Traceback" not in err
+
+
+def test_a_stop_while_the_demo_server_starts_closes_it_without_a_traceback(monkeypatch):
+    """SIGTERM inside serving_folder is a KeyboardInterrupt; gradio answers it only once it serves. One that lands
+    during gradio's start-up checks (seen on a busy machine) closes the server and returns, like a stop later."""
+    gr = pytest.importorskip("gradio")
+    from refalign.demo.app import build_demo, launch
+
+    demo = build_demo(lambda *a, **k: None)
+    closed = []
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(demo, "launch", interrupted)
+    monkeypatch.setattr(demo, "close", lambda *a, **k: closed.append(True))
+    assert isinstance(demo, gr.Blocks)
+    assert launch(demo, port=0) is None and closed == [True]

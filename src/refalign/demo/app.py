@@ -444,22 +444,30 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
 
 
 def launch(demo, *, host: str = "127.0.0.1", port: int = 7860, prevent_thread_lock: bool = False, quiet: bool = False):
-    """Serve the page on ``host:port`` with system fonts only (the page fetches nothing from other hosts)."""
+    """Serve the page on ``host:port`` with system fonts only (the page fetches nothing from other hosts). A stop
+    (Ctrl-C, or SIGTERM/SIGHUP inside :func:`serving_folder`) while gradio is still starting the server closes it as
+    gradio's own loop does once it serves, and returns ``None``: gradio answers ``KeyboardInterrupt`` only in that
+    loop, and a stop during its start-up checks (on a busy machine, seconds) ended the process with a traceback."""
     import gradio as gr
 
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    return demo.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        prevent_thread_lock=prevent_thread_lock,
-        quiet=quiet,
-        show_error=True,
-        max_file_size="100mb",
-        footer_links=[],
-        theme=theme,
-        ssr_mode=False,
-    )
+    try:
+        return demo.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            prevent_thread_lock=prevent_thread_lock,
+            quiet=quiet,
+            show_error=True,
+            max_file_size="100mb",
+            footer_links=[],
+            theme=theme,
+            ssr_mode=False,
+        )
+    except KeyboardInterrupt:
+        demo.close()
+        logger.info("demo stopped while starting")
+        return None
