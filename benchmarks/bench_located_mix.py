@@ -29,7 +29,7 @@ from refalign import RefineByAlignPipeline
 from refalign.eval.cases import cases_with_truth
 from refalign.eval.runner import pixel_metrics
 from refalign.pipelines.subtoken import LOCATED_MIX_CORRELATION, LOCATED_MIX_WEIGHT
-from refalign.transfer.source import mix_sources, registered_source
+from refalign.transfer.source import mix_sources, paste_hole, registered_source
 
 #: Weights of the located paste tried in the mean, and the bands (Gaussian σ, pixels) of its coarse-band variant.
 WEIGHTS = (0.3, 0.5, 0.7)
@@ -64,8 +64,7 @@ def measure(pipe, case) -> dict | None:
 
     def variant(pixels: np.ndarray) -> tuple[float, float]:
         image = synthesis.copy()
-        sel = case.mask[t:b, l:r] & valid
-        image[t:b, l:r][sel] = np.clip(np.round(pixels[sel]), 0, 255).astype(np.uint8)
+        paste_hole(image, pixels, case.mask, (t, l, b, r), valid)
         return _score(image, case)
 
     row = {"correlation": best.score.gradient_correlation, "synthesis": _score(synthesis, case),
