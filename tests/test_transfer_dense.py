@@ -10,8 +10,8 @@ from conftest import DREAMBOOTH, textured_image
 from refalign.transfer.dense import (MAX_SEARCH_SIDE, MIN_TEMPLATE_SIDE, SCALES, TEMPLATE_SIDE, refine_ecc,
                                      search_similarities, search_template_side)
 from refalign.transfer.flow import flow_correct
-from refalign.transfer.register import (SCORE_SIGMA, SCORE_SIDE, Candidate, choose, project, refined_by_ecc,
-                                       register_direct, register_hole, score_sigma)
+from refalign.transfer.register import (CONFIRM_SIDES, SCORE_SIGMA, SCORE_SIDE, Candidate, choose, context_distance,
+                                       project, refined_by_ecc, register_direct, register_hole, score_sigma)
 from refalign.transfer.source import transfer_source
 
 
@@ -91,6 +91,13 @@ def test_direct_registration_accepts_the_right_view_and_refuses_an_unrelated_one
     assert "direct" in reg.best.name and _centre_error(reg.matrix, H) < 1.5
     other = register_direct(image, hole, textured_image(seed=9, size=320))
     assert not other.ok and other.reason
+
+
+def test_the_wider_context_confirms_the_true_model_and_not_a_shifted_one():
+    image, hole, ref, H = _damaged_pair()
+    assert context_distance(image, hole, ref, H) < 0.5
+    off = np.array([[1.0, 0, 90.0], [0, 1.0, 0], [0, 0, 1.0]]) @ H  # two hole sizes to the side
+    assert context_distance(image, hole, ref, off) > CONFIRM_SIDES
 
 
 def test_a_reference_with_three_times_the_pixels_is_searched_at_the_images_scale():
@@ -204,3 +211,30 @@ def test_the_dense_flow_moves_the_tag_onto_its_place(bear_tag):
     sel = hole[t:b, l:r] & still
     err = lambda x: float(np.abs(x[sel] - clean[t:b, l:r][sel]).mean())  # noqa: E731
     assert err(moved) < 0.9 * err(source), (err(source), err(moved))
+
+
+def test_a_direct_match_the_wider_context_does_not_confirm_is_refused(monkeypatch):
+    """A real pair (session 19): the backpack-dog's eye garbled on ``03.jpg``, repaired from ``02.jpg`` (the backpack
+    on a café table, chairs behind it) with no object mask. Features find no model; the direct search matched the
+    eye's ring — a soft edge of white fleece — to a chair's shading and the eye was pasted over with fabric. The
+    search with a wider context lands elsewhere, so the match is refused."""
+    if not DREAMBOOTH.is_dir():
+        pytest.skip("shared dreambooth-dev photos not present")
+    clean = np.asarray(Image.open(DREAMBOOTH / "backpack_dog" / "03.jpg").convert("RGB"))
+    reference = np.asarray(Image.open(DREAMBOOTH / "backpack_dog" / "02.jpg").convert("RGB"))
+    hole = np.zeros(clean.shape[:2], np.uint8)
+    cv2.circle(hole, (612, 372), 22, 1, -1)
+    hole = hole.astype(bool)
+    image = clean.copy()
+    t, l, b, r = 350, 590, 394, 634
+    patch = clean[t:b, l:r]
+    coarse = cv2.resize(cv2.resize(patch, (8, 6), interpolation=cv2.INTER_AREA), (r - l, b - t))
+    smeared = cv2.addWeighted(cv2.GaussianBlur(patch[::-1, ::-1], (0, 0), 3), 0.7, coarse, 0.3, 0)
+    image[t:b, l:r][hole[t:b, l:r]] = smeared[hole[t:b, l:r]]
+    reg = register_direct(image, hole, reference)
+    assert not reg.ok and "wider context" in reg.reason, reg.reason
+    # without the confirmation the chair was accepted, far from the reference's eye (538, 418)
+    monkeypatch.setattr("refalign.transfer.register.CONFIRM_SIDES", float("inf"))
+    unconfirmed = register_direct(image, hole, reference)
+    assert unconfirmed.ok
+    assert np.linalg.norm(project(unconfirmed.matrix, np.float32([[612.0, 372.0]]))[0] - (538, 418)) > 200

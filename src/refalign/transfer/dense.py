@@ -14,7 +14,9 @@ say where the neighbourhood lies. Two classical steps, both OpenCV's:
 
 The candidates are scored and accepted by :mod:`refalign.transfer.register` like the feature-based ones (the
 ring's gradient correlation, the damage ratio), and the support check there asks that two refined models
-(affine and homography) agree. Matrices map image pixels to reference pixels.
+(affine and homography) agree; since both come from one peak, an accepted match must also be found again by the
+search with a wider context (:data:`refalign.transfer.register.CONFIRM_CONTEXT`). Matrices map image pixels to
+reference pixels.
 """
 
 from __future__ import annotations
@@ -77,11 +79,11 @@ def _template(pixels: np.ndarray, hole: np.ndarray, to_template: np.ndarray, n: 
     return tmpl, cv2.warpAffine(known, to_template[:2], (n, n), flags=cv2.INTER_NEAREST, borderValue=0)
 
 
-def template_window(hole: np.ndarray) -> tuple[int, int, int]:
-    """The square around ``hole`` the template is cut from: ``(top, left, side)`` in image pixels (it may reach
-    past the image; those pixels are masked out)."""
+def template_window(hole: np.ndarray, context: float = CONTEXT) -> tuple[int, int, int]:
+    """The square around ``hole`` the template is cut from, ``context ×`` its longer side: ``(top, left, side)`` in
+    image pixels (it may reach past the image; those pixels are masked out)."""
     t, l, b, r = mask_bbox(hole)
-    side = int(np.ceil(CONTEXT * max(b - t, r - l)))
+    side = int(np.ceil(context * max(b - t, r - l)))
     return int((t + b - side) // 2), int((l + r - side) // 2), side
 
 
@@ -118,11 +120,12 @@ def search_template_side(side: int, area_side: int) -> int:
 
 
 def search_similarities(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
-                        search: np.ndarray | None = None) -> list[tuple[float, np.ndarray]]:
+                        search: np.ndarray | None = None, context: float = CONTEXT) -> list[tuple[float, np.ndarray]]:
     """Step 1: ``(score, matrix)`` of the best :data:`PEAKS` distinct peaks of the masked template search, best
     first; ``matrix`` (3×3) maps image pixels to reference pixels through a similarity. ``search`` (reference-sized
-    bool) is where the hole's match may lie; the template's context may reach past it (:func:`search_window`)."""
-    top, left, side = template_window(hole)
+    bool) is where the hole's match may lie; the template's context may reach past it (:func:`search_window`).
+    ``context``: the template's side over the hole's (:func:`template_window`)."""
+    top, left, side = template_window(hole, context)
     s = photo_scale(image.shape, reference.shape)  # reference pixels per image pixel
     (rt, rl, rb, rr), centres = search_window(reference.shape[:2], search,
                                               int(np.ceil(side * max(SCALES) * ROTATION_ROOM / 2 * s)))
