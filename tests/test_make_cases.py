@@ -15,7 +15,7 @@ from refalign.errors import InputError, OutputError
 from refalign.eval import synth
 from refalign.eval.cases import list_cases, read_case
 from refalign.eval.make_cases import (CROSSVIEW_MIN_SHOWN, MakeCasesConfig, content_shown, fit_size, is_near_duplicate,
-                                      make_cases, same_picture)
+                                      make_cases, part_mask, same_picture)
 from refalign.files import load_image
 
 
@@ -259,3 +259,48 @@ def test_text_cases_cover_text_the_ocr_reads(tmp_path):
         assert 40 < ys.mean() < 110 and 30 < xs.mean() < 300  # over the word
     with pytest.raises(InputError, match="choose one"):
         make_cases(tmp_path / "photos", tmp_path / "x", MakeCasesConfig(on_text=True, reference_kinds=("crossview",)))
+
+
+def _faces(seed: int) -> np.ndarray:
+    """A beige plush face on grey with one dark nose (a part) and fine fur-like noise."""
+    rng = np.random.default_rng(seed)
+    img = np.full((400, 400, 3), 120, np.uint8)
+    cv2.circle(img, (200, 200), 160, (215, 195, 170), -1)
+    img = np.clip(img.astype(int) + rng.integers(-6, 7, img.shape), 0, 255).astype(np.uint8)
+    cv2.ellipse(img, (200 + 6 * seed, 220), (12, 8), 0, 0, 360, (60, 35, 30), -1)
+    return img
+
+
+def test_a_part_mask_hugs_the_part_with_a_margin():
+    img = _faces(0)
+    obj = np.zeros((400, 400), np.uint8)
+    cv2.circle(obj, (200, 200), 160, 1, -1)
+    nose = np.zeros((400, 400), np.uint8)
+    cv2.ellipse(nose, (200, 220), (12, 8), 0, 0, 360, 1, -1)
+    mask = part_mask(img, obj.astype(bool), np.random.default_rng(0), MakeCasesConfig())
+    assert mask is not None
+    assert mask[nose > 0].all()  # the whole nose, and a margin of a few pixels around it
+    assert 1.2 * nose.sum() < mask.sum() < 2.5 * nose.sum()
+    assert part_mask(np.full_like(img, 200), obj.astype(bool), np.random.default_rng(0), MakeCasesConfig()) is None
+
+
+def test_part_cases_cover_a_part_and_refuse_other_placements(tmp_path):
+    root = tmp_path / "photos" / "bear"
+    root.mkdir(parents=True)
+    obj = np.zeros((400, 400), np.uint8)
+    cv2.circle(obj, (200, 200), 160, 255, -1)
+    for i in range(2):
+        Image.fromarray(_faces(i)).save(root / f"{i:02d}.png")
+        Image.fromarray(obj).save(root / f"{i:02d}.mask.png")
+    cfg = MakeCasesConfig(seed=0, size=400, on_parts=True, reference_kinds=("warp",), kinds=("garbled",))
+    written = make_cases(tmp_path / "photos", tmp_path / "cases", cfg)
+    assert len(written) == 2 and all(p.name.endswith("-warp-part") for p in written)
+    for i, path in enumerate(written):
+        case = read_case(path)
+        assert case.meta["on_part"] is True
+        ys, xs = np.nonzero(case.mask)
+        assert abs(ys.mean() - 220) < 4 and abs(xs.mean() - (200 + 6 * i)) < 4  # over the nose
+    for bad in (MakeCasesConfig(on_parts=True, reference_kinds=("crossview",)),
+                MakeCasesConfig(on_parts=True, on_text=True)):
+        with pytest.raises(InputError, match="choose one"):
+            make_cases(tmp_path / "photos", tmp_path / "x", bad)

@@ -22,6 +22,9 @@ def make_cases(
     size: int = typer.Option(512, "--size", help="Longer side of the cases, in pixels."),
     on_text: bool = typer.Option(False, "--on-text", help="Put the artifact over text the OCR reads in the photo "
                                  "(text/logo cases; needs the `ocr` extra or tesseract; photos without text give none)."),
+    on_parts: bool = typer.Option(False, "--on-parts", help="Put the artifact over a distinct part of the object (an "
+                                  "eye, a nose, a logo), its mask hugging it as a user paints it; photos with none "
+                                  "give no case."),
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Build benchmark cases with synthetic artifacts (garbled print, shuffled detail, lost detail, colour drift,
@@ -29,7 +32,8 @@ def make_cases(
     crossview one (another photo that shows the artifact's content)."""
     from refalign.eval.make_cases import MakeCasesConfig, make_cases as build
 
-    cfg = MakeCasesConfig(seed=seed, per_photo=per_photo, size=size, overwrite=overwrite, on_text=on_text)
+    cfg = MakeCasesConfig(seed=seed, per_photo=per_photo, size=size, overwrite=overwrite, on_text=on_text,
+                           on_parts=on_parts)
     if kinds:
         cfg.kinds = tuple(k for arg in kinds for k in arg.split(",") if k)
     if reference_kinds:
