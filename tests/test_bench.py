@@ -194,6 +194,9 @@ def test_bench_with_the_real_pipeline(cases, tmp_path, dummy_checkpoint):
     assert rec["a-warp"]["background"] == 0 and "iou" in rec["a-warp"]
     assert rec["a-warp"]["paste_radius"] >= 1 and "guidance" not in rec["a-warp"]  # not a guided model
     assert rec["a-warp"]["paste"] is True  # the run's refinement.paste, which registered() reads
+    # each window's report line, as `refine` prints it (one window here)
+    reports = rec["a-warp"]["reports"]
+    assert len(reports) == len(rec["a-warp"]["sources"]) == 1 and reports[0].startswith("window at"), reports
     assert (tmp_path / "o" / "a-warp" / "correspondence_pred.png").is_file()
     res = CliRunner().invoke(app, ["bench", str(cases), "--method", "refalign-noguide", "--output", str(tmp_path / "n"),
                                    "--model", str(dummy_checkpoint), "--no-ocr", "--device", "cpu"])

@@ -237,6 +237,7 @@ def run_pipeline(case: Case, pipe, *, no_align: bool, steps: int | None, seed: i
     if getattr(out, "sources", None):
         info["sources"], info["confidence"] = list(out.sources), [round(float(c), 4) for c in out.confidence]
         info["doubts"] = [list(d) for d in getattr(out, "doubts", None) or []]
+        info["reports"] = list(getattr(out, "reports", None) or [])  # each window's line: how, and why
         if hasattr(pipe, "refalign_config"):
             info["paste"] = bool(pipe.refalign_config.refinement.paste)
     if region:  # the region it was given is not a prediction to score
