@@ -43,7 +43,7 @@ def photos(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("kind", synth.ARTIFACT_KINDS)
+@pytest.mark.parametrize("kind", synth.KNOWN_KINDS)
 def test_each_artifact_changes_only_the_mask(kind):
     s = synthetic_scene(128, 0)
     rng = np.random.default_rng(0)
@@ -52,6 +52,22 @@ def test_each_artifact_changes_only_the_mask(kind):
     diff = np.abs(out.astype(int) - s["image"]).sum(axis=2)
     assert (diff[~mask] == 0).all()
     assert diff[mask].mean() > 5, kind
+
+
+def test_a_smear_keeps_the_colours_and_loses_the_structure():
+    """``smeared``: the mean colour stays near the truth's and the detail is gone — unlike content from elsewhere —
+    and it is asked for by name only (the default kinds, and so existing case sets, are unchanged)."""
+    s = synthetic_scene(128, 0)
+    mask = synth.free_form_mask((128, 128), (64, 64), 20, np.random.default_rng(1)) & s["object_mask"]
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # away from the seam at the mask's edge
+    grey = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)  # noqa: E731
+    detail = lambda im: np.abs(cv2.Laplacian(grey(im), cv2.CV_32F))[inner].mean()  # noqa: E731
+    shift = lambda im: np.abs(im[mask].mean(0) - s["image"][mask].mean(0)).max()  # noqa: E731
+    smeared, elsewhere = (synth.apply_artifact(k, s["image"], mask, np.random.default_rng(0))
+                          for k in ("smeared", "hallucinated"))
+    assert shift(smeared) < 10 < shift(elsewhere)
+    assert detail(smeared) < 0.3 * detail(s["image"])
+    assert "smeared" not in synth.ARTIFACT_KINDS and MakeCasesConfig().kinds == synth.ARTIFACT_KINDS
 
 
 def test_free_form_mask_is_irregular_and_small():

@@ -16,8 +16,9 @@ def make_cases(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the case folders into."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed and photos give the same cases."),
     per_photo: int = typer.Option(1, "--per-photo", help="Cases made from each photo."),
-    kinds: Optional[List[str]] = typer.Option(None, "--kinds", help="Artifact kinds (repeat the option): garbled, "
-                                              "shuffled, lost_detail, colour_drift, hallucinated (default: all)."),
+    kinds: Optional[List[str]] = typer.Option(None, "--kinds", help=(
+        "Artifact kinds (repeat the option): garbled, shuffled, lost_detail, colour_drift, hallucinated (default: "
+        "these five); smeared (a mushy eye or nose: colours and rough layout kept, structure gone).")),
     reference_kinds: Optional[List[str]] = typer.Option(None, "--reference-kinds", help="warp, multiview, crossview (default: warp and multiview; crossview puts the artifact on content the other photo shows)."),
     size: int = typer.Option(512, "--size", help="Longer side of the cases, in pixels."),
     on_text: bool = typer.Option(False, "--on-text", help="Put the artifact over text the OCR reads in the photo "

@@ -373,9 +373,9 @@ def valid_partners(photo: Photo, photos: list[Photo], avoid: frozenset) -> list[
 def make_cases(photos_dir: str | Path, out: str | Path, cfg: MakeCasesConfig | None = None) -> list[Path]:
     """Build ``cfg.per_photo`` cases per photo of ``photos_dir`` into ``out`` (see the module docstring)."""
     cfg = cfg or MakeCasesConfig()
-    bad = [k for k in cfg.kinds if k not in synth.ARTIFACT_KINDS]
+    bad = [k for k in cfg.kinds if k not in synth.KNOWN_KINDS]
     if bad:
-        raise InputError(f"unknown artifact kind {bad[0]!r}; choose from {', '.join(synth.ARTIFACT_KINDS)}")
+        raise InputError(f"unknown artifact kind {bad[0]!r}; choose from {', '.join(synth.KNOWN_KINDS)}")
     bad = [k for k in cfg.reference_kinds if k not in REFERENCE_KINDS]
     if bad or not cfg.kinds or not cfg.reference_kinds:
         raise InputError(f"reference kinds must be among {', '.join(REFERENCE_KINDS)} and artifact kinds non-empty")

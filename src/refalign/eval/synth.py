@@ -8,6 +8,9 @@ gradient energy inside the object mask). The kinds:
 * ``lost_detail`` — smeared texture: strong Gaussian blur followed by edge-preserving smoothing.
 * ``colour_drift`` — hue rotation and saturation change of the patch.
 * ``hallucinated`` — texture copied from another, distant part of the image.
+* ``smeared`` (opt-in, not among the default kinds) — a mushy feature: the patch turned half a turn and blurred,
+  mixed with a coarse copy of itself. Its colours and rough layout stay, its structure is gone — an eye or a nose as
+  a generator smears it. Meant for masks that hug a part (``make-cases --on-parts --kinds smeared``).
 
 All functions are pure given a ``numpy.random.Generator``.
 """
@@ -20,6 +23,13 @@ import numpy as np
 from refalign.windows import mask_bbox
 
 ARTIFACT_KINDS = ("garbled", "shuffled", "lost_detail", "colour_drift", "hallucinated")
+#: Every kind :func:`apply_artifact` makes: the default ones and those only asked for by name.
+KNOWN_KINDS = ARTIFACT_KINDS + ("smeared",)
+#: ``smeared``: the blur's scale over the patch's longer side, the coarse copy's size (pixels, width × height) and
+#: its share of the mix.
+SMEAR_SIGMA = (0.04, 0.07)
+SMEAR_COARSE = (8, 6)
+SMEAR_COARSE_WEIGHT = 0.3
 
 
 def detail_map(image: np.ndarray, object_mask: np.ndarray, radius: int) -> np.ndarray:
@@ -116,6 +126,15 @@ def _colour_drift(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
+def _smeared(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = patch.shape[:2]
+    sigma = max(1.5, float(rng.uniform(*SMEAR_SIGMA)) * max(h, w))
+    turned = cv2.GaussianBlur(np.ascontiguousarray(patch[::-1, ::-1]), (0, 0), sigma)
+    coarse = cv2.resize(cv2.resize(patch, SMEAR_COARSE, interpolation=cv2.INTER_AREA), (w, h),
+                        interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(turned, 1.0 - SMEAR_COARSE_WEIGHT, coarse, SMEAR_COARSE_WEIGHT, 0)
+
+
 def _hallucinated(image: np.ndarray, ys: slice, xs: slice, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     ph, pw = ys.stop - ys.start, xs.stop - xs.start
@@ -131,8 +150,8 @@ def _hallucinated(image: np.ndarray, ys: slice, xs: slice, rng: np.random.Genera
 
 def apply_artifact(kind: str, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Return a copy of ``image`` with an artifact of ``kind`` inside ``mask``; pixels outside are untouched."""
-    if kind not in ARTIFACT_KINDS:
-        raise ValueError(f"unknown artifact kind {kind!r}; choose from {', '.join(ARTIFACT_KINDS)}")
+    if kind not in KNOWN_KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; choose from {', '.join(KNOWN_KINDS)}")
     ys, xs = _bbox_window(mask, margin=2)
     patch = image[ys, xs]
     if kind == "garbled":
@@ -143,6 +162,8 @@ def apply_artifact(kind: str, image: np.ndarray, mask: np.ndarray, rng: np.rando
         new = _lost_detail(patch, rng)
     elif kind == "colour_drift":
         new = _colour_drift(patch, rng)
+    elif kind == "smeared":
+        new = _smeared(patch, rng)
     else:
         new = _hallucinated(image, ys, xs, rng)
     out = image.copy()
