@@ -7,6 +7,7 @@ import pytest
 
 from conftest import textured_image, textured_warp_pair
 from refalign.errors import InputError
+from refalign.eval.synth import apply_artifact
 from refalign.pipelines.config import apply_overrides
 import refalign.pipelines.pipeline_refine_by_align as pipeline_module
 from refalign.transfer.damage import BLURRED_DETAIL, interior_detail, looks_mild
@@ -380,7 +381,8 @@ def test_cli_unregistered_option_is_checked_before_any_model_work(tmp_path, monk
     monkeypatch.setattr("refalign.cli._common.load_pipeline", lambda *a, **k: pytest.fail("model loaded"))
     res = CliRunner().invoke(app, ["refine", str(img), "--mask", str(tmp_path / "mask.png"), "--reference", str(img),
                                    "-o", str(tmp_path / "out.png"), "--unregistered", "fill"])
-    assert res.exit_code == 2 and "--unregistered fill: use keep, model, synthesize, auto" in res.output, res.output
+    assert res.exit_code == 2, res.output
+    assert "--unregistered fill: use keep, model, synthesize, guided, auto" in res.output, res.output
     assert not (tmp_path / "out.png").exists()
 
 
@@ -434,3 +436,44 @@ def test_bench_guided_compares_auto_with_its_session_9_choice(tmp_path, dummy_ch
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| lost_detail | 1 |" in proc.stdout and "| guided (blurred) |" in proc.stdout, proc.stdout
     assert "session 9's choice" in proc.stdout and "x\n" in proc.stdout, proc.stdout
+
+
+def _smeared_feature_case():
+    """A dark feature (an eye, a nose) on a soft surface, a mask painted around it, the feature smeared as
+    ``make-cases --kinds smeared`` does (turned half a turn, blurred, mixed with a coarse copy): its colours kept."""
+    truth = cv2.GaussianBlur(textured_image(seed=3), (0, 0), 5)
+    yy, xx = np.mgrid[0 : truth.shape[0], 0 : truth.shape[1]]
+    truth[(yy - 150) ** 2 + (xx - 170) ** 2 < 11**2] = (40, 20, 25)
+    mask = (yy - 150) ** 2 + (xx - 170) ** 2 < 16**2
+    return truth, apply_artifact("smeared", truth, mask, np.random.default_rng(0)), mask
+
+
+def test_guided_keeps_a_smeared_feature_that_auto_rebuilds_as_its_surroundings(dummy_pipeline):
+    truth, smeared, mask = _smeared_feature_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    auto = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert auto.sources == ["synthesis"] and "its own pixels do not guide the synthesis" in auto.reports[0]
+    assert "--unregistered guided to keep its layout" in auto.reports[0]
+    guided = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="guided")
+    assert guided.sources == ["synthesis"] and "guided by its own pixels" in guided.reports[0]
+    assert "--unregistered guided" not in guided.reports[0] and (guided.image[~mask] == smeared[~mask]).all()
+    feature = cv2.erode(mask.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+    grey = lambda im: cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2GRAY)[feature].mean()  # noqa: E731
+    assert grey(guided.image) < grey(auto.image) - 30  # the dark feature stays; auto's synthesis lit it up
+    assert _psnr(guided.image, truth, mask) > _psnr(auto.image, truth, mask) + 2
+
+
+def test_guided_recolours_first_and_needs_a_region(dummy_pipeline):
+    truth, _, mask, _ = _artifact_case()
+    other = textured_image(seed=9)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    tinted = truth.copy()
+    tinted[mask] = np.clip(truth[mask].astype(int) * [1.3, 0.8, 0.6] + [20, 0, 0], 0, 255).astype(np.uint8)
+    out = pipe(tinted, mask, other, seed=0, num_inference_steps=2, unregistered="guided")
+    assert out.sources == ["recoloured"] and "[guided: colour step" in out.reports[0]
+    assert (out.image == pipe(tinted, mask, other, seed=0, unregistered="auto").image).all()
+    blurred = truth.copy()
+    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
+    alone = pipe(blurred, mask, other, seed=0, num_inference_steps=2, unregistered="guided", no_align=True)
+    assert alone.sources == ["model"] and "refined by the model instead" in alone.reports[0]

@@ -89,7 +89,9 @@ def refine(
     unregistered: Optional[str] = typer.Option(
         None, "--unregistered", help="A region with no reliable correspondence in the reference: 'model' (the "
         "refiner fills it), 'keep' (left as it was), 'synthesize' (rebuilt from the patches of the matching "
-        "reference region, --reference-mask or the alignment's; the refiner when there is none) or 'auto' "
+        "reference region, --reference-mask or the alignment's; the refiner when there is none), 'guided' "
+        "(recoloured where it only changed colours, else synthesized with its own pixels as the guide: its layout "
+        "kept, for a region painted around a smeared eye or nose) or 'auto' "
         "(recoloured to its surroundings where it only changed colours, kept where it looks continuous with them, "
         "else synthesized; a blurred or warped region's own pixels guide its synthesis; it also recolours a region "
         "registered from another view where that continues its surroundings better than the reference's pixels "

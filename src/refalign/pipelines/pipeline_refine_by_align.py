@@ -320,7 +320,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             unregistered: with ``refinement.source="reference"``, what a window without a reliable correspondence
                 gets: ``"model"`` (the refiner), ``"keep"`` (left as it was), ``"synthesize"`` (synthesised from
                 the matching reference region — ``reference_mask`` or ``M*`` — by PatchMatch, the refiner when there
-                is none) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where it only
+                is none), ``"guided"`` (recoloured where it only changed colours, else synthesised as
+                ``"synthesize"`` with its own pixels as the guide, its layout kept: for a mask painted around a
+                smeared feature) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where it only
                 changed colours, kept where it looks continuous with them — unless it looks blurred, then
                 synthesised with its own pixels as the guide — else synthesised as ``"synthesize"`` does, guided by
                 its own pixels where they continue the surroundings nearly as well; it also prefers the recoloured
@@ -494,6 +496,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
                 job.source = "kept"
             elif run.unregistered == "synthesize":
                 self._synthesize(job, image, reference, run.seed)
+            elif run.unregistered == "guided":
+                if not self._recolours(job, image, "guided"):
+                    self._synthesize(job, image, reference, run.seed, guided=True)
             else:
                 job.source = "model"
             if run.paste and job.source.startswith("synthesis"):
@@ -530,13 +535,14 @@ class RefineByAlignPipeline(DiffusionPipeline):
         job.located_mix = best.score.gradient_correlation
 
     @staticmethod
-    def _auto_recolours(job: WindowJob, image: np.ndarray) -> bool:
-        """``unregistered="auto"``: the artifact's own pixels, recoloured to their surroundings, when its colours
-        jump at its edge and one colour map removes the jump (:func:`~refalign.transfer.damage.edge_colours`)."""
+    def _recolours(job: WindowJob, image: np.ndarray, mode: str) -> bool:
+        """``unregistered="auto"`` or ``"guided"`` (``mode``, named in the report): the artifact's own pixels,
+        recoloured to their surroundings, when its colours jump at its edge and one colour map removes the jump
+        (:func:`~refalign.transfer.damage.edge_colours`)."""
         edge = edge_colours(image, job.mask)
         if not edge.recolours:
             return False
-        _recolour(job, image, edge, f"auto: {edge.describe()}")
+        _recolour(job, image, edge, f"{mode}: {edge.describe()}")
         return True
 
     @staticmethod
@@ -560,7 +566,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         unless it looks blurred, then synthesised with its own pixels as the guide; else synthesised, guided by its
         own pixels where they continue the surroundings nearly as well as a plain synthesis does. The numbers go to
         the window's report."""
-        if self._auto_recolours(job, image):
+        if self._recolours(job, image, "auto"):
             return
         mild, contrast = mildness(image, job.mask)
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
@@ -587,13 +593,15 @@ class RefineByAlignPipeline(DiffusionPipeline):
                        f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)")
         self._use_synthesis(job, chosen)
 
-    def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
+    def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int, *,
+                    guided: bool = False) -> None:
         """``unregistered="synthesize"``: the hole synthesised from the correspondence's reference region
-        (:func:`~refalign.transfer.synthesis.synthesize_hole`, pasted inside the mask only); a window without a
-        region, or with one too small to offer patches, goes to the refiner and its report says why."""
+        (:func:`~refalign.transfer.synthesis.synthesize_hole`, pasted inside the mask only) — ``guided`` by its own
+        pixels for ``"guided"``; a window without a region, or with one too small to offer patches, goes to the
+        refiner and its report says why."""
         problem = self._hole_problem(job, image, reference)
         if isinstance(problem, HoleProblem):
-            self._use_synthesis(job, solve_hole(problem, seed=seed))
+            self._use_synthesis(job, solve_hole(problem, seed=seed, guided=guided))
         else:
             job.source, job.fallback = "model", problem
 
