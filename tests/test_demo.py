@@ -40,7 +40,8 @@ class FakePipe:
 
     def __init__(self):
         self.calls = []
-        self.refalign_config = SimpleNamespace(refinement=SimpleNamespace(num_inference_steps=7, guidance_scale=3.0))
+        self.refalign_config = SimpleNamespace(refinement=SimpleNamespace(num_inference_steps=7, guidance_scale=3.0,
+                                                                          source="reference"))
 
     def __call__(self, image, mask, reference, reference_mask=None, *, object_mask=None, no_align=False, **kwargs):
         from refalign.pipelines.alignment import AlignmentOutput
@@ -219,21 +220,30 @@ def test_build_demo_page_and_handler_errors(inputs, tmp_path):
     steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "refalign-steps")
     assert steps.value == 7  # defaults come from the checkpoint's refalign.json
     fn = _click_fn(demo)
-    overlay, refined, comparison, files, status = fn(img_value, ref_value, 2, 1.0, 0, False, True)
+    overlay, refined, comparison, files, status = fn(img_value, ref_value, 2, 1.0, 0, False, True, False)
     assert refined.shape == s["image"].shape and len(files) == 3 and "Refined" in status
     paste = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "refalign-paste")
     assert paste.value is True and pipe.calls[-1]["paste"] is True
-    fn(img_value, ref_value, 2, 1.0, 0, False, False)  # unticked: the registered reference's pixels are refused
+    fn(img_value, ref_value, 2, 1.0, 0, False, False, False)  # unticked: the registered reference's pixels are refused
     assert pipe.calls[-1]["paste"] is False
+    guided = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "refalign-guided")
+    assert guided.value is False and guided.visible and pipe.calls[-1]["unregistered"] is None  # the checkpoint's
+    fn(img_value, ref_value, 2, 1.0, 0, False, True, True)  # ticked: unregistered regions keep their layout
+    assert pipe.calls[-1]["unregistered"] == "guided"
+    pipe.refalign_config.refinement.source = "model"  # the paper's path: no unregistered choice to make
+    hidden = next(b for b in build_demo(pipe, output_root=tmp_path).blocks.values()
+                  if getattr(b, "elem_id", None) == "refalign-guided")
+    assert not hidden.visible
+    pipe.refalign_config.refinement.source = "reference"
     with pytest.raises(gr.Error, match="no artifact painted"):
-        fn(editor(s["image"]), ref_value, 2, 1.0, 0, False, True)
+        fn(editor(s["image"]), ref_value, 2, 1.0, 0, False, True, False)
 
     def broken(*a, **k):
         raise RuntimeError("boom <b>")
 
     demo2 = build_demo(broken, output_root=tmp_path)
     with pytest.raises(gr.Error, match="RuntimeError: boom &lt;b&gt;"):
-        _click_fn(demo2)(img_value, ref_value, 2, 1.0, 0, False, True)
+        _click_fn(demo2)(img_value, ref_value, 2, 1.0, 0, False, True, False)
 
 
 def allowed_changes(pipe, mask: np.ndarray) -> np.ndarray:

@@ -262,12 +262,14 @@ def run_refinement(
     seed: Any,
     no_align: bool = False,
     paste: bool = True,
+    guided: bool = False,
     *,
     output_root: str | Path | None = None,
 ) -> DemoResult:
     """One request of the demo: validate the canvases, run both stages, and make the pictures and downloads.
     ``paste=False`` refuses the registered reference's pixels (the pipeline's ``paste``; the page's checkbox for a
-    paste that looks wrong).
+    paste that looks wrong); ``guided`` gives the regions that do not register ``unregistered="guided"`` (the page's
+    checkbox for a feature painted around that ``auto`` rebuilt as its surroundings), else the checkpoint's choice.
 
     Raises :class:`~refalign.errors.RefalignError` (with a message meant for the page) for bad inputs.
     """
@@ -286,6 +288,7 @@ def run_refinement(
         object_mask=object_mask,
         no_align=bool(no_align),
         paste=bool(paste),
+        unregistered="guided" if guided else None,
         num_inference_steps=steps_i,
         guidance_scale=guidance_f,
         generator=torch.Generator().manual_seed(seed_i),
@@ -345,6 +348,8 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
     default_steps = int(getattr(refinement, "num_inference_steps", 50))
     default_guidance = float(getattr(refinement, "guidance_scale", 2.5))
     default_paste = bool(getattr(refinement, "paste", True))
+    # the unregistered choice acts only where the checkpoint takes the hole's pixels from the reference
+    transfers = getattr(refinement, "source", "model") == "reference"
 
     if output_root is None:
         root = Path(tempfile.mkdtemp(prefix="refalign-demo-"))
@@ -352,9 +357,9 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
     else:
         root, owned = Path(output_root), False
 
-    def on_run(image_value, reference_value, steps, guidance, seed, no_align, paste):
+    def on_run(image_value, reference_value, steps, guidance, seed, no_align, paste, guided):
         try:
-            r = run_refinement(pipe, image_value, reference_value, steps, guidance, seed, no_align, paste,
+            r = run_refinement(pipe, image_value, reference_value, steps, guidance, seed, no_align, paste, guided,
                                output_root=root)
         except RefalignError as exc:
             raise gr.Error(html.escape(str(exc)), title="Cannot refine", print_exception=False) from None
@@ -405,6 +410,14 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
                 "status says what speaks against each paste)",
                 elem_id="refalign-paste",
             )
+            guided = gr.Checkbox(
+                value=False,
+                label="Keep a painted feature's layout",
+                info="For a mask painted around a smeared eye, nose or logo that does not register: rebuild it "
+                "around its own pixels, not from its surroundings (the status's --unregistered guided)",
+                visible=transfers,
+                elem_id="refalign-guided",
+            )
         guard_uploads(image_in, "image")
         guard_uploads(reference_in, "reference")
         run = gr.Button("Refine", variant="primary", elem_id="refalign-run")
@@ -432,7 +445,7 @@ def build_demo(pipe, *, output_root: str | Path | None = None):
             files_out = gr.File(label="Downloads: refined.png, mask.png, correspondence.png", elem_id="refalign-files", scale=1)
         run.click(
             on_run,
-            inputs=[image_in, reference_in, steps, guidance, seed, no_align, paste],
+            inputs=[image_in, reference_in, steps, guidance, seed, no_align, paste, guided],
             outputs=[overlay_out, refined_out, comparison_out, files_out, status],
             api_name="refine",
             concurrency_limit=1,  # one model, one request at a time; the others wait in the queue
