@@ -42,7 +42,7 @@ from refalign.pipelines.config import FILE_NAME, UNREGISTERED, RefalignConfig
 from refalign.pipelines.correspondence import find_correspondence, warped_reference
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
-from refalign.pipelines.window_job import RefineSettings, WindowJob
+from refalign.pipelines.window_job import GUIDED_HINT, RefineSettings, WindowJob
 from refalign.pipelines.subtoken import LOCATED_MIX_CORRELATION, LOCATED_MIX_WEIGHT, search_area
 from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, plan_windows, transferred_fill, window_inputs,
@@ -590,7 +590,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         steps = [edge_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
         chosen = guided if steps[0] <= GUIDED_STEP_RATIO * steps[1] else plain
         job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge step "
-                       f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)")
+                       f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)"
+                       + ("" if chosen is guided else f"; {GUIDED_HINT}"))
         self._use_synthesis(job, chosen)
 
     def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int, *,

@@ -27,9 +27,9 @@ from refalign.windows import ModelFrame, Window, area_ratio
 
 #: The hint that keeps a window as it was.
 KEEP_HINT = "--unregistered keep to leave it as it was"
-#: Said where ``auto`` synthesised a window without its own pixels as the guide: a feature painted around (an eye, a
-#: nose) comes back as its surroundings' texture there, and ``"guided"`` keeps its layout (docs/results.md,
-#: "Smeared parts").
+#: Said where ``auto`` chose the plain synthesis over the guided one (its decision in :attr:`WindowJob.choice`): a
+#: feature painted around (an eye, a nose) comes back as its surroundings' texture there, and ``"guided"`` keeps its
+#: layout (docs/results.md, "Smeared parts").
 GUIDED_HINT = ("--unregistered guided to keep its layout, if it was a feature (an eye, a nose) now rebuilt as its "
                "surroundings")
 #: What can speak against an accepted paste (:attr:`WindowJob.doubts`): a damage ratio under
@@ -164,9 +164,7 @@ class WindowJob:
         if corr is not None and corr.path == "located":
             why += "; its best model still locates the matching region"
         if self.source.startswith("synthesis"):
-            hint = KEEP_HINT if self.synthesis.guided or not self.choice.startswith("auto") else (
-                f"{KEEP_HINT}, {GUIDED_HINT}")
-            return f"{where}: {self._how_synthesised()} (no geometric model fits: {why}) — {hint}"
+            return f"{where}: {self._how_synthesised()} (no geometric model fits: {why}) — {KEEP_HINT}"
         if self.fallback:
             return (f"{where}: not synthesised ({self.fallback}); refined by the model instead — "
                     f"{_hints(corr, KEEP_HINT)}")
