@@ -130,6 +130,38 @@ def test_a_paste_across_views_that_breaks_the_masks_edge_is_pasted_with_that_dou
     assert "continues the surroundings" not in pipe(art, margin, ref, seed=0, unregistered="keep").reports[0]
 
 
+def test_auto_pastes_a_model_refused_only_for_its_damage_ratio_where_it_would_synthesise(dummy_pipeline,
+                                                                                         monkeypatch):
+    """A feature painted around, clean or smeared in its own colours, differs from the reference hardly more than
+    its surroundings do: the registration is refused for its damage ratio, and a synthesis would rebuild the
+    feature as the surroundings' texture. ``auto`` pastes that model instead where it would synthesise (a window
+    that breaks from its surroundings, or a blurred one); not where it keeps the window, nor when pastes are
+    refused or ``unregistered`` is another mode."""
+    import refalign.transfer.register as register
+
+    truth, art, mask, ref = _artifact_case()
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    monkeypatch.setattr(register, "MIN_DAMAGE_RATIO", 1e6)  # every model refused for its ratio alone
+    out = pipe(art, mask, ref, seed=0, unregistered="auto")
+    assert out.sources == ["reference"] and out.alignment[0].path == "located" and out.confidence == [0.0]
+    assert (out.image[~mask] == art[~mask]).all() and _psnr(out.image, truth, mask) > 25
+    report = out.reports[0]
+    assert "the reference's own pixels through the model that locates it — not registered (" in report, report
+    assert "refused only because the damaged pixels differ from it" in report and "pasted, not rebuilt" in report
+    assert "if it looks wrong, --unregistered keep to leave it as it was" in report and "close call" not in report
+    assert pipe(art, mask, ref, seed=0, unregistered="auto", paste=False).sources == ["synthesis"]
+    assert pipe(art, mask, ref, seed=0, unregistered="keep").sources == ["kept"]
+    assert pipe(art, mask, ref, seed=0, unregistered="synthesize").sources == ["synthesis"]
+    blurred = truth.copy()
+    blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
+    assert looks_mild(blurred, mask) and interior_detail(blurred, mask) < BLURRED_DETAIL
+    soft = pipe(blurred, mask, ref, seed=0, unregistered="auto")
+    assert soft.sources == ["reference"] and ", but blurred (detail" in soft.reports[0]
+    assert _psnr(soft.image, truth, mask) > _psnr(blurred, truth, mask)
+    clean = pipe(truth, mask, ref, seed=0, unregistered="auto")  # continuous with its surroundings, not blurred: kept
+    assert clean.sources == ["kept"] and (clean.image == truth).all()
+
+
 def test_a_greyscale_picture_is_repaired_in_grey_from_a_colour_reference(dummy_pipeline):
     """Registered (the reference's pixels) and unregistered (the refiner, which paints colour): no colour comes into
     a picture that had none, and the pixels a colour picture's repair leaves alone keep their values."""

@@ -15,6 +15,7 @@ from refalign.transfer.register import (
     MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, damage_ratio, polished, project,
     register_hole, ring_folds, score_warp,
 )
+from refalign.transfer import register
 from refalign.transfer.source import mix_sources, paste_hole, transfer_source
 
 
@@ -250,6 +251,25 @@ def test_a_registration_that_would_not_repair_the_region_is_refused_with_the_rea
     reg = register_hole(mild, hole, noisy)
     assert not reg.ok and "hardly more than its surroundings" in reg.reason, reg.reason
     assert reg.best is not None and reg.best.score.explains_ring
+    assert reg.damage_refused  # it explains the ring and another model agrees: only the damage ratio refused it
+
+
+def test_only_a_refusal_for_the_damage_ratio_alone_is_flagged(monkeypatch):
+    """An accepted model, one that does not explain the ring, and one that explains it but stands alone are not
+    refused for their damage ratio alone."""
+    target, noisy, H, hole, _ = _noisy_case()
+    destroyed = target.copy()
+    destroyed[hole] = (255, 0, 255)
+    accepted = register_hole(destroyed, hole, noisy)
+    assert accepted.ok and not accepted.damage_refused
+    unrelated = register_hole(destroyed, hole, textured_image(seed=9))
+    assert not unrelated.ok and not unrelated.damage_refused
+    lone = Candidate("homography", H, 40)
+    monkeypatch.setattr(register, "MIN_DAMAGE_RATIO", 1e6)  # every model is refused for its ratio
+    alone = register.choose(destroyed, hole, noisy, [lone], 40)
+    assert not alone.ok and alone.best.score.explains_ring and not alone.damage_refused  # no other model agrees
+    shifted = Candidate("affine-local", H @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]]), 30)
+    assert register.choose(destroyed, hole, noisy, [lone, shifted], 40).damage_refused
 
 
 def test_registration_neither_depends_on_nor_changes_opencvs_global_random_state():

@@ -93,9 +93,10 @@ def refine(
         "(recoloured where it only changed colours, else synthesized with its own pixels as the guide: its layout "
         "kept, for a region painted around a smeared eye or nose) or 'auto' "
         "(recoloured to its surroundings where it only changed colours, kept where it looks continuous with them, "
-        "else synthesized; a blurred or warped region's own pixels guide its synthesis; it also recolours a region "
-        "registered from another view where that continues its surroundings better than the reference's pixels "
-        "do) (default: the model's)."
+        "else synthesized; a blurred or warped region's own pixels guide its synthesis; a region it would synthesize "
+        "whose registration was refused only because its damaged pixels differ from it too little gets that "
+        "registration's paste; it also recolours a region registered from another view where that continues its "
+        "surroundings better than the reference's pixels do) (default: the model's)."
     ),
     dense_flow: Optional[bool] = typer.Option(
         None, "--dense-flow/--no-dense-flow", help="Move a registered region's pasted pixels by the dense optical "
@@ -105,7 +106,8 @@ def refine(
     paste: Optional[bool] = typer.Option(
         None, "--paste/--no-paste", help="Paste the reference's own pixels where a region registers with it "
         "(default: the model's); --no-paste gives every region --unregistered instead, for a paste that looks wrong "
-        "(a region's line says what speaks against its paste), and averages no located reference into a synthesis."
+        "(a region's line says what speaks against its paste), and averages no located reference into a synthesis "
+        "nor pastes one."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed, 0 to 2^64-1 (same seed, same device → same output)."),
     device: Optional[str] = DeviceOption,

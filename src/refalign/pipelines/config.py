@@ -97,34 +97,35 @@ class RefinementDefaults:
             (the paper); ``"reference"`` — where the window's neighbourhood registers reliably with a reference
             (:mod:`refalign.transfer`), the reference's own pixels, warped and colour-fitted at full resolution;
             other windows get ``unregistered``.
-        unregistered: with ``source="reference"``, what a window without a reliable correspondence gets:
-            ``"model"`` (the refiner, as ``source="model"``; the user is told), ``"keep"`` (the input, unchanged),
-            ``"synthesize"`` (the hole synthesised from the correspondence's reference region — the user's
-            reference mask or ``M*`` — by PatchMatch over a Telea fill's coarse band,
-            :mod:`refalign.transfer.synthesis`; the refiner when there is no region), ``"guided"`` (the artifact's
-            own pixels recoloured where it only changed colours, as ``"auto"`` does, else synthesised as
-            ``"synthesize"`` with its own pixels as the guide: its layout is kept and its texture rebuilt — for a
-            mask painted around a smeared feature, an eye or a nose, which ``"auto"`` may synthesise away; on 66
-            smeared parts 19.98 / 0.210 against auto's 18.55 / 0.226 and 19.62 / 0.211 kept; on free-form masks
-            auto stays ahead, 24.79 / 0.151 against 24.15 / 0.162 on cv17; docs/results.md) or ``"auto"`` (the
-            artifact's own pixels recoloured to its surroundings where it only changed colours,
-            :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous with them,
-            :func:`refalign.transfer.damage.looks_mild` — unless it looks blurred
+        unregistered: with ``source="reference"``, what a window without a reliable correspondence gets: ``"model"``
+            (the refiner, as ``source="model"``; the user is told), ``"keep"`` (the input, unchanged),
+            ``"synthesize"`` (the hole synthesised from the correspondence's reference region — the user's reference
+            mask or ``M*`` — by PatchMatch over a Telea fill's coarse band, :mod:`refalign.transfer.synthesis`; the
+            refiner when there is no region), ``"guided"`` (the artifact's own pixels recoloured where it only
+            changed colours, as ``"auto"`` does, else synthesised as ``"synthesize"`` with its own pixels as the
+            guide: its layout is kept and its texture rebuilt — for a mask painted around a smeared feature, an eye
+            or a nose, which ``"auto"`` may synthesise away; on 66 smeared parts 19.98 / 0.210 against auto's 18.55
+            / 0.226 and 19.62 / 0.211 kept; on free-form masks auto stays ahead, 24.79 / 0.151 against 24.15 / 0.162
+            on cv17; docs/results.md) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where
+            it only changed colours, :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous
+            with them, :func:`refalign.transfer.damage.looks_mild` — unless it looks blurred
             (:func:`refalign.transfer.damage.interior_detail`), then synthesised with its own pixels as the guide;
             else as ``"synthesize"``, guided by its own pixels where that continues the surroundings nearly as well
-            (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`); it assumes the mask hugs the
-            artifact; and a *registered* window whose model explains the ring only in part — a paste across views —
-            takes the artifact's recoloured pixels instead where they continue their surroundings better,
-            :meth:`refalign.transfer.damage.EdgeColours.recolours_below`). On the development benchmark's 71
-            unregistered other-photo windows, box PSNR / GMSD: auto 24.36 / 0.151 (24.01 / 0.154 before its own
-            pixels guided the synthesis, session 9; 22.76 / 0.160 before it recoloured, session 5), Telea 21.62 /
-            0.186, kept 20.73 / 0.183; over all 74 other-photo cases (session 5) auto 22.89, synthesize 22.00, model
-            21.72, keep 20.95 dB.
-            Recolouring wins on colour drifts (30.50 against 23.65 kept), keeping on other mild artifacts, the
-            synthesis guided by their own pixels on blurred and garbled ones (garbled 24.55 against 24.27 kept and
-            23.63 before; lost detail 22.34 / GMSD 0.200 against 22.29 / 0.225 kept), a fill on content from
-            elsewhere (hallucinated, shuffled: 7-8 dB). The shipped model uses ``"auto"``; the class default stays
-            the paper's ``"model"``.
+            (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`) — where it would synthesise, a
+            registration refused for its damage ratio alone is pasted instead
+            (:attr:`refalign.transfer.register.LocalRegistration.damage_refused`: the region looks nearly as the
+            reference says, a feature painted around that a synthesis would rebuild as its surroundings); it assumes
+            the mask hugs the artifact; and a *registered* window whose model explains the ring only in part — a
+            paste across views — takes the artifact's recoloured pixels instead where they continue their
+            surroundings better, :meth:`refalign.transfer.damage.EdgeColours.recolours_below`). On the development
+            benchmark's 71 unregistered other-photo windows, box PSNR / GMSD: auto 24.36 / 0.151 (24.01 / 0.154
+            before its own pixels guided the synthesis, session 9; 22.76 / 0.160 before it recoloured, session 5),
+            Telea 21.62 / 0.186, kept 20.73 / 0.183; over all 74 other-photo cases (session 5) auto 22.89,
+            synthesize 22.00, model 21.72, keep 20.95 dB. Recolouring wins on colour drifts (30.50 against 23.65
+            kept), keeping on other mild artifacts, the synthesis guided by their own pixels on blurred and garbled
+            ones (garbled 24.55 against 24.27 kept and 23.63 before; lost detail 22.34 / GMSD 0.200 against 22.29 /
+            0.225 kept), a fill on content from elsewhere (hallucinated, shuffled: 7-8 dB). The shipped model uses
+            ``"auto"``; the class default stays the paper's ``"model"``.
         harmonize: with ``source="reference"``, run the refiner over the transferred pixels (the model's residual x₀
             as a correction over that source, pasted with ``paste_mode="residual"``) instead of pasting them as
             they are.

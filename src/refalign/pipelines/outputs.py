@@ -28,8 +28,9 @@ class RefineOutput:
         guidance: for a model with warped-reference guidance, what each window got: ``"warp (…)"`` with how the
             homography was found, ``"none (…)"`` with why not, or ``"off"``; empty for other models.
         sources: for each window, where its hole's pixels came from: ``"reference"`` (the registered reference's own
-            pixels), ``"reference+model"`` (those, harmonized by the refiner), ``"synthesis"`` (no geometric model
-            fits: synthesised from the matching reference region, ``unregistered="synthesize"``),
+            pixels; under ``unregistered="auto"`` also those through a model refused for its damage ratio alone,
+            its confidence then 0), ``"reference+model"`` (those, harmonized by the refiner), ``"synthesis"`` (no
+            geometric model fits: synthesised from the matching reference region, ``unregistered="synthesize"``),
             ``"synthesis+model"`` (that, harmonized), ``"model"`` (the refiner), ``"recoloured"``
             (``unregistered="auto"``: the artifact's own pixels recoloured to their surroundings,
             :func:`refalign.transfer.damage.edge_colours` — where no correspondence is reliable, or where a paste
@@ -40,7 +41,7 @@ class RefineOutput:
             :data:`~refalign.transfer.register.CLEAR_DAMAGE_RATIO`), ``"breaks the edge"`` (a paste across views that
             continues the surroundings less well than the damaged pixels do,
             :func:`refalign.transfer.damage.paste_edge_steps`); empty for a window with no doubt or no paste. The
-            way out is ``paste=False``.
+            way out is ``paste=False`` (``unregistered="keep"`` for a paste whose confidence is 0).
         reports: for each window, one line for the user: where it is, how it was repaired and why.
     """
 

@@ -54,7 +54,7 @@ from refalign.transfer.damage import (
     interior_detail, mildness, paste_edge_steps, recolour_region,
 )
 from refalign.transfer.engine import ReferenceView
-from refalign.transfer.register import EXPLAINED_CORRELATION
+from refalign.transfer.register import EXPLAINED_CORRELATION, MIN_DAMAGE_RATIO, Candidate
 from refalign.transfer.source import mix_sources, paste_hole, registered_source
 from refalign.transfer.synthesis import HoleProblem, Synthesis, SynthesisError, prepare_hole, solve_hole
 from refalign.windows import ModelFrame
@@ -478,10 +478,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
 
     def _choose_source(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, run: RefineSettings) -> None:
         """Where the window's hole gets its pixels (``refinement.source``): the registered reference's own pixels
-        (moved by the dense flow when ``run.dense_flow`` and it applies) when the correspondence has an accepted
-        model — under ``unregistered="auto"`` the artifact's own pixels recoloured instead where they continue their
-        surroundings better (:meth:`_recolours_over_paste`), and for a paste across views its edge steps kept for the
-        report — else, or when ``run.paste`` is off, ``run.unregistered`` (its seed for synthesis)."""
+        (:meth:`_paste`) when the correspondence has an accepted model — under ``unregistered="auto"`` the
+        artifact's own pixels recoloured instead where they continue their surroundings better
+        (:meth:`_recolours_over_paste`) — else, or when ``run.paste`` is off, ``run.unregistered``."""
         cfg = self.refalign_config.refinement
         if cfg.source != "reference":
             job.source = "model"
@@ -491,7 +490,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not registered or not run.paste:
             job.unpasted = registered
             if run.unregistered == "auto":
-                self._auto_unregistered(job, image, reference, run.seed)
+                self._auto_unregistered(job, image, reference, run)
             elif run.unregistered == "keep":
                 job.source = "kept"
             elif run.unregistered == "synthesize":
@@ -504,15 +503,22 @@ class RefineByAlignPipeline(DiffusionPipeline):
             if run.paste and job.source.startswith("synthesis"):
                 self._mix_located(job, image, reference)
             return
-        pixels, valid, box, job.flow = registered_source(image, job.mask, reference, corr.matrix, corr.fit.best.score,
-                                                         flow=run.dense_flow)
-        job.transfer = (pixels, valid, box)
-        job.source = "reference+model" if cfg.harmonize else "reference"
+        self._paste(job, image, reference, corr.fit.best, run.dense_flow)
         correlation = corr.fit.best.score.gradient_correlation
-        if correlation < EXPLAINED_CORRELATION:  # a paste across views: does it continue the surroundings?
+        if correlation < EXPLAINED_CORRELATION and run.unregistered == "auto" and not cfg.harmonize:
+            self._recolours_over_paste(job, image, correlation)
+
+    def _paste(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, model: Candidate, flow: bool) -> None:
+        """The window's hole gets the reference's own pixels through ``model`` (colour-fitted, moved by the dense
+        flow when ``flow`` and it applies; harmonized by the model when ``refinement.harmonize``); for a paste
+        across views (ring correlation below :data:`~refalign.transfer.register.EXPLAINED_CORRELATION`) how far it
+        and the damaged pixels continue the surroundings is kept for the report."""
+        pixels, valid, box, job.flow = registered_source(image, job.mask, reference, model.matrix, model.score,
+                                                         flow=flow)
+        job.transfer = (pixels, valid, box)
+        job.source = "reference+model" if self.refalign_config.refinement.harmonize else "reference"
+        if model.score.gradient_correlation < EXPLAINED_CORRELATION:
             job.edge_steps = paste_edge_steps(image, job.mask, pixels, valid, box)
-            if run.unregistered == "auto" and not cfg.harmonize:
-                self._recolours_over_paste(job, image, correlation)
 
     @staticmethod
     def _mix_located(job: WindowJob, image: np.ndarray, reference: np.ndarray) -> None:
@@ -560,12 +566,14 @@ class RefineByAlignPipeline(DiffusionPipeline):
             _recolour(job, image, edge, f"auto: {edge.describe()}, the registered reference's pixels {paste_step:.2f}x "
                                         f"(ring correlation {correlation:.2f} < {EXPLAINED_CORRELATION})")
 
-    def _auto_unregistered(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int) -> None:
+    def _auto_unregistered(self, job: WindowJob, image: np.ndarray, reference: np.ndarray,
+                           run: RefineSettings) -> None:
         """``unregistered="auto"`` on a window without a registration (:mod:`refalign.transfer.damage`): its own
         pixels recoloured where only its colours changed; kept where it looks continuous with its surroundings —
         unless it looks blurred, then synthesised with its own pixels as the guide; else synthesised, guided by its
-        own pixels where they continue the surroundings nearly as well as a plain synthesis does. The numbers go to
-        the window's report."""
+        own pixels where they continue the surroundings nearly as well as a plain synthesis does. Where it would be
+        synthesised, a model refused only for its damage ratio is pasted instead (:meth:`_pastes_undamaged`). The
+        numbers go to the window's report."""
         if self._recolours(job, image, "auto"):
             return
         mild, contrast = mildness(image, job.mask)
@@ -573,26 +581,50 @@ class RefineByAlignPipeline(DiffusionPipeline):
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
         if mild:
             detail = interior_detail(image, job.mask)
+            blurred = f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL})"
+            if detail < BLURRED_DETAIL and self._pastes_undamaged(job, image, reference, run, blurred):
+                return
             problem = self._hole_problem(job, image, reference) if detail < BLURRED_DETAIL else None
             if not isinstance(problem, HoleProblem):
                 job.source = "kept"
                 job.choice += "; a mask drawn with a margin of clean pixels looks so too: --unregistered synthesize"
                 return
-            job.choice += (f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL}): its own pixels "
-                           "guide the synthesis")
-            self._use_synthesis(job, solve_hole(problem, seed=seed, guided=True))
+            job.choice += f"{blurred}: its own pixels guide the synthesis"
+            self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
+            return
+        if self._pastes_undamaged(job, image, reference, run, ""):
             return
         problem = self._hole_problem(job, image, reference)
         if not isinstance(problem, HoleProblem):
             job.source, job.fallback = "model", problem
             return
-        plain, guided = (solve_hole(problem, seed=seed, guided=g) for g in (False, True))
+        plain, guided = (solve_hole(problem, seed=run.seed, guided=g) for g in (False, True))
         steps = [edge_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]
         chosen = guided if steps[0] <= GUIDED_STEP_RATIO * steps[1] else plain
         job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge step "
                        f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)"
                        + ("" if chosen is guided else f"; {GUIDED_HINT}"))
         self._use_synthesis(job, chosen)
+
+    def _pastes_undamaged(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, run: RefineSettings,
+                          why: str) -> bool:
+        """``unregistered="auto"`` on a window it would synthesise (``why``: what it found so far, for the report),
+        located by a model refused only for its damage ratio
+        (:attr:`~refalign.transfer.register.LocalRegistration.damage_refused`): that model's paste (:meth:`_paste`),
+        when ``run.paste``. The model explains the surroundings and another agrees with it; the damaged pixels
+        differ from it hardly more than the surroundings do, so the region looks nearly as the reference says — a
+        feature painted around, clean or smeared in its own colours, which a synthesis would rebuild as the
+        surroundings' texture (an eye came back as a ghost of itself, 19.88 dB against 23.05 pasted; docs/results.md,
+        "Refused for the damage ratio alone"). Whether anything was pasted."""
+        corr = job.correspondence
+        fit = corr.fit if corr is not None and corr.path == "located" else None
+        if not run.paste or fit is None or not fit.damage_refused:
+            return False
+        self._paste(job, image, reference, fit.best, run.dense_flow)
+        job.choice += (f"{why}; the model that locates it explains its surroundings and another agrees, refused only "
+                       f"because the damaged pixels differ from it {fit.best.score.damage_ratio:.2f}x as much as "
+                       f"those do (< {MIN_DAMAGE_RATIO:g}x): pasted, not rebuilt from texture")
+        return True
 
     def _synthesize(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, seed: int, *,
                     guided: bool = False) -> None:

@@ -156,6 +156,9 @@ class WindowJob:
             how = "the reference's own pixels"
             how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
+            if corr.matrix is None:  # auto's paste through a model refused only for its damage ratio
+                return (f"{where}: {how} through the model that locates it — not registered ({corr.registration})"
+                        f"{self._doubt_text()}")
             return f"{where}: {how} — registered ({_registration(corr)}){self._doubt_text()}"
         if self.unpasted:
             return (f"{where}: {self._how_unpasted()}, not the registered reference's pixels (--no-paste; registered: "
@@ -188,11 +191,13 @@ class WindowJob:
     def _doubt_text(self) -> str:
         """:attr:`doubts` in words, with their numbers and the way to refuse the paste (empty without doubts): good
         pastes and wrong ones both lie under the damage ratio's bar; the edge step tells only where the mask hugs
-        its artifact."""
+        its artifact. A paste through a model refused for its damage ratio (no accepted model) has its ratio in
+        :attr:`choice` already; its line always ends with the way to refuse it, ``--unregistered keep``."""
         doubts, said = self.doubts, []
-        if not doubts:
+        registered = self.correspondence.matrix is not None
+        if not doubts and registered:
             return ""
-        if CLOSE_CALL in doubts:
+        if CLOSE_CALL in doubts and registered:
             ratio = self.correspondence.fit.best.score.damage_ratio
             said.append(f"a close call: the damaged pixels differ from the paste {ratio:.2f}x as much as the known "
                         f"pixels around it do (accepted from {MIN_DAMAGE_RATIO:g}x, clear from "
@@ -201,7 +206,8 @@ class WindowJob:
             said.append(f"it continues the surroundings less well than the damaged pixels do "
                         f"({self.edge_steps.describe()}; where the mask hugs its artifact such pastes came out worse "
                         "than doing nothing 49 times in 53)")
-        return " — " + "; ".join(said) + "; if it looks wrong, --no-paste leaves the region to --unregistered"
+        refuse = "--no-paste leaves the region to --unregistered" if registered else KEEP_HINT
+        return " — " + "; ".join(said + [f"if it looks wrong, {refuse}"])
 
     def _how_synthesised(self) -> str:
         how = f"synthesised from {_region_name(self.correspondence, self.mask)} in {self.synthesis.levels} level(s)"

@@ -23,7 +23,9 @@ on its own:
 4. the **damaged pixels inside the hole are evidence too** (issue 15 part 6): a registration is only worth using
    where the hole differs from the warped reference clearly more than the known ring does
    (:data:`MIN_DAMAGE_RATIO`, :attr:`WarpScore.damage_ratio`) — otherwise the paste's own error (the ring's) is as
-   large as the damage it would repair, and keeping the input is the safer choice;
+   large as the damage it would repair, and keeping the input is the safer choice. A model refused for this alone
+   (it explains the ring and another agrees) is flagged (:attr:`LocalRegistration.damage_refused`): the region looks
+   nearly as the reference says, and where the pipeline would rebuild it from texture it pastes this model instead;
 5. the best candidate is kept only if it clears :data:`MIN_GRADIENT_CORRELATION` and the damage ratio, covers the
    hole, has enough inliers and the **support** of another passing candidate that maps the hole nearly the same way
    (:data:`SUPPORT_PX_PER_1000`) — for the direct search, whose models share one peak, also the **confirmation** of
@@ -245,13 +247,17 @@ class Candidate:
 class LocalRegistration:
     """Outcome of :func:`register_hole`. ``ok``: a model was accepted; ``best``: the accepted (or best rejected)
     candidate; ``reason``: what happened, in words for the user; ``candidates``: every model tried;
-    ``num_matches``: tentative matches."""
+    ``num_matches``: tentative matches; ``damage_refused``: not accepted only because of the damage ratio — the best
+    model explains the ring and another model agrees with it (:func:`choose`), but the damaged pixels differ from
+    it too little (:data:`MIN_DAMAGE_RATIO`): the region looks nearly as the reference says it should, clean or
+    damaged in a way that keeps the reference's colours. Never set when ``ok``."""
 
     ok: bool
     reason: str
     best: Candidate | None = None
     candidates: list[Candidate] = field(default_factory=list)
     num_matches: int = 0
+    damage_refused: bool = False
 
     @property
     def matrix(self) -> np.ndarray | None:
@@ -569,6 +575,10 @@ def register_hole(
     direct = register_direct(image, hole, reference, search)
     if direct.ok:
         return direct
+    # a model refused only for its damage ratio says more than any other refusal; else the one from more inliers
+    refused = [r for r in (result, affine, direct) if r.damage_refused]
+    if refused:
+        return refused[0]
     stronger = affine.best is not None and (result.best is None or affine.best.inliers > result.best.inliers)
     return affine if stronger else result
 
@@ -588,6 +598,8 @@ def register_direct(image: np.ndarray, hole: np.ndarray, reference: np.ndarray,
     if not candidates:
         return LocalRegistration(False, "the reference is too small for a direct search around the region")
     result = choose(image, hole, reference, candidates, 0)
+    if result.damage_refused:  # one peak's models, like an accepted one: the wider search must confirm them too
+        result.damage_refused = context_distance(image, hole, reference, result.best.matrix, search) <= CONFIRM_SIDES
     if result.ok:
         sides = context_distance(image, hole, reference, result.best.matrix, search)
         if sides > CONFIRM_SIDES:
@@ -709,9 +721,10 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
     ranked = sorted(candidates, key=_rank, reverse=True)
     top = ranked[0]
     if not top.score.passes:
-        return LocalRegistration(False, _why_not(top.score), top, candidates, num_matches)
-    if not any(c.lineage != top.lineage and c.score.passes and _agree(c, top, hole, SUPPORT_PX_PER_1000 * scale)
-               for c in candidates):
+        # refused for its damage ratio alone: say whether it would otherwise stand (explained, supported)
+        refused = top.score.explains_ring and _supported(top, candidates, hole, scale, explained=True)
+        return LocalRegistration(False, _why_not(top.score), top, candidates, num_matches, damage_refused=refused)
+    if not _supported(top, candidates, hole, scale):
         return LocalRegistration(False, f"only one fitted model ({top.name}{_inliers(top)}) explains the "
                                         f"surroundings; none of the other {len(candidates) - 1} agrees with it",
                                  top, candidates, num_matches)
@@ -723,6 +736,15 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
     return LocalRegistration(True, f"{top.name}{_inliers(top)}, gradient correlation {s.gradient_correlation:.2f}, "
                                    f"colour error {s.residual:.1f} (inside the region {s.hole_residual:.1f})",
                              top, candidates, num_matches)
+
+
+def _supported(top: Candidate, candidates: list[Candidate], hole: np.ndarray, scale: float, *,
+               explained: bool = False) -> bool:
+    """Whether another candidate of another lineage (:attr:`Candidate.lineage`) that passes — or, with
+    ``explained``, that explains the ring — maps ``hole``'s box within :data:`SUPPORT_PX_PER_1000` (× ``scale``,
+    the reference's longer side in thousands of pixels) of where ``top`` maps it."""
+    return any(c.lineage != top.lineage and (c.score.explains_ring if explained else c.score.passes)
+               and _agree(c, top, hole, SUPPORT_PX_PER_1000 * scale) for c in candidates)
 
 
 def _inliers(c: Candidate) -> str:
