@@ -152,6 +152,10 @@ def test_auto_pastes_a_model_refused_only_for_its_damage_ratio_where_it_would_sy
     assert pipe(art, mask, ref, seed=0, unregistered="auto", paste=False).sources == ["synthesis"]
     assert pipe(art, mask, ref, seed=0, unregistered="keep").sources == ["kept"]
     assert pipe(art, mask, ref, seed=0, unregistered="synthesize").sources == ["synthesis"]
+    region = np.zeros(ref.shape[:2], bool)
+    region[100:200, 100:240] = True  # painted by the user around where the artifact's content lies
+    told = pipe(art, mask, ref, region, seed=0, unregistered="auto")
+    assert told.sources == ["reference"] and "through the model found around your --reference-mask" in told.reports[0]
     blurred = truth.copy()
     blurred[mask] = cv2.GaussianBlur(truth, (0, 0), 4)[mask]
     assert looks_mild(blurred, mask) and interior_detail(blurred, mask) < BLURRED_DETAIL

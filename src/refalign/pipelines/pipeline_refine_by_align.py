@@ -42,7 +42,7 @@ from refalign.pipelines.config import FILE_NAME, UNREGISTERED, RefalignConfig
 from refalign.pipelines.correspondence import find_correspondence, warped_reference
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
-from refalign.pipelines.window_job import GUIDED_HINT, RefineSettings, WindowJob
+from refalign.pipelines.window_job import GUIDED_HINT, RefineSettings, WindowJob, refused_model
 from refalign.pipelines.subtoken import LOCATED_MIX_CORRELATION, LOCATED_MIX_WEIGHT, search_area
 from refalign.pipelines.zoom import (
     ZoomWindow, classical_fill, crop_reference, plan_windows, transferred_fill, window_inputs,
@@ -610,18 +610,18 @@ class RefineByAlignPipeline(DiffusionPipeline):
                           why: str) -> bool:
         """``unregistered="auto"`` on a window it would synthesise (``why``: what it found so far, for the report),
         located by a model refused only for its damage ratio
-        (:attr:`~refalign.transfer.register.LocalRegistration.damage_refused`): that model's paste (:meth:`_paste`),
-        when ``run.paste``. The model explains the surroundings and another agrees with it; the damaged pixels
-        differ from it hardly more than the surroundings do, so the region looks nearly as the reference says — a
-        feature painted around, clean or smeared in its own colours, which a synthesis would rebuild as the
-        surroundings' texture (an eye came back as a ghost of itself, 19.88 dB against 23.05 pasted; docs/results.md,
-        "Refused for the damage ratio alone"). Whether anything was pasted."""
+        (:attr:`~refalign.transfer.register.LocalRegistration.damage_refused`), or with one found around the user's
+        region: that model's paste (:meth:`_paste`), when ``run.paste``. The model explains the surroundings and
+        another agrees with it; the damaged pixels differ from it hardly more than the surroundings do, so the region
+        looks nearly as the reference says — a feature painted around, clean or smeared in its own colours, which a
+        synthesis would rebuild as the surroundings' texture (an eye came back as a ghost of itself, 19.88 dB against
+        23.05 pasted; docs/results.md, "Refused for the damage ratio alone"). Whether anything was pasted."""
         corr = job.correspondence
-        fit = corr.fit if corr is not None and corr.path == "located" else None
+        fit = corr.fit if corr is not None and corr.path in ("located", "user") else None
         if not run.paste or fit is None or not fit.damage_refused:
             return False
         self._paste(job, image, reference, fit.best, run.dense_flow)
-        job.choice += (f"{why}; the model that locates it explains its surroundings and another agrees, refused only "
+        job.choice += (f"{why}; {refused_model(corr)} explains its surroundings and another agrees, refused only "
                        f"because the damaged pixels differ from it {fit.best.score.damage_ratio:.2f}x as much as "
                        f"those do (< {MIN_DAMAGE_RATIO:g}x): pasted, not rebuilt from texture")
         return True

@@ -157,7 +157,7 @@ class WindowJob:
             how += f", {self.flow.describe()}" if self.flow is not None and self.flow.applied else ""
             how += ", harmonized by the model" if self.source.endswith("model") else ""
             if corr.matrix is None:  # auto's paste through a model refused only for its damage ratio
-                return (f"{where}: {how} through the model that locates it — not registered ({corr.registration})"
+                return (f"{where}: {how} through {refused_model(corr)} — not registered ({corr.registration})"
                         f"{self._doubt_text()}")
             return f"{where}: {how} — registered ({_registration(corr)}){self._doubt_text()}"
         if self.unpasted:
@@ -235,6 +235,12 @@ class WindowJob:
     def region(self) -> np.ndarray | None:
         """The reference region the refinement is conditioned on (``None``: the whole reference)."""
         return self.correspondence.region if self.correspondence is not None else None
+
+
+def refused_model(corr: Correspondence) -> str:
+    """The report's name for the model ``unregistered="auto"`` pasted though the damage ratio refused it: the one
+    that located the window, or the one found around the user's region."""
+    return "the model that locates it" if corr.path == "located" else "the model found around your --reference-mask"
 
 
 def _registration(corr: Correspondence) -> str:
