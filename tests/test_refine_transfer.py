@@ -137,11 +137,9 @@ def test_auto_pastes_a_model_refused_only_for_its_damage_ratio_where_it_would_sy
     feature as the surroundings' texture. ``auto`` pastes that model instead where it would synthesise (a window
     that breaks from its surroundings, or a blurred one); not where it keeps the window, nor when pastes are
     refused or ``unregistered`` is another mode."""
-    import refalign.transfer.register as register
-
     truth, art, mask, ref = _artifact_case()
     pipe = _set(dummy_pipeline, "refinement.source=reference")
-    monkeypatch.setattr(register, "MIN_DAMAGE_RATIO", 1e6)  # every model refused for its ratio alone
+    monkeypatch.setattr("refalign.transfer.register.MIN_DAMAGE_RATIO", 1e6)  # every model refused for its ratio alone
     out = pipe(art, mask, ref, seed=0, unregistered="auto")
     assert out.sources == ["reference"] and out.alignment[0].path == "located" and out.confidence == [0.0]
     assert (out.image[~mask] == art[~mask]).all() and _psnr(out.image, truth, mask) > 25

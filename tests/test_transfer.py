@@ -12,10 +12,9 @@ from refalign.pipelines.subtoken import search_area
 from refalign.transfer.colour import ColourFit
 from refalign.transfer.engine import ReferenceView, lands_in, register_with
 from refalign.transfer.register import (
-    MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, damage_ratio, polished, project,
-    register_hole, ring_folds, score_warp,
+    MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, choose, damage_ratio, polished,
+    project, register_hole, ring_folds, score_warp,
 )
-from refalign.transfer import register
 from refalign.transfer.source import mix_sources, paste_hole, transfer_source
 
 
@@ -265,11 +264,11 @@ def test_only_a_refusal_for_the_damage_ratio_alone_is_flagged(monkeypatch):
     unrelated = register_hole(destroyed, hole, textured_image(seed=9))
     assert not unrelated.ok and not unrelated.damage_refused
     lone = Candidate("homography", H, 40)
-    monkeypatch.setattr(register, "MIN_DAMAGE_RATIO", 1e6)  # every model is refused for its ratio
-    alone = register.choose(destroyed, hole, noisy, [lone], 40)
+    monkeypatch.setattr("refalign.transfer.register.MIN_DAMAGE_RATIO", 1e6)  # every model is refused for its ratio
+    alone = choose(destroyed, hole, noisy, [lone], 40)
     assert not alone.ok and alone.best.score.explains_ring and not alone.damage_refused  # no other model agrees
     shifted = Candidate("affine-local", H @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]]), 30)
-    assert register.choose(destroyed, hole, noisy, [lone, shifted], 40).damage_refused
+    assert choose(destroyed, hole, noisy, [lone, shifted], 40).damage_refused
 
 
 def test_registration_neither_depends_on_nor_changes_opencvs_global_random_state():

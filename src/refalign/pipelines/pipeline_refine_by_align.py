@@ -581,15 +581,16 @@ class RefineByAlignPipeline(DiffusionPipeline):
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
         if mild:
             detail = interior_detail(image, job.mask)
-            blurred = f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL})"
-            if detail < BLURRED_DETAIL and self._pastes_undamaged(job, image, reference, run, blurred):
+            blurred = detail < BLURRED_DETAIL
+            said = f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL})"
+            if blurred and self._pastes_undamaged(job, image, reference, run, said):
                 return
-            problem = self._hole_problem(job, image, reference) if detail < BLURRED_DETAIL else None
+            problem = self._hole_problem(job, image, reference) if blurred else None
             if not isinstance(problem, HoleProblem):
                 job.source = "kept"
                 job.choice += "; a mask drawn with a margin of clean pixels looks so too: --unregistered synthesize"
                 return
-            job.choice += f"{blurred}: its own pixels guide the synthesis"
+            job.choice += f"{said}: its own pixels guide the synthesis"
             self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
             return
         if self._pastes_undamaged(job, image, reference, run, ""):
