@@ -84,3 +84,18 @@ def test_area_ratio_measures_a_region_against_the_artifact_at_the_references_sca
     region[:40, :30] = True
     assert area_ratio(region, artifact) == pytest.approx(1200 / 400)
     assert area_ratio(region, np.zeros((100, 200), bool)) == 1200.0  # an empty artifact counts as one pixel
+
+
+def test_m_star_ratio_is_measured_on_the_alignments_region_only():
+    """``Correspondence.m_star_ratio``: ``M*``'s area against the artifact's at the reference's scale (what makes it
+    a vague match); ``None`` for a region the user painted or a registration located, and without a region."""
+    from refalign.pipelines.correspondence import Correspondence
+
+    artifact = np.zeros((100, 200), bool)
+    artifact[10:20, 10:20] = True
+    region = np.zeros((200, 400), bool)
+    region[:40, :30] = True
+    assert Correspondence(region, "cross-attention").m_star_ratio(artifact) == pytest.approx(3.0)
+    for path in ("user", "located", "warp"):
+        assert Correspondence(region, path).m_star_ratio(artifact) is None
+    assert Correspondence(None, "cross-attention").m_star_ratio(artifact) is None

@@ -208,8 +208,9 @@ def test_an_unregistered_window_is_refined_or_kept_and_the_user_is_told(dummy_pi
         pipe(art, mask, other, unregistered="fill")
 
 
-def test_auto_keeps_a_mild_artifact_and_synthesises_one_from_elsewhere(dummy_pipeline):
+def test_auto_keeps_a_mild_artifact_and_synthesises_one_from_elsewhere(dummy_pipeline, monkeypatch):
     truth, _, mask, _ = _artifact_case()
+    monkeypatch.setattr(pipeline_module, "VAGUE_AREA_RATIO", float("inf"))  # as if M* were sharp (the dummy's is not)
     other = textured_image(seed=9)
     pipe = _set(dummy_pipeline, "refinement.source=reference")
     moved = truth.copy()
@@ -267,6 +268,7 @@ def test_auto_takes_the_guided_synthesis_when_it_continues_the_surroundings_near
     pipe = _set(dummy_pipeline, "refinement.source=reference")
     pasted = truth.copy()
     pasted[mask] = np.roll(truth, (120, 90), axis=(0, 1))[mask]
+    monkeypatch.setattr(pipeline_module, "VAGUE_AREA_RATIO", float("inf"))  # as if M* were sharp (the dummy's is not)
     plain = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     monkeypatch.setattr(pipeline_module, "GUIDED_STEP_RATIO", 100.0)
     guided = pipe(pasted, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
@@ -482,14 +484,22 @@ def _smeared_feature_case():
     return truth, apply_artifact("smeared", truth, mask, np.random.default_rng(0)), mask
 
 
-def test_guided_keeps_a_smeared_feature_that_auto_rebuilds_as_its_surroundings(dummy_pipeline):
+def test_a_smeared_feature_keeps_its_layout_unless_a_sharp_m_star_rebuilds_it(dummy_pipeline, monkeypatch):
+    """Where ``M*`` is a vague match it cannot say what the region held: ``auto`` guides the synthesis by the
+    damaged pixels, as ``guided`` does, and the smeared feature stays. From a sharp ``M*`` ``auto`` rebuilds the
+    region as its surroundings' texture, and its report names ``--unregistered guided``."""
     truth, smeared, mask = _smeared_feature_case()
     other = textured_image(seed=9)
     pipe = _set(dummy_pipeline, "refinement.source=reference")
+    vague = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert vague.sources == ["synthesis"] and "M* is a vague match (40.3x" in vague.reports[0]
+    assert "guided by its own pixels" in vague.reports[0] and "edge step" not in vague.reports[0]
+    guided = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="guided")
+    assert (vague.image == guided.image).all()
+    monkeypatch.setattr(pipeline_module, "VAGUE_AREA_RATIO", float("inf"))  # as if M* were sharp (the dummy's is not)
     auto = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert auto.sources == ["synthesis"] and "its own pixels do not guide the synthesis" in auto.reports[0]
     assert "--unregistered guided to keep its layout" in auto.reports[0]
-    guided = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="guided")
     assert guided.sources == ["synthesis"] and "guided by its own pixels" in guided.reports[0]
     assert "--unregistered guided" not in guided.reports[0] and (guided.image[~mask] == smeared[~mask]).all()
     feature = cv2.erode(mask.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0

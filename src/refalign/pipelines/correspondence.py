@@ -35,7 +35,7 @@ from refalign.pipelines.subtoken import MODEL_PATHS, decide, match_artifact
 from refalign.registration import local_area_scale
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import LocalRegistration, ring_width
-from refalign.windows import ModelFrame
+from refalign.windows import ModelFrame, area_ratio
 
 #: Margin of the guidance's valid region around the registered artifact, in model pixels beyond the inpainting
 #: dilation: the valid region covers everything that is repainted.
@@ -105,6 +105,14 @@ class Correspondence:
         if self.region is None or self.path != "located":
             return self.region
         return dilate(self.region, int(round(ring_width(self.region))))
+
+    def m_star_ratio(self, artifact: np.ndarray) -> float | None:
+        """How many times the ``artifact``'s area (image-sized bool) the region covers when it is the alignment's
+        ``M*`` (:func:`~refalign.windows.area_ratio`; ``None`` on every other path): from
+        :data:`VAGUE_AREA_RATIO` it is a vague match."""
+        if self.path != "cross-attention" or self.region is None:
+            return None
+        return area_ratio(self.region, artifact)
 
     @property
     def guidance(self) -> str:

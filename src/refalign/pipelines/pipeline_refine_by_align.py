@@ -39,7 +39,7 @@ from refalign.models.unet import guided_in_channels
 from refalign.pipelines.alignment import align, align_checked
 from refalign.pipelines.checkpoint import check_checkpoint
 from refalign.pipelines.config import FILE_NAME, UNREGISTERED, RefalignConfig
-from refalign.pipelines.correspondence import find_correspondence, warped_reference
+from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, find_correspondence, warped_reference
 from refalign.pipelines.outputs import RefineOutput
 from refalign.pipelines.pasting import ResidualPaste, WindowPaste, paste_strategy
 from refalign.pipelines.window_job import GUIDED_HINT, RefineSettings, WindowJob, refused_model
@@ -571,9 +571,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         """``unregistered="auto"`` on a window without a registration (:mod:`refalign.transfer.damage`): its own
         pixels recoloured where only its colours changed; kept where it looks continuous with its surroundings —
         unless it looks blurred, then synthesised with its own pixels as the guide; else synthesised, guided by its
-        own pixels where they continue the surroundings nearly as well as a plain synthesis does. Where it would be
-        synthesised, a model refused only for its damage ratio is pasted instead (:meth:`_pastes_undamaged`). The
-        numbers go to the window's report."""
+        own pixels where its region is a vague ``M*``
+        (:meth:`~refalign.pipelines.correspondence.Correspondence.m_star_ratio`, which cannot say what the region
+        held: a feature painted around keeps its layout) or where they continue the surroundings nearly as well as
+        a plain synthesis does. Where it would be synthesised, a model refused only for its damage ratio is pasted
+        instead (:meth:`_pastes_undamaged`). The numbers go to the window's report."""
         if self._recolours(job, image, "auto"):
             return
         mild, contrast = mildness(image, job.mask)
@@ -598,6 +600,13 @@ class RefineByAlignPipeline(DiffusionPipeline):
         problem = self._hole_problem(job, image, reference)
         if not isinstance(problem, HoleProblem):
             job.source, job.fallback = "model", problem
+            return
+        ratio = job.correspondence.m_star_ratio(job.mask)
+        if ratio is not None and ratio >= VAGUE_AREA_RATIO:
+            job.choice += (f"; M* is a vague match ({ratio:.1f}x the artifact's area >= {VAGUE_AREA_RATIO:g}x), which "
+                           "cannot say what the region held: its own pixels guide the synthesis; --unregistered "
+                           "synthesize rebuilds it from the region's texture, if it is content that does not belong")
+            self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
             return
         plain, guided = (solve_hole(problem, seed=run.seed, guided=g) for g in (False, True))
         steps = [edge_step_after(image, job.mask, x.pixels, None, x.box) for x in (guided, plain)]

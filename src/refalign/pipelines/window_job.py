@@ -22,7 +22,7 @@ from refalign.transfer.damage import EdgeSteps
 from refalign.transfer.flow import FlowCorrection
 from refalign.transfer.register import CLEAR_DAMAGE_RATIO, MIN_DAMAGE_RATIO
 from refalign.transfer.synthesis import Synthesis
-from refalign.windows import ModelFrame, Window, area_ratio
+from refalign.windows import ModelFrame, Window
 
 
 #: The hint that keeps a window as it was.
@@ -266,6 +266,6 @@ def _region_name(corr: Correspondence, artifact: np.ndarray) -> str:
         return f"the registered region ({n} px)"
     if corr.path == "located":
         return f"the region the registration located ({n} px; not registered)"
-    ratio = area_ratio(corr.region, artifact)
+    ratio = corr.m_star_ratio(artifact)
     vague = ", a vague match" if ratio >= VAGUE_AREA_RATIO else ""
     return f"the alignment's matching region M* ({n} px, {ratio:.1f}x the artifact's area{vague})"
