@@ -120,6 +120,33 @@ def test_with_a_painted_region_the_model_that_explains_more_and_lands_in_it_wins
     assert ("lands in the region given" in reg.reason) == (chosen == "whole")
 
 
+@pytest.mark.parametrize("whole,near,chosen", [
+    ("refused", "damage", "near"),   # the retry found a model refused only for its damage ratio: it locates the hole
+    ("damage", "damage", "whole"),   # the whole photo's already does
+    ("damage", "refused", "whole"),
+    ("refused", "refused", "whole"),  # neither: the whole photo's reason is reported
+    ("refused", "ok", "near"),
+])
+def test_the_retry_near_m_star_is_kept_when_it_finds_more(monkeypatch, whole, near, chosen):
+    """Without a painted region, ``M*``'s neighbourhood is searched when the whole photo fails; its result replaces
+    the whole photo's when it is accepted, or refused for its damage ratio alone where the whole photo's is not
+    (``auto`` pastes such a model rather than rebuild the region from texture)."""
+    m_star = np.zeros((64, 64), bool)
+    m_star[20:30, 20:30] = True
+
+    def fake(kind, name):
+        score = WarpScore(0.9, 10.0, 1.0, 50.0, ColourFit.identity(), 40.0)
+        return LocalRegistration(kind == "ok", name, Candidate(name, np.eye(3), 10, score),
+                                 damage_refused=kind == "damage")
+
+    monkeypatch.setattr("refalign.transfer.engine.register_hole",
+                        lambda *a, search=None, **k: fake(near, "near") if search is not None else fake(whole, "whole"))
+    reg, _ = register_with(np.zeros((64, 64, 3), np.uint8), m_star.copy(), ReferenceView.prepare(
+        np.zeros((64, 64, 3), np.uint8)), m_star)
+    assert reg.reason.startswith(chosen)
+    assert ("searched near the cross-attention map" in reg.reason) == (chosen == "near")
+
+
 def test_an_unrelated_reference_is_refused_with_a_reason():
     target = _scene(0)
     other = textured_image(seed=9)  # another textured object: nothing of the hole's surroundings is in it

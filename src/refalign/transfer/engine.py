@@ -11,8 +11,10 @@ cartoon 8.5 dB lower: the features beyond the crop steady the fit) and a cross-v
 only the whole photo, the built-in example told its label's region kept a model 4.4 dB worse than the one the
 region's own features give (21.18 against 25.55). With both: 37.57 on those warp cases. Without a region, when the
 whole photo fails and the alignment stage's ``M*`` is known, the neighbourhood of ``M*`` is searched (a smaller set
-passes Lowe's ratio test more often) — the learned map is the prior and the fallback, and its agreement with the
-registration is reported. Which reference a window uses, and what fills its hole, the pipeline decides from these
+passes Lowe's ratio test more often) and its result kept where it is accepted, or refused for its damage ratio alone
+where the whole photo's is not (:attr:`~refalign.transfer.register.LocalRegistration.damage_refused`: such a model
+still locates the hole, and ``auto`` may paste it) — the learned map is the prior and the fallback, and its
+agreement with the registration is reported. Which reference a window uses, and what fills its hole, the pipeline decides from these
 results.
 """
 
@@ -89,7 +91,7 @@ def register_with(image: np.ndarray, hole: np.ndarray, view: ReferenceView,
         near = _prior_search(m_star)
         retry = register_hole(image, hole, view.pixels, detect(view.pixels, near), search=near,
                               affine_fallback=False)
-        if retry.ok:
+        if retry.ok or (retry.damage_refused and not reg.damage_refused):
             retry.reason += " (searched near the cross-attention map)"
             reg = retry
     agreement = lands_in(reg.matrix, hole, m_star) if reg.ok and prior else None
