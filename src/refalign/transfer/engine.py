@@ -14,8 +14,8 @@ whole photo fails and the alignment stage's ``M*`` is known, the neighbourhood o
 passes Lowe's ratio test more often) and its result kept where it is accepted, or refused for its damage ratio alone
 where the whole photo's is not (:attr:`~refalign.transfer.register.LocalRegistration.damage_refused`: such a model
 still locates the hole, and ``auto`` may paste it) — the learned map is the prior and the fallback, and its
-agreement with the registration is reported. Which reference a window uses, and what fills its hole, the pipeline decides from these
-results.
+agreement with the registration is reported. Which reference a window uses, and what fills its hole, the pipeline
+decides from these results.
 """
 
 from __future__ import annotations
