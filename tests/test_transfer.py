@@ -13,7 +13,7 @@ from refalign.transfer.colour import ColourFit
 from refalign.transfer.engine import ReferenceView, lands_in, register_with
 from refalign.transfer.register import (
     MIN_DAMAGE_RATIO, Candidate, LocalRegistration, WarpScore, _agree, _why_not, choose, damage_ratio, polished,
-    project, register_hole, ring_folds, score_warp,
+    model_scale, project, register_hole, ring_folds, score_warp,
 )
 from refalign.transfer.source import mix_sources, paste_hole, transfer_source
 
@@ -401,3 +401,21 @@ def test_mix_sources_averages_where_the_second_estimate_is_valid():
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="weight must lie in"):
             mix_sources(first, second, valid, bad)
+
+
+@pytest.mark.parametrize("size, accepted", [(0.4, False), (0.6, True)])
+def test_a_reference_that_shows_the_region_under_half_its_size_is_refused(size, accepted):
+    """The reference is the undamaged image itself, shrunk: the model is right at either size, but under half of it
+    (:data:`~refalign.transfer.register.MIN_MODEL_SCALE`) a paste is the reference's pixels enlarged more than 2x,
+    and the report says so; nor is such a model offered as one refused for its damage ratio alone."""
+    target = _scene(size=512)
+    hole = _hole(target.shape[:2], centre=(250, 260), r=30)
+    image = target.copy()
+    image[hole] = (255, 0, 255)
+    reference = cv2.resize(target, None, fx=size, fy=size, interpolation=cv2.INTER_AREA)
+    reg = register_hole(image, hole, reference)
+    assert abs(model_scale(reg.best.matrix, hole) - size) < 0.02
+    assert reg.ok is accepted, reg.reason
+    assert accepted or f"maps the region to {size:.2f}x its size in the reference" in reg.reason
+    clean = register_hole(target, hole, reference)  # the hole as it should be: refused for its damage ratio alone
+    assert not clean.ok and clean.damage_refused is accepted, clean.reason  # a model auto may paste
