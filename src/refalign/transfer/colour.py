@@ -223,7 +223,7 @@ def fit_colour(
     w = prior_w
     coef = _weighted_lstsq(X, dst, w, ridge, prior)
     for _ in range(IRLS_STEPS):
-        w = _tukey_weights(np.linalg.norm(X @ coef - dst, axis=1), prior_w, floor=1.0 / 255.0)
+        w = tukey_weights(np.linalg.norm(X @ coef - dst, axis=1), prior_w, floor=1.0 / 255.0)
         if w.sum() < 1e-9:
             break
         coef = _weighted_lstsq(X, dst, w, ridge, prior)
@@ -231,10 +231,11 @@ def fit_colour(
     return ColourFit(coef, degree, _robust_rms(err, w), n)
 
 
-def _tukey_weights(err: np.ndarray, prior_w: np.ndarray, *, floor: float) -> np.ndarray:
-    """One reweighting of an IRLS fit (:func:`fit_colour`, :func:`fit_lut`): ``prior_w`` times Tukey's biweight of
+def tukey_weights(err: np.ndarray, prior_w: np.ndarray, *, floor: float) -> np.ndarray:
+    """One reweighting of an IRLS fit (:func:`fit_colour`, :func:`fit_lut`, the dense flow's
+    :func:`~refalign.transfer.flow.spread_flow`): ``prior_w`` times Tukey's biweight of
     each pair's error ``err`` at :data:`TUKEY_C` robust standard deviations (1.4826 · the median error, at least
-    ``floor``, one grey level in the fit's units)."""
+    ``floor``: one grey level in a colour fit's units)."""
     scale = max(1.4826 * float(np.median(err)), floor)
     u = err / (TUKEY_C * scale)
     return prior_w * np.where(u < 1.0, (1.0 - u * u) ** 2, 0.0)
@@ -357,7 +358,7 @@ def fit_lut(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None =
     w = prior_w
     lut = _lut_field(cell, res, w, bins, sigma, floor, len(src))
     for _ in range(steps):
-        w = _tukey_weights(np.linalg.norm(lut.apply(src) - src - res, axis=1), prior_w, floor=1.0)
+        w = tukey_weights(np.linalg.norm(lut.apply(src) - src - res, axis=1), prior_w, floor=1.0)
         if w.sum() < 1e-9:
             break
         lut = _lut_field(cell, res, w, bins, sigma, floor, len(src))

@@ -16,6 +16,21 @@ ring's gradients in part — its gradient correlation there below :data:`FLOW_MA
 its mean displacement over the hole reaches :data:`FLOW_MIN_SHIFT`, scaled with the image like the registration's
 score (warp windows move at most 0.21 px at 512 px and 0.94 px at 1024; cross-view windows 1.2–11 px;
 ``benchmarks/bench_registration.py``).
+
+**The ring's flow is spread robustly** (:func:`spread_flow`). DIS fits brightness differences with shifts of any
+size where a shift cannot be seen — a flat area, a straight edge — and a fold of fabric can move otherwise than the
+rest of the ring. On a real pair (a backpack's woven label, ``backpack/02`` repaired from ``backpack/03``, session
+23) a tenth of the ring read shifts of 90 px and more, against a median of 1.3 px, and their plain average moved
+the registered label 12 px off its place, tilted. So each ring pixel weighs by its texture (:func:`flow_confidence`)
+and the spread is iteratively reweighted by each pixel's deviation from it. Against the plain spread, seven
+development sets (413 cases, ``refalign bench``, both trees): the 10 registered cross-view windows 30.28 / 0.087 →
+30.67 / 0.083 (box PSNR / GMSD; 7 better), the 5 multiview part windows whose flow lies near
+:data:`FLOW_MIN_SHIFT` 19.58 / 0.181 → 19.27 / 0.183, no other window changes. On the label: hallucinated 13.83 →
+16.31 dB, garbled and smeared 14.27 → 16.09, shuffled 14.22 → 14.43; a mouth whose reference photo has grass in
+front of it, pasted with the grass either way, 16.65 → 14.02 (garbled) and 16.04 → 15.24 (smeared). The texture
+weights alone left the benchmark as it was; the reweighting alone cost a dog's leg 2.7 dB, where the flow grows
+towards the hole and the pixels near it are outvoted. It costs 72 ms per window where the flow is measured
+(``ring_flow`` 34 → 106 ms on three registered windows, alternating in one process).
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from refalign.transfer.colour import offset_field
+from refalign.transfer.colour import offset_field, tukey_weights
 from refalign.transfer.register import EXPLAINED_CORRELATION, hole_frame, image_scale
 
 #: Mean displacement over the hole (pixels, at a :data:`~refalign.transfer.register.SCORE_SIDE`-pixel image;
@@ -36,6 +51,12 @@ FLOW_MIN_SHIFT = 1.0
 FLOW_MAX_CORRELATION = EXPLAINED_CORRELATION
 #: Ring pixels closer than this to the hole are left out of the flow: DIS smooths across the hole's edge there.
 EDGE_GAP = 2.0
+#: Side (pixels) of the neighbourhood whose structure tensor weighs a ring pixel's flow (:func:`flow_confidence`).
+TEXTURE_BLOCK = 7
+#: Reweighting rounds of the robust spread (:func:`spread_flow`) ...
+ROBUST_STEPS = 3
+#: ... and the least robust scale of the deviations (pixels) it is measured against.
+ROBUST_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,7 +104,33 @@ def ring_flow(image: np.ndarray, hole: np.ndarray, source: np.ndarray, box: tupl
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     flow = dis.calc(_grey8(known), _grey8(source), None)
     ring = ~frame.sub & (frame.dist > EDGE_GAP) & (frame.dist <= 2 * frame.width)
-    return offset_field(flow, ring, sigma=frame.width)
+    return spread_flow(flow, np.where(ring, flow_confidence(known), 0.0), frame.width)
+
+
+def flow_confidence(pixels: np.ndarray) -> np.ndarray:
+    """How far DIS's flow can be trusted at each pixel of ``pixels`` (``(h, w, 3)``): the smaller eigenvalue of the
+    local structure tensor over :data:`TEXTURE_BLOCK` pixels (``cv2.cornerMinEigenVal``; Shi & Tomasi 1994). It is
+    near 0 on flat areas and along straight edges, where a shift is unobservable (the aperture problem) and DIS fits
+    brightness differences with shifts of any size."""
+    return cv2.cornerMinEigenVal(_grey8(pixels).astype(np.float32), TEXTURE_BLOCK, ksize=3)
+
+
+def spread_flow(flow: np.ndarray, weights: np.ndarray, sigma: float, steps: int | None = None) -> np.ndarray:
+    """The smooth field ``(h, w, 2)`` float32 that ``flow`` (``(h, w, 2)``) has where ``weights`` (``(h, w)``, 0
+    elsewhere) are positive, spread everywhere by normalised convolution at ``sigma``
+    (:func:`~refalign.transfer.colour.offset_field`), then re-spread ``steps`` times with each pixel's weight times
+    Tukey's biweight of its flow's deviation from the field (iteratively reweighted, like the colour fit:
+    :func:`~refalign.transfer.colour.tukey_weights`), so a part of the ring whose flow disagrees with the rest (a
+    fold of fabric that moved otherwise, a flat area's spurious shift) drops out."""
+    prior = np.asarray(weights, np.float32)
+    where = prior > 0
+    field = offset_field(flow, prior, sigma=sigma)
+    for _ in range(ROBUST_STEPS if steps is None else steps):
+        deviation = np.linalg.norm(flow[where] - field[where], axis=-1)
+        w = prior.copy()
+        w[where] = tukey_weights(deviation, prior[where], floor=ROBUST_FLOOR)
+        field = offset_field(flow, w, sigma=sigma)
+    return field
 
 
 def flow_correct(
