@@ -102,17 +102,18 @@ def ring_flow(image: np.ndarray, hole: np.ndarray, source: np.ndarray, box: tupl
     t, l, b, r = box
     known = np.where(frame.sub[..., None], source, image[t:b, l:r].astype(np.float32))
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(_grey8(known), _grey8(source), None)
+    grey = _grey8(known)
+    flow = dis.calc(grey, _grey8(source), None)
     ring = ~frame.sub & (frame.dist > EDGE_GAP) & (frame.dist <= 2 * frame.width)
-    return spread_flow(flow, np.where(ring, flow_confidence(known), 0.0), frame.width)
+    return spread_flow(flow, np.where(ring, flow_confidence(grey), 0.0), frame.width)
 
 
-def flow_confidence(pixels: np.ndarray) -> np.ndarray:
-    """How far DIS's flow can be trusted at each pixel of ``pixels`` (``(h, w, 3)``): the smaller eigenvalue of the
+def flow_confidence(grey: np.ndarray) -> np.ndarray:
+    """How far DIS's flow can be trusted at each pixel of ``grey`` (``(h, w)`` uint8): the smaller eigenvalue of the
     local structure tensor over :data:`TEXTURE_BLOCK` pixels (``cv2.cornerMinEigenVal``; Shi & Tomasi 1994). It is
     near 0 on flat areas and along straight edges, where a shift is unobservable (the aperture problem) and DIS fits
     brightness differences with shifts of any size."""
-    return cv2.cornerMinEigenVal(_grey8(pixels).astype(np.float32), TEXTURE_BLOCK, ksize=3)
+    return cv2.cornerMinEigenVal(grey.astype(np.float32), TEXTURE_BLOCK, ksize=3)
 
 
 def spread_flow(flow: np.ndarray, weights: np.ndarray, sigma: float, steps: int | None = None) -> np.ndarray:
