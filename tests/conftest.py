@@ -117,6 +117,17 @@ def textured_image(size: int = 320, seed: int = 0) -> np.ndarray:
     return img
 
 
+def striped_image(size: int = 320, seed: int = 0) -> np.ndarray:
+    """Broad stripes (period 28-40 px, a random direction) under fine per-pixel noise, ``(size, size, 3) uint8``:
+    structure a blur keeps and detail it removes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle, period = rng.uniform(0, np.pi), rng.uniform(28, 40)
+    stripes = 128 + 60 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
+    img = stripes[..., None] * np.array([1.0, 0.8, 0.6], np.float32) + rng.normal(0, 20, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def textured_warp_pair(seed: int = 0):
     """``(image, reference, P)``: a texture and its perspective warp, ``P`` mapping image → reference pixels."""
     import cv2

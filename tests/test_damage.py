@@ -5,11 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import textured_image
+from conftest import striped_image, textured_image
 from refalign.eval.synth import apply_artifact
 from refalign.transfer.damage import (
-    BLURRED_DETAIL, MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs, edge_step,
-    edge_step_after, interior_detail, looks_mild, paste_edge_steps, recolour_region,
+    BLURRED_DETAIL, BLURRED_INTERIOR, MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs,
+    edge_step, edge_step_after, interior_blur, interior_detail, looks_mild, paste_edge_steps, recolour_region,
 )
 from refalign.transfer.source import paste_hole
 
@@ -59,6 +59,24 @@ def test_a_blurred_artifact_holds_less_detail_than_its_surroundings(seed):
     assert interior_detail(image, hole) > 0.8
     with pytest.raises(ValueError, match="interior_detail"):
         interior_detail(image, np.zeros(hole.shape, bool))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_blurred_interior_keeps_its_gradients_under_a_further_blur(seed):
+    truth, hole = striped_image(seed=seed), _hole()
+    blurred, flat = truth.copy(), truth.copy()
+    blurred[hole] = cv2.GaussianBlur(truth, (0, 0), 4)[hole]
+    flat[hole] = (90, 120, 60)
+    assert interior_blur(truth, hole) < 0.7 < BLURRED_INTERIOR < interior_blur(blurred, hole) <= 1.0
+    assert interior_blur(flat, hole) < 0.1  # no gradient to keep: the floor, not a blur
+    # the probe scales with the image: the same blur 2.5x larger reads the same
+    big, big_hole = cv2.resize(blurred, None, fx=2.5, fy=2.5), cv2.resize(hole.astype(np.uint8), None, fx=2.5, fy=2.5)
+    assert interior_blur(big, big_hole > 0) == pytest.approx(interior_blur(blurred, hole), abs=0.05)
+    thin = np.zeros(hole.shape, bool)
+    thin[100:106, 50:200] = True
+    assert interior_blur(blurred, thin) == 0.0  # no pixel deep enough to read
+    with pytest.raises(ValueError, match="interior_blur"):
+        interior_blur(truth, np.zeros(hole.shape, bool))
 
 
 def test_edge_contrast_refuses_an_empty_or_full_hole():

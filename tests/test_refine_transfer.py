@@ -10,7 +10,7 @@ from refalign.errors import InputError
 from refalign.eval.synth import apply_artifact
 from refalign.pipelines.config import apply_overrides
 import refalign.pipelines.pipeline_refine_by_align as pipeline_module
-from refalign.transfer.damage import BLURRED_DETAIL, interior_detail, looks_mild
+from refalign.transfer.damage import BLURRED_DETAIL, BLURRED_INTERIOR, interior_blur, interior_detail, looks_mild
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -484,10 +484,12 @@ def _smeared_feature_case():
     return truth, apply_artifact("smeared", truth, mask, np.random.default_rng(0)), mask
 
 
-def test_a_smeared_feature_keeps_its_layout_unless_a_sharp_m_star_rebuilds_it(dummy_pipeline, monkeypatch):
+def test_a_smeared_feature_keeps_its_layout(dummy_pipeline, monkeypatch):
     """Where ``M*`` is a vague match it cannot say what the region held: ``auto`` guides the synthesis by the
-    damaged pixels, as ``guided`` does, and the smeared feature stays. From a sharp ``M*`` ``auto`` rebuilds the
-    region as its surroundings' texture, and its report names ``--unregistered guided``."""
+    damaged pixels, as ``guided`` does, and the smeared feature stays. From a sharp ``M*`` too, because its interior
+    is a blur (:func:`~refalign.transfer.damage.interior_blur`), though the guided synthesis breaks from the
+    surroundings at the mask's edge as the true feature does. Where the interior does not read as a blur, ``auto``
+    rebuilds the region as its surroundings' texture, and its report names ``--unregistered guided``."""
     truth, smeared, mask = _smeared_feature_case()
     other = textured_image(seed=9)
     pipe = _set(dummy_pipeline, "refinement.source=reference")
@@ -497,15 +499,20 @@ def test_a_smeared_feature_keeps_its_layout_unless_a_sharp_m_star_rebuilds_it(du
     guided = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="guided")
     assert (vague.image == guided.image).all()
     monkeypatch.setattr(pipeline_module, "VAGUE_AREA_RATIO", float("inf"))  # as if M* were sharp (the dummy's is not)
+    assert interior_blur(smeared, mask) >= BLURRED_INTERIOR
     auto = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
-    assert auto.sources == ["synthesis"] and "its own pixels do not guide the synthesis" in auto.reports[0]
-    assert "--unregistered guided to keep its layout" in auto.reports[0]
+    assert auto.sources == ["synthesis"] and "its interior is a blur" in auto.reports[0]
+    assert (auto.image == guided.image).all()
+    monkeypatch.setattr(pipeline_module, "BLURRED_INTERIOR", 1.5)  # as if it did not read as a blur
+    rebuilt = pipe(smeared, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert rebuilt.sources == ["synthesis"] and "its own pixels do not guide the synthesis" in rebuilt.reports[0]
+    assert "--unregistered guided to keep its layout" in rebuilt.reports[0]
     assert guided.sources == ["synthesis"] and "guided by its own pixels" in guided.reports[0]
     assert "--unregistered guided" not in guided.reports[0] and (guided.image[~mask] == smeared[~mask]).all()
     feature = cv2.erode(mask.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
     grey = lambda im: cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2GRAY)[feature].mean()  # noqa: E731
-    assert grey(guided.image) < grey(auto.image) - 30  # the dark feature stays; auto's synthesis lit it up
-    assert _psnr(guided.image, truth, mask) > _psnr(auto.image, truth, mask) + 2
+    assert grey(guided.image) < grey(rebuilt.image) - 30  # the dark feature stays; the plain synthesis lit it up
+    assert _psnr(guided.image, truth, mask) > _psnr(rebuilt.image, truth, mask) + 2
 
 
 def test_guided_recolours_first_and_needs_a_region(dummy_pipeline):

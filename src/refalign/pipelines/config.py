@@ -104,13 +104,14 @@ class RefinementDefaults:
             refiner when there is no region), ``"guided"`` (the artifact's own pixels recoloured where it only
             changed colours, as ``"auto"`` does, else synthesised as ``"synthesize"`` with its own pixels as the
             guide: its layout is kept and its texture rebuilt — for a mask painted around a smeared feature, an eye
-            or a nose, which ``"auto"`` may synthesise away; on 66 smeared parts 19.97 / 0.210 against auto's 19.20
-            / 0.215 and 19.62 / 0.211 kept; on free-form masks auto stays ahead, 24.67 / 0.151 against 24.18 / 0.159
-            on cv17; docs/results.md) or ``"auto"`` (the artifact's own pixels recoloured to its surroundings where
-            it only changed colours, :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous
+            or a nose, which ``"auto"`` may synthesise away where it is not blurred; on 66 smeared parts 19.97 / 0.210
+            against auto's 19.92 / 0.210 and 19.62 / 0.211 kept; on free-form masks auto stays ahead, 24.73 / 0.153
+            against 24.24 / 0.159 on cv17; docs/results.md) or ``"auto"`` (the artifact's own pixels recoloured to its
+            surroundings where it only changed colours, :func:`refalign.transfer.damage.edge_colours`; kept where it looks continuous
             with them, :func:`refalign.transfer.damage.looks_mild` — unless it looks blurred
             (:func:`refalign.transfer.damage.interior_detail`), then synthesised with its own pixels as the guide;
-            else as ``"synthesize"``, guided by its own pixels where that continues the surroundings nearly as well
+            else as ``"synthesize"``, guided by its own pixels where its interior is a blur
+            (:func:`refalign.transfer.damage.interior_blur`), where that continues the surroundings nearly as well
             or where the region is a vague ``M*``, which cannot say what it held
             (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`) — where it would synthesise, a
             registration refused for its damage ratio alone is pasted instead

@@ -50,8 +50,8 @@ from refalign.pipelines.zoom import (
 from refalign.pipelines.zoom import paste as paste_window  # the name ``paste`` is the call's switch
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
-    BLURRED_DETAIL, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours, edge_step_after,
-    interior_detail, mildness, paste_edge_steps, recolour_region,
+    BLURRED_DETAIL, BLURRED_INTERIOR, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours,
+    edge_step_after, interior_blur, interior_detail, mildness, paste_edge_steps, recolour_region,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION, MIN_DAMAGE_RATIO, Candidate
@@ -573,8 +573,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         unless it looks blurred, then synthesised with its own pixels as the guide; else synthesised, guided by its
         own pixels where its region is a vague ``M*``
         (:meth:`~refalign.pipelines.correspondence.Correspondence.m_star_ratio`, which cannot say what the region
-        held: a feature painted around keeps its layout) or where they continue the surroundings nearly as well as
-        a plain synthesis does. Where it would be synthesised, a model refused only for its damage ratio is pasted
+        held: a feature painted around keeps its layout), where its interior is a blur
+        (:func:`~refalign.transfer.damage.interior_blur`: a smeared feature, whose truth breaks from the
+        surroundings as it does) or where they continue the surroundings nearly as well as a plain synthesis does.
+        Where it would be synthesised, a model refused only for its damage ratio is pasted
         instead (:meth:`_pastes_undamaged`). The numbers go to the window's report."""
         if self._recolours(job, image, "auto"):
             return
@@ -606,6 +608,12 @@ class RefineByAlignPipeline(DiffusionPipeline):
             job.choice += (f"; M* is a vague match ({ratio:.1f}x the artifact's area >= {VAGUE_AREA_RATIO:g}x), which "
                            "cannot say what the region held: its own pixels guide the synthesis; --unregistered "
                            "synthesize rebuilds it from the region's texture, if it is content that does not belong")
+            self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
+            return
+        blur = interior_blur(image, job.mask)
+        if blur >= BLURRED_INTERIOR:
+            job.choice += (f"; its interior is a blur ({blur:.2f} of its gradient energy survives a further blur, >= "
+                           f"{BLURRED_INTERIOR}): its own pixels guide the synthesis")
             self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
             return
         plain, guided = (solve_hole(problem, seed=run.seed, guided=g) for g in (False, True))
