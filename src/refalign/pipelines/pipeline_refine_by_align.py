@@ -603,17 +603,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not isinstance(problem, HoleProblem):
             job.source, job.fallback = "model", problem
             return
-        ratio = job.correspondence.m_star_ratio(job.mask)
-        if ratio is not None and ratio >= VAGUE_AREA_RATIO:
-            job.choice += (f"; M* is a vague match ({ratio:.1f}x the artifact's area >= {VAGUE_AREA_RATIO:g}x), which "
-                           "cannot say what the region held: its own pixels guide the synthesis; --unregistered "
-                           "synthesize rebuilds it from the region's texture, if it is content that does not belong")
-            self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
-            return
-        blur = interior_blur(image, job.mask)
-        if blur >= BLURRED_INTERIOR:
-            job.choice += (f"; its interior is a blur ({blur:.2f} of its gradient energy survives a further blur, >= "
-                           f"{BLURRED_INTERIOR}): its own pixels guide the synthesis")
+        why = _guides_itself(job, image)
+        if why:
+            job.choice += why
             self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
             return
         plain, guided = (solve_hole(problem, seed=run.seed, guided=g) for g in (False, True))
@@ -916,6 +908,25 @@ def _looks_like_hub_id(name: str) -> bool:
     """``owner/name`` with the characters the hub allows; anything else (``path/to/checkpoint``, ``./model``) is a
     local path and is checked as a folder."""
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
+
+
+def _guides_itself(job: WindowJob, image: np.ndarray) -> str | None:
+    """Why a window ``auto`` synthesises, breaking from its surroundings, takes its own pixels as the synthesis's
+    guide before any edge-step test, for its report — or ``None``: its region is a vague ``M*``
+    (:meth:`~refalign.pipelines.correspondence.Correspondence.m_star_ratio` at least :data:`VAGUE_AREA_RATIO`), which
+    cannot say what the region held, or its interior is a blur (:func:`~refalign.transfer.damage.interior_blur` at
+    least :data:`~refalign.transfer.damage.BLURRED_INTERIOR`), a smeared feature whose truth breaks from the
+    surroundings as it does."""
+    ratio = job.correspondence.m_star_ratio(job.mask)
+    if ratio is not None and ratio >= VAGUE_AREA_RATIO:
+        return (f"; M* is a vague match ({ratio:.1f}x the artifact's area >= {VAGUE_AREA_RATIO:g}x), which cannot say "
+                "what the region held: its own pixels guide the synthesis; --unregistered synthesize rebuilds it "
+                "from the region's texture, if it is content that does not belong")
+    blur = interior_blur(image, job.mask)
+    if blur >= BLURRED_INTERIOR:
+        return (f"; its interior is a blur ({blur:.2f} of its gradient energy survives a further blur, >= "
+                f"{BLURRED_INTERIOR}): its own pixels guide the synthesis")
+    return None
 
 
 def _recolour(job: WindowJob, image: np.ndarray, edge: EdgeColours, choice: str) -> None:
