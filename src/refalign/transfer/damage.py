@@ -180,6 +180,13 @@ def gradient_magnitude(image: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy) / 8.0  # a unit ramp gives 8 with Sobel 3×3
 
 
+def _require_partial(hole: np.ndarray, caller: str) -> None:
+    """Raise ``ValueError`` (naming ``caller``) unless ``hole`` marks some pixels and leaves some known: every
+    measure here compares the region with its surroundings."""
+    if not hole.any() or hole.all():
+        raise ValueError(f"{caller}: the hole must mark some pixels and leave some known")
+
+
 def _around_box(hole: np.ndarray, reach: float) -> tuple[int, int, int, int]:
     """The hole's box grown by ``reach`` px and 2 more (a 3×3 gradient's support, a distance transform's last step),
     clipped to the image: what a measure reaching that far from the hole reads."""
@@ -198,8 +205,7 @@ def edge_contrast(image: np.ndarray, hole: np.ndarray) -> float:
     the mean gradient magnitude within :data:`EDGE_BAND` px of the mask's edge (both sides) over the mean on the
     ring of known pixels around it (:func:`~refalign.transfer.register.ring_width`, floored at
     :data:`FLAT_FLOOR`). About 1: the strokes run on across the edge; well above: a seam."""
-    if not hole.any() or hole.all():
-        raise ValueError("edge_contrast: the hole must mark some pixels and leave some known")
+    _require_partial(hole, "edge_contrast")
     width = ring_width(hole)
     image, hole = _around(image, hole, width)
     outside, inside = distance_to(hole), distance_to(~hole)
@@ -215,8 +221,7 @@ def interior_detail(image: np.ndarray, hole: np.ndarray) -> float:
     surroundings: the mean gradient magnitude inside it over the mean on the ring of known pixels around it
     (:func:`~refalign.transfer.register.ring_width`, floored at :data:`FLAT_FLOOR`). About 1 or more: as detailed as
     its surroundings; well below: a blur (or content from a flat part of the photo)."""
-    if not hole.any() or hole.all():
-        raise ValueError("interior_detail: the hole must mark some pixels and leave some known")
+    _require_partial(hole, "interior_detail")
     width = ring_width(hole)
     image, hole = _around(image, hole, width)
     ring = ~hole & (distance_to(hole) <= width)
@@ -230,8 +235,7 @@ def interior_blur(image: np.ndarray, hole: np.ndarray) -> float:
     further Gaussian blur of :data:`BLUR_PROBE_SIGMA` (both scaled with the image), the energy before the blur
     floored at :data:`FLAT_FLOOR`. Near 1: smooth structure, as a blur leaves it; well below: detail finer than the
     probe (texture, print, noise) — or nothing at all, as in a flat patch. 0 when no pixel is that deep."""
-    if not hole.any() or hole.all():
-        raise ValueError("interior_blur: the hole must mark some pixels and leave some known")
+    _require_partial(hole, "interior_blur")
     scale = image_scale(image.shape[:2])
     sigma, depth = BLUR_PROBE_SIGMA * scale, BLUR_PROBE_DEPTH * scale
     image, hole = _around(image, hole, 3 * sigma)
@@ -315,8 +319,7 @@ def _edge(image: np.ndarray, hole: np.ndarray, caller: str,
     :data:`PAIR_DEPTH`) in the hole's neighbourhood, and the natural step — the same pairs across the edge of the
     hole grown by the scaled :data:`NATURAL_GAP` (floored at :data:`STEP_FLOOR`; ``nan`` when the grown hole leaves
     no true pixels). ``scale``: the whole image's (default: ``image``'s own, which may be a crop of it)."""
-    if not hole.any() or hole.all():
-        raise ValueError(f"{caller}: the hole must mark some pixels and leave some known")
+    _require_partial(hole, caller)
     depth, gap = _edge_reach(image_scale(image.shape[:2]) if scale is None else scale)
     crop, sub = _around(image, hole, gap + depth)
     inside, outside = edge_pairs(crop, sub, depth)
