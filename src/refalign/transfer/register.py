@@ -759,15 +759,20 @@ def choose(image: np.ndarray, hole: np.ndarray, reference: np.ndarray, candidate
 
 def model_scale(matrix: np.ndarray, hole: np.ndarray) -> float:
     """Reference pixels per image pixel where ``matrix`` (image → reference) maps ``hole``: the square root of the
-    area of its bounding box's image in the reference (shoelace formula) over the box's area; 0 where it maps to
+    area of its bounding box's image in the reference (``cv2.contourArea``) over the box's area; 0 where it maps to
     infinity."""
-    t, l, b, r = mask_bbox(hole)
-    q = project(matrix, np.float32([[l, t], [r, t], [r, b], [l, b]]))
+    corners = _box_corners(hole)
+    q = project(matrix, corners)
     if not np.isfinite(q).all():
         return 0.0
-    x, y = q[:, 0], q[:, 1]
-    area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
-    return float(np.sqrt(area / max((b - t) * (r - l), 1)))
+    return float(np.sqrt(cv2.contourArea(q.astype(np.float32)) / max(cv2.contourArea(corners), 1.0)))
+
+
+def _box_corners(hole: np.ndarray) -> np.ndarray:
+    """The corners of ``hole``'s bounding box (:func:`~refalign.windows.mask_bbox`), ``(4, 2)`` float32 x, y, in
+    order around it."""
+    t, l, b, r = mask_bbox(hole)
+    return np.float32([[l, t], [r, t], [r, b], [l, b]])
 
 
 def _supported(top: Candidate, candidates: list[Candidate], hole: np.ndarray, scale: float, *,
@@ -786,8 +791,7 @@ def _inliers(c: Candidate) -> str:
 
 def _agree(a: Candidate, b: Candidate, hole: np.ndarray, tolerance: float) -> bool:
     """Whether two models map the corners of ``hole``'s box within ``tolerance`` reference pixels of each other."""
-    t, l, b_, r = mask_bbox(hole)
-    corners = np.float32([[l, t], [r, t], [r, b_], [l, b_]])
+    corners = _box_corners(hole)
     d = np.abs(project(a.matrix, corners) - project(b.matrix, corners))
     return bool(np.isfinite(d).all() and d.max() <= tolerance)
 
