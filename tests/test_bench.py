@@ -505,3 +505,44 @@ def test_bench_references_refines_with_every_other_photo_of_the_object(tmp_path,
     assert not row["given"]["registered"] and row["all"]["registered"] and row["all"]["reference"] == "02"
     assert "| case's own reference | 0 of 1 |" in proc.stdout and "| all references | 1 of 1 | 0 |" in proc.stdout
     assert "the choice among pastes never arose" in proc.stdout, proc.stdout
+
+
+def test_harmonizer_headroom_scores_ideal_corrections_of_each_windows_source(cases, tmp_path):
+    """benchmarks/bench_harmonizer_headroom.py: the truth's own correction through a model's resolution, or smoothed,
+    added inside the mask only; a correction seen at full resolution is the truth itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_harmonizer_headroom.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        from bench_harmonizer_headroom import at_resolution, smooth_correction, smooth_inside
+    finally:
+        sys.path.remove(str(script.parent))
+    rng = np.random.default_rng(0)
+    source, truth = (rng.integers(0, 255, (40, 40, 3)).astype(np.uint8) for _ in range(2))
+    hole = np.zeros((40, 40), bool)
+    hole[10:30, 12:28] = True
+    full = at_resolution(source, truth, hole, (0, 0, 40, 40), 40)
+    assert np.allclose(full[hole], truth[hole]) and (full[~hole] == source[~hole]).all()
+    coarse = at_resolution(source, truth, hole, (0, 0, 40, 40), 4)
+    assert np.abs(coarse - truth)[hole].mean() < np.abs(source.astype(float) - truth)[hole].mean()
+    flat = smooth_inside(np.where(hole[..., None], 7.0, 1000.0).repeat(3, axis=2).astype(np.float32), hole, 3.0)
+    assert np.allclose(flat[hole], 7.0)  # nothing leaks in from outside the hole
+    assert (smooth_correction(source, truth, hole, 3.0)[~hole] == source[~hole]).all()
+
+    out = run_bench(BenchConfig(cases=cases, method="telea", output=tmp_path / "t", ocr=False))
+    results = out / "results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    results.write_text("".join(json.dumps({**r, "sources": ["synthesis"]}) + "\n" for r in rows if "box_psnr" in r))
+    proc = subprocess.run([sys.executable, str(script), str(out), str(cases), "--resolutions", "8", "512",
+                           "--sigmas", "2"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in proc.stdout.splitlines()
+             if line.startswith("| ") and not line.startswith("| windows")}
+    assert set(table) == {"synthesis", "warp: synthesis"}
+    for n, source_score, at8, at512, smooth in table.values():
+        assert int(n) == 1
+        psnr = [float(c.split("/")[0]) for c in (source_score, at8, at512, smooth)]
+        assert psnr[2] > 60 and psnr[1] > psnr[0] and psnr[3] > psnr[0]  # at 512 px: the truth, up to rounding
