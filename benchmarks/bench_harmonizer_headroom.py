@@ -7,8 +7,9 @@ box (PSNR, GMSD) beside two ideal corrections, each the truth's own correction s
 inside the mask only:
 
 * **at a model's resolution R** — ``truth − source`` over the zoom-in window (planned as the pipeline plans it,
-  :func:`refalign.pipelines.zoom.plan_windows`, with the shipped model's window geometry) resized to R×R by area and
-  back by bilinear interpolation: all a refiner working at R px could add to the window, had it the truth;
+  :func:`refalign.pipelines.zoom.plan_windows`, with the window geometry of ``--model``, by default the shipped
+  model's) resized to R×R by area and back by bilinear interpolation: all a refiner working at R px could add to
+  the window, had it the truth;
 * **smooth, at σ px** — ``truth − source`` low-passed inside the mask by normalised convolution
   (:func:`smooth_inside`): a lighting or colour correction with no detail.
 
@@ -16,7 +17,7 @@ inside the mask only:
 correction). Rows are the windows' sources (``reference``: registered pastes, ``synthesis``, ``recoloured``, ``kept``;
 warp-reference cases apart).
 
-    python benchmarks/bench_harmonizer_headroom.py RUN CASES [CASES ...] [--harmonized RUN2]
+    python benchmarks/bench_harmonizer_headroom.py RUN CASES [CASES ...] [--harmonized RUN2] [--model CHECKPOINT]
         [--resolutions 64 128] [--sigmas 4 16]
 """
 
@@ -75,7 +76,8 @@ def _score(pixels: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> tuple[flo
 def _records(run: Path) -> dict[str, dict]:
     path = run / "results.jsonl"
     if not path.is_file():
-        raise SystemExit(f"{path}: missing; give the folder a `refalign bench ... --method refalign` run wrote")
+        print(f"{path}: missing; give the folder a `refalign bench ... --method refalign` run wrote", file=sys.stderr)
+        sys.exit(2)
     return {r["case"]: r for r in map(json.loads, path.read_text().splitlines()) if "sources" in r}
 
 
@@ -84,13 +86,15 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a `refalign bench --method refalign` output folder (or its method folder)")
     ap.add_argument("cases", type=Path, nargs="+")
     ap.add_argument("--harmonized", type=Path, help="the same cases run with --set refinement.harmonize=true")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="the checkpoint the runs used, for its window geometry (default: the shipped model)")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--sigmas", type=float, nargs="+", default=[4.0, 16.0])
     args = ap.parse_args()
     runs = [r / "refalign" if (r / "refalign" / "results.jsonl").is_file() else r
             for r in [args.run] + ([args.harmonized] if args.harmonized else [])]
     records = [_records(r) for r in runs]
-    cfg = RefalignConfig.load(default_model_path() / "refalign.json").refinement
+    cfg = RefalignConfig.load((args.model or default_model_path()) / "refalign.json").refinement
     columns = ["source"] + (["harmonized"] if args.harmonized else []) + [f"ideal at {n} px" for n in args.resolutions]
     columns += [f"smooth σ {s:g}" for s in args.sigmas]
     rows: dict[str, list[list[tuple[float, float]]]] = defaultdict(list)
