@@ -11,7 +11,7 @@ inside the mask only:
   model's) resized to R×R by area and back by bilinear interpolation: all a refiner working at R px could add to
   the window, had it the truth;
 * **smooth, at σ px** — ``truth − source`` low-passed inside the mask by normalised convolution
-  (:func:`smooth_inside`): a lighting or colour correction with no detail.
+  (:func:`~refalign.transfer.colour.offset_field`): a lighting or colour correction with no detail.
 
 ``--harmonized RUN`` adds the same windows from a run with ``--set refinement.harmonize=true`` (the model's actual
 correction). Rows are the windows' sources (``reference``: registered pastes, ``synthesis``, ``recoloured``, ``kept``;
@@ -39,6 +39,7 @@ from refalign.files import load_image
 from refalign.pipelines.config import RefalignConfig
 from refalign.pipelines.zoom import plan_windows
 from refalign.shipped import default_model_path
+from refalign.transfer.colour import offset_field
 
 
 def at_resolution(source: np.ndarray, truth: np.ndarray, hole: np.ndarray, box: tuple[int, int, int, int],
@@ -54,18 +55,11 @@ def at_resolution(source: np.ndarray, truth: np.ndarray, hole: np.ndarray, box: 
     return out
 
 
-def smooth_inside(values: np.ndarray, hole: np.ndarray, sigma: float) -> np.ndarray:
-    """``values`` (``(H, W, C)``) low-passed over ``hole`` by normalised convolution (Knutsson & Westin 1993):
-    ``G_σ * (v·m) / G_σ * m``, so pixels outside the hole never leak in."""
-    m = hole.astype(np.float32)
-    num = cv2.GaussianBlur(values * m[..., None], (0, 0), sigma)
-    return num / np.maximum(cv2.GaussianBlur(m, (0, 0), sigma), 1e-6)[..., None]
-
-
 def smooth_correction(source: np.ndarray, truth: np.ndarray, hole: np.ndarray, sigma: float) -> np.ndarray:
-    """``source`` plus the truth's correction low-passed inside ``hole`` at ``sigma`` (:func:`smooth_inside`)."""
+    """``source`` plus the truth's correction low-passed inside ``hole`` at ``sigma`` by normalised convolution
+    (:func:`~refalign.transfer.colour.offset_field`: pixels outside the hole never leak in)."""
     out = source.astype(np.float32)
-    out[hole] += smooth_inside(truth.astype(np.float32) - out, hole, sigma)[hole]
+    out[hole] += offset_field(truth.astype(np.float32) - out, hole, sigma)[hole]
     return out
 
 

@@ -517,7 +517,7 @@ def test_harmonizer_headroom_scores_ideal_corrections_of_each_windows_source(cas
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_harmonizer_headroom.py"
     sys.path.insert(0, str(script.parent))
     try:
-        from bench_harmonizer_headroom import at_resolution, smooth_correction, smooth_inside
+        from bench_harmonizer_headroom import at_resolution, smooth_correction
     finally:
         sys.path.remove(str(script.parent))
     rng = np.random.default_rng(0)
@@ -528,7 +528,7 @@ def test_harmonizer_headroom_scores_ideal_corrections_of_each_windows_source(cas
     assert np.allclose(full[hole], truth[hole]) and (full[~hole] == source[~hole]).all()
     coarse = at_resolution(source, truth, hole, (0, 0, 40, 40), 4)
     assert np.abs(coarse - truth)[hole].mean() < np.abs(source.astype(float) - truth)[hole].mean()
-    flat = smooth_inside(np.where(hole[..., None], 7.0, 1000.0).repeat(3, axis=2).astype(np.float32), hole, 3.0)
+    flat = smooth_correction(np.zeros_like(source), np.where(hole[..., None], 7, 255).repeat(3, axis=2), hole, 3.0)
     assert np.allclose(flat[hole], 7.0)  # nothing leaks in from outside the hole
     assert (smooth_correction(source, truth, hole, 3.0)[~hole] == source[~hole]).all()
 
