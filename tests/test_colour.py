@@ -5,8 +5,9 @@ import numpy as np
 
 from refalign.transfer.colour import (
     ColourFit, ColourLut, _nearest, _neighbourhoods, balance_weights, correct_on_pairs, fit_colour, fit_lut,
-    fit_quantiles, offset_field,
+    fit_quantiles, guided_filter, offset_field,
 )
+import pytest
 
 
 def _pairs(n, seed=0):
@@ -283,3 +284,37 @@ def test_a_correction_the_folds_are_too_small_to_test_is_kept_only_if_untested_i
     assert correct_on_pairs(src, target, where, valid, folds=folds) is not None
     assert correct_on_pairs(src, target, where, valid, folds=folds, fit=fit_lut) is not None
     assert correct_on_pairs(src, target, where, valid, folds=folds, fit=fit_lut, untested=False) is None
+
+
+def _textured(seed=0, shape=(96, 128)):
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.uniform(0, 255, (*shape, 3)).astype(np.float32), (0, 0), 2) * 2 - 127
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_guided_filter_recovers_a_colour_affine_map_of_its_guide(step):
+    guide = np.clip(_textured(), 0, 255)
+    M = np.array([[0.2, 0.7, 0.1], [0.5, 0.1, 0.3], [0.0, 0.2, 0.9]], np.float32)
+    target = guide @ M.T + [30, -10, 5]
+    out = guided_filter(guide, target, radius=8, eps=1e-2, step=step)
+    assert out.shape == target.shape and out.dtype == np.float32
+    assert np.abs(out - target).mean() < (0.05 if step == 1 else 0.5)
+
+
+def test_guided_filter_flattens_to_the_targets_local_mean_where_the_guide_is_flat():
+    # no guide variance: the ridge sends every box's map to a constant, the target's mean over the box
+    guide = np.full((60, 60, 3), 128, np.float32)
+    target = _textured(1, (60, 60))
+    out = guided_filter(guide, target, radius=5, eps=25.0)
+    box = cv2.boxFilter(cv2.boxFilter(target, -1, (11, 11), borderType=cv2.BORDER_REFLECT), -1, (11, 11),
+                        borderType=cv2.BORDER_REFLECT)
+    assert np.allclose(out, box, atol=1e-2)
+    grey = guided_filter(guide, target[..., 0], radius=5, eps=25.0)  # one channel alone
+    assert grey.shape == (60, 60) and np.allclose(grey, out[..., 0], atol=1e-4)
+
+
+def test_guided_filter_refuses_a_grey_guide_or_mismatched_target():
+    with pytest.raises(ValueError, match="guide"):
+        guided_filter(np.zeros((8, 8)), np.zeros((8, 8, 3)), 2, 1.0)
+    with pytest.raises(ValueError, match="same pixels"):
+        guided_filter(np.zeros((8, 8, 3)), np.zeros((9, 8, 3)), 2, 1.0)

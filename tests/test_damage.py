@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import striped_image, textured_image
-from refalign.eval.synth import apply_artifact
+from refalign.eval.synth import _colour_drift, apply_artifact
 from refalign.transfer.damage import (
     BLURRED_DETAIL, BLURRED_INTERIOR, MILD_EDGE_CONTRAST, PAIR_DEPTH, edge_colours, edge_contrast, edge_pairs,
     edge_step, edge_step_after, interior_blur, interior_detail, looks_mild, paste_edge_steps, recolour_region,
+    recolour_to_source,
 )
+from refalign.windows import mask_bbox
 from refalign.transfer.source import paste_hole
 
 
@@ -267,3 +269,36 @@ def test_a_paste_a_few_pixels_off_breaks_the_edge_of_a_blur_but_not_of_content_f
     assert steps.describe() == f"edge step {steps.paste:.2f}x pasted against {steps.damaged:.2f}x as damaged"
     assert not paste_edge_steps(pasted, hole, off, None, box).breaks
     assert steps.paste == edge_step_after(blurred, hole, off, None, box) and steps.damaged == edge_step(blurred, hole)
+
+
+def test_recolour_to_source_keeps_the_damaged_strokes_in_the_synthesiss_colours():
+    # brown fur with a dark mark and a highlight; inside the hole its colours drifted (as make-cases drifts them);
+    # the "synthesis" has the fur's colours but none of the mark (the fur from elsewhere)
+    lum = cv2.cvtColor(textured_image(seed=4), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    fur = np.clip(lum[..., None] * np.array([0.95, 0.62, 0.40]) + 20, 0, 255).astype(np.uint8)
+    truth = fur.copy()
+    cv2.ellipse(truth, (150, 160), (14, 9), 20, 0, 360, (25, 20, 20), -1)
+    cv2.circle(truth, (146, 162), 3, (235, 235, 235), -1)
+    hole = _hole()
+    drifted = truth.copy()
+    drifted[hole] = _colour_drift(truth, np.random.default_rng(1))[hole]
+    t, l, b, r = box = mask_bbox(hole, margin=3)
+    source = np.roll(fur, (40, -30), axis=(0, 1))[t:b, l:r].astype(np.float32)
+
+    out = recolour_to_source(drifted, hole, source, box)
+    assert out.shape == source.shape and out.dtype == np.float32
+    sub = hole[t:b, l:r]
+    assert (out[~sub] == source[~sub]).all()  # only the hole's pixels change
+
+    def error(x):
+        return np.abs(x[sub].astype(float) - truth[t:b, l:r][sub]).mean()
+
+    assert error(out) < 0.25 * min(error(source), error(drifted[t:b, l:r]))
+    assert out[160 - t, 150 - l].max() < 60  # the mark is there, dark, where the synthesis has fur
+    # a source box wider than the neighbourhood the filter reads (a large hole's colour box) gives the same pixels, up
+    # to where the subsampled fit's grid falls
+    whole = np.roll(fur, (40, -30), axis=(0, 1)).astype(np.float32)
+    wide = recolour_to_source(drifted, hole, whole, (0, 0, *hole.shape))
+    assert np.abs(wide[t:b, l:r][sub] - out[sub]).max() < 2
+    with pytest.raises(ValueError, match="whole hole"):
+        recolour_to_source(drifted, hole, source[6:], (t + 6, l, b, r))  # a box that cuts the hole

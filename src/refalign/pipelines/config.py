@@ -113,7 +113,11 @@ class RefinementDefaults:
             else as ``"synthesize"``, guided by its own pixels where its interior is a blur
             (:func:`refalign.transfer.damage.interior_blur`), where that continues the surroundings nearly as well
             or where the region is a vague ``M*``, which cannot say what it held
-            (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`) — where it would synthesise, a
+            (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`); where its colours follow its
+            surroundings' and its interior is not a blur
+            (:attr:`refalign.transfer.damage.EdgeColours.follows_surroundings`: a feature whose colours drifted to
+            ones its surroundings lack), its own strokes are kept in the synthesis's colours
+            (:func:`refalign.transfer.damage.recolour_to_source`) — where it would synthesise, a
             registration refused for its damage ratio alone is pasted instead
             (:attr:`refalign.transfer.register.LocalRegistration.damage_refused`: the region looks nearly as the
             reference says, a feature painted around that a synthesis would rebuild as its surroundings); it assumes

@@ -51,7 +51,7 @@ from refalign.pipelines.zoom import paste as paste_window  # the name ``paste`` 
 from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
     BLURRED_DETAIL, BLURRED_INTERIOR, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours,
-    edge_step_after, interior_blur, interior_detail, mildness, paste_edge_steps, recolour_region,
+    edge_step_after, interior_blur, interior_detail, mildness, paste_edge_steps, recolour_region, recolour_to_source,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION, MIN_DAMAGE_RATIO, Candidate
@@ -496,12 +496,14 @@ class RefineByAlignPipeline(DiffusionPipeline):
             elif run.unregistered == "synthesize":
                 self._synthesize(job, image, reference, run.seed)
             elif run.unregistered == "guided":
-                if not self._recolours(job, image, "guided"):
+                if not self._recolours(job, image, edge_colours(image, job.mask), "guided"):
                     self._synthesize(job, image, reference, run.seed, guided=True)
             else:
                 job.source = "model"
             if run.paste and job.source.startswith("synthesis"):
                 self._mix_located(job, image, reference)
+            if job.restroke is not None:
+                _restroke(job, image)
             return
         self._paste(job, image, reference, corr.fit.best, run.dense_flow)
         correlation = corr.fit.best.score.gradient_correlation
@@ -541,11 +543,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         job.located_mix = best.score.gradient_correlation
 
     @staticmethod
-    def _recolours(job: WindowJob, image: np.ndarray, mode: str) -> bool:
+    def _recolours(job: WindowJob, image: np.ndarray, edge: EdgeColours, mode: str) -> bool:
         """``unregistered="auto"`` or ``"guided"`` (``mode``, named in the report): the artifact's own pixels,
         recoloured to their surroundings, when its colours jump at its edge and one colour map removes the jump
-        (:func:`~refalign.transfer.damage.edge_colours`)."""
-        edge = edge_colours(image, job.mask)
+        (``edge``, from :func:`~refalign.transfer.damage.edge_colours`)."""
         if not edge.recolours:
             return False
         _recolour(job, image, edge, f"{mode}: {edge.describe()}")
@@ -577,8 +578,11 @@ class RefineByAlignPipeline(DiffusionPipeline):
         (:func:`~refalign.transfer.damage.interior_blur`: a smeared feature, whose truth breaks from the
         surroundings as it does) or where they continue the surroundings nearly as well as a plain synthesis does.
         Where it would be synthesised, a model refused only for its damage ratio is pasted
-        instead (:meth:`_pastes_undamaged`). The numbers go to the window's report."""
-        if self._recolours(job, image, "auto"):
+        instead (:meth:`_pastes_undamaged`); where its colours follow its surroundings' and its interior is not a
+        blur, its own strokes are kept in the synthesis's colours (:attr:`WindowJob.restroke`, applied by
+        :meth:`_choose_source` after the located mix). The numbers go to the window's report."""
+        edge = edge_colours(image, job.mask)
+        if self._recolours(job, image, edge, "auto"):
             return
         mild, contrast = mildness(image, job.mask)
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
@@ -603,7 +607,10 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not isinstance(problem, HoleProblem):
             job.source, job.fallback = "model", problem
             return
-        why = _guides_itself(job, image)
+        blur = interior_blur(image, job.mask)
+        if edge.follows_surroundings and blur < BLURRED_INTERIOR:
+            job.restroke = edge.explained  # its strokes, in the synthesis's colours (_choose_source)
+        why = _guides_itself(job, blur)
         if why:
             job.choice += why
             self._use_synthesis(job, solve_hole(problem, seed=run.seed, guided=True))
@@ -613,7 +620,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         chosen = guided if steps[0] <= GUIDED_STEP_RATIO * steps[1] else plain
         job.choice += (f"; its own pixels {'guide' if chosen is guided else 'do not guide'} the synthesis (edge step "
                        f"{steps[0]:.2f}x guided, {steps[1]:.2f}x plain; guided when at most {GUIDED_STEP_RATIO}x)"
-                       + ("" if chosen is guided else f"; {GUIDED_HINT}"))
+                       + ("" if chosen is guided or job.restroke is not None else f"; {GUIDED_HINT}"))
         self._use_synthesis(job, chosen)
 
     def _pastes_undamaged(self, job: WindowJob, image: np.ndarray, reference: np.ndarray, run: RefineSettings,
@@ -910,23 +917,32 @@ def _looks_like_hub_id(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
 
 
-def _guides_itself(job: WindowJob, image: np.ndarray) -> str | None:
+def _guides_itself(job: WindowJob, blur: float) -> str | None:
     """Why a window ``auto`` synthesises, breaking from its surroundings, takes its own pixels as the synthesis's
     guide before any edge-step test, for its report — or ``None``: its region is a vague ``M*``
     (:meth:`~refalign.pipelines.correspondence.Correspondence.m_star_ratio` at least :data:`VAGUE_AREA_RATIO`), which
-    cannot say what the region held, or its interior is a blur (:func:`~refalign.transfer.damage.interior_blur` at
-    least :data:`~refalign.transfer.damage.BLURRED_INTERIOR`), a smeared feature whose truth breaks from the
-    surroundings as it does."""
+    cannot say what the region held, or its interior is a blur (``blur``,
+    :func:`~refalign.transfer.damage.interior_blur`, at least :data:`~refalign.transfer.damage.BLURRED_INTERIOR`), a
+    smeared feature whose truth breaks from the surroundings as it does."""
     ratio = job.correspondence.m_star_ratio(job.mask)
     if ratio is not None and ratio >= VAGUE_AREA_RATIO:
         return (f"; M* is a vague match ({ratio:.1f}x the artifact's area >= {VAGUE_AREA_RATIO:g}x), which cannot say "
                 "what the region held: its own pixels guide the synthesis; --unregistered synthesize rebuilds it "
                 "from the region's texture, if it is content that does not belong")
-    blur = interior_blur(image, job.mask)
     if blur >= BLURRED_INTERIOR:
         return (f"; its interior is a blur ({blur:.2f} of its gradient energy survives a further blur, >= "
                 f"{BLURRED_INTERIOR}): its own pixels guide the synthesis")
     return None
+
+
+def _restroke(job: WindowJob, image: np.ndarray) -> None:
+    """The window's synthesised hole replaced by its own damaged pixels carried into the synthesis's colours
+    (:func:`~refalign.transfer.damage.recolour_to_source`): for an artifact whose colours follow its surroundings'
+    (:attr:`~refalign.transfer.damage.EdgeColours.follows_surroundings`) — a feature whose colours drifted to ones the
+    ring lacks, so the recolouring cannot say what they become — the synthesis finds the colours and the damaged
+    pixels keep the strokes a synthesis loses (docs/results.md, "Colours the surroundings lack")."""
+    pixels, valid, box = job.transfer
+    job.transfer = (recolour_to_source(image, job.mask, pixels, box), valid, box)
 
 
 def _recolour(job: WindowJob, image: np.ndarray, edge: EdgeColours, choice: str) -> None:

@@ -27,6 +27,9 @@ into the image's colours.
   the per-channel maps for the neutral colours beside it.
 * :func:`offset_field` — a smooth additive field (normalised convolution of the fit's residuals) for lighting that
   varies across the neighbourhood.
+* :func:`guided_filter` — a colour map that varies across the image: the guided filter (He, Sun & Tang) fits, in
+  every box of pixels, the colour-affine map of a guide image that best predicts a target, and applies the boxes'
+  mean map to the guide; the result has the guide's edges in the target's colours.
 
 Colours are in ``[0, 255]`` floats; the fit works on ``c / 255``.
 """
@@ -416,3 +419,60 @@ def offset_field(residual: np.ndarray, known: np.ndarray, sigma: float) -> np.nd
     den = cv2.GaussianBlur(k, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)
     floor = max(float(den.max()) * 0.05, 1e-6)
     return (num / np.maximum(den, floor)[..., None]).astype(np.float32)
+
+
+def _box_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """The mean of ``x`` over the ``(2r + 1)²`` box around each pixel (borders reflected)."""
+    return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
+
+
+def guided_filter(guide: np.ndarray, target: np.ndarray, radius: int, eps: float, *, step: int = 1) -> np.ndarray:
+    """``target`` filtered with the colour image ``guide`` as its guide (He, Sun & Tang, "Guided Image Filtering",
+    TPAMI 2013, eqs. 19–21 for a colour guide).
+
+    In each ``(2r + 1)²`` box ``k`` the target is fitted by a colour-affine map of the guide, ``q = a_kᵀ I + b_k``,
+    by ridge-regularised least squares: ``a_k = (Σ_k + ε U)⁻¹ cov_k(I, p)``, ``b_k = p̄_k − a_kᵀ Ī_k``, with ``Σ_k``
+    the guide's 3×3 colour covariance in the box. Each pixel's output is the mean of the maps of the boxes that hold
+    it, applied to its own guide colour: the guide's edges, in the target's colours. With ``step`` > 1 the maps are
+    fitted on the images subsampled by ``step`` (the radius with them) and their means upsampled bilinearly before
+    they are applied at full resolution (He & Sun, "Fast Guided Filter", 2015): the maps vary slowly, so this costs
+    little accuracy for a ``step²`` saving.
+
+    Args:
+        guide: ``(H, W, 3)`` colours (any scale; ``eps`` is in its units squared).
+        target: ``(H, W, C)`` values to carry over.
+        radius: the boxes' radius in pixels (at full resolution).
+        eps: the ridge ``ε``: the guide variance below which a box's map flattens towards the target's mean.
+        step: subsampling factor for the maps' fit.
+
+    Returns ``(H, W, C)`` float32.
+    """
+    guide = np.asarray(guide, np.float32)
+    target = np.asarray(target, np.float32)
+    if guide.ndim != 3 or guide.shape[2] != 3 or target.shape[:2] != guide.shape[:2]:
+        raise ValueError(f"guided_filter: guide {guide.shape} must be (H, W, 3) and target {target.shape} (H, W, C) "
+                         "over the same pixels")
+    h, w = guide.shape[:2]
+    small = (max(1, round(w / step)), max(1, round(h / step)))
+    g = cv2.resize(guide, small, interpolation=cv2.INTER_AREA) if step > 1 else guide
+    p = cv2.resize(target, small, interpolation=cv2.INTER_AREA) if step > 1 else target
+    p = p.reshape(*p.shape[:2], -1)
+    r = max(1, round(radius / step))
+    mean_g = _box_mean(g, r)
+    cov = np.empty((*g.shape[:2], 3, 3), np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            cov[..., i, j] = cov[..., j, i] = _box_mean(g[..., i] * g[..., j], r) - mean_g[..., i] * mean_g[..., j]
+    inverse = np.linalg.inv(cov + eps * np.eye(3, dtype=np.float32))
+    out = np.empty((h, w, p.shape[2]), np.float32)
+    for c in range(p.shape[2]):
+        mean_p = _box_mean(np.ascontiguousarray(p[..., c]), r)
+        cross = _box_mean(g * p[..., c:c + 1], r) - mean_g * mean_p[..., None]
+        a = np.einsum("...ij,...j->...i", inverse, cross)
+        b = mean_p - (a * mean_g).sum(-1)
+        a, b = _box_mean(a, r), _box_mean(b, r)
+        if step > 1:
+            a = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
+            b = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+        out[..., c] = (a * guide).sum(-1) + b
+    return out.reshape(target.shape) if target.ndim == 2 else out
