@@ -114,7 +114,7 @@ class RefinementDefaults:
             (:func:`refalign.transfer.damage.interior_blur`), where that continues the surroundings nearly as well
             or where the region is a vague ``M*``, which cannot say what it held
             (``guided`` in :func:`refalign.transfer.synthesis.synthesize_hole`); where its colours follow its
-            surroundings' and its interior is not a blur
+            surroundings' and its strokes are not a blur
             (:attr:`refalign.transfer.damage.EdgeColours.follows_surroundings`: a feature whose colours drifted to
             ones its surroundings lack), its own strokes are kept in the synthesis's colours
             (:func:`refalign.transfer.damage.recolour_to_source`) — where it would synthesise, a
