@@ -201,6 +201,21 @@ def test_the_recolouring_bars_take_a_drift_that_leaves_some_step_or_explains_und
     assert EdgeColours(**large).recolours and not EdgeColours(**(large | {"round_trip": 2.2})).recolours
 
 
+def test_colours_follow_the_surroundings_on_a_third_of_the_spread_or_a_fifth_with_a_close_round_trip():
+    """Session 27's band: between 0.2 and 0.3 of the spread a map counts when the map fitted the other way undoes it
+    within 1.7 natural steps (most colour drifts there; content from elsewhere comes back further)."""
+    from refalign.transfer.damage import EdgeColours
+
+    edge = lambda explained, round_trip: EdgeColours(4.0, 2.5, round_trip, explained, None)  # noqa: E731
+    assert edge(0.3, 9.0).follows_surroundings and "explains 0.30 of their spread >= 0.3" in \
+        edge(0.3, 9.0).describe_following()
+    assert edge(0.24, 1.7).follows_surroundings
+    assert "0.24 of their spread >= 0.2 and the map fitted the other way undoes it within 1.70 <= 1.7 natural steps" \
+        in edge(0.24, 1.7).describe_following()
+    assert not edge(0.24, 1.8).follows_surroundings and not edge(0.19, 0.5).follows_surroundings
+    assert not edge(float("nan"), float("nan")).follows_surroundings
+
+
 def test_a_hole_that_nearly_fills_the_image_is_not_recoloured():
     img = textured_image(seed=0)
     hole = np.ones(img.shape[:2], bool)

@@ -308,9 +308,21 @@ def test_auto_keeps_the_strokes_of_an_artifact_whose_colours_follow_its_surround
     grey = lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[mask].astype(float)  # noqa: E731
     assert np.corrcoef(grey(out.image), grey(moved))[0, 1] > 0.8
     assert np.corrcoef(grey(plain.image), grey(moved))[0, 1] < 0.5
+    # a map explaining less still counts when the map fitted the other way undoes it closely
+    with monkeypatch.context() as m:
+        m.setattr(damage_module, "FOLLOWS_EXPLAINED", edge.explained + 0.01)
+        m.setattr(damage_module, "FOLLOWS_EXPLAINED_INVERTIBLE", edge.explained - 0.01)
+        m.setattr(damage_module, "FOLLOWS_ROUND_TRIP", edge.round_trip + 0.01)
+        close = pipe(moved, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
+    assert (close.image == out.image).all()
+    assert (f"explains {edge.explained:.2f} of their spread >= {edge.explained - 0.01} and the map fitted the other "
+            f"way undoes it within {edge.round_trip:.2f} <= {edge.round_trip + 0.01} natural steps)"
+            ) in close.reports[0]
     # colours that do not follow the surroundings' (content from elsewhere) get the synthesis itself
     with monkeypatch.context() as m:
         m.setattr(damage_module, "FOLLOWS_EXPLAINED", edge.explained + 0.01)
+        m.setattr(damage_module, "FOLLOWS_EXPLAINED_INVERTIBLE", edge.explained - 0.01)
+        m.setattr(damage_module, "FOLLOWS_ROUND_TRIP", edge.round_trip - 0.01)
         rebuilt = pipe(moved, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert rebuilt.sources == ["synthesis"] and "its own strokes" not in rebuilt.reports[0]
     assert not (rebuilt.image == out.image).all()

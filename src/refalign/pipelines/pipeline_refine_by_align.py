@@ -609,7 +609,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         blur = interior_blur(image, job.mask)
         if _strokes_follow(job, image, edge, blur):
-            job.restroke = edge.explained  # its strokes, in the synthesis's colours (_choose_source)
+            job.restroke = edge  # its strokes, in the synthesis's colours (_choose_source)
         why = _guides_itself(job, blur)
         if why:
             job.choice += why

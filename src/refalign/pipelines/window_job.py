@@ -18,7 +18,7 @@ from refalign.pipelines.alignment import AlignmentOutput
 from refalign.pipelines.correspondence import VAGUE_AREA_RATIO, Correspondence
 from refalign.pipelines.subtoken import LOCATED_MIX_CORRELATION
 from refalign.pipelines.zoom import ClassicalFill, ZoomWindow
-from refalign.transfer.damage import FOLLOWS_EXPLAINED, EdgeSteps
+from refalign.transfer.damage import EdgeColours, EdgeSteps
 from refalign.transfer.flow import FlowCorrection
 from refalign.transfer.register import CLEAR_DAMAGE_RATIO, MIN_DAMAGE_RATIO
 from refalign.transfer.synthesis import Synthesis
@@ -103,9 +103,9 @@ class WindowJob:
             the mask's edge (:func:`refalign.transfer.damage.paste_edge_steps`), for the report.
         located_mix: on the located path, the ring's gradient correlation under the model whose warp of the
             reference was averaged into the synthesis (``None`` when none was).
-        restroke: the share of the surroundings' colour spread the colour map across the mask's edge explains, when
-            the synthesis gave only the colours and the artifact's own strokes were kept in them
-            (:func:`refalign.transfer.damage.recolour_to_source`; ``None`` when they were not).
+        restroke: the colour step across the mask's edge and its colour map, when the synthesis gave only the colours
+            and the artifact's own strokes were kept in them (:func:`refalign.transfer.damage.recolour_to_source`;
+            ``None`` when they were not), for the report.
     """
 
     plan: ZoomWindow
@@ -131,7 +131,7 @@ class WindowJob:
     unpasted: bool = False
     edge_steps: EdgeSteps | None = None
     located_mix: float | None = None
-    restroke: float | None = None
+    restroke: EdgeColours | None = None
 
     @property
     def doubts(self) -> tuple[str, ...]:
@@ -221,8 +221,7 @@ class WindowJob:
                     f"{self.located_mix:.2f} >= {LOCATED_MIX_CORRELATION})")
         if self.restroke is not None:
             how += (f", its own strokes then kept in the synthesis's colours (its colours follow its surroundings': "
-                    f"the colour map across its edge explains {self.restroke:.2f} of their spread >= "
-                    f"{FOLLOWS_EXPLAINED})")
+                    f"{self.restroke.describe_following()})")
         return how + (", harmonized by the model" if self.source.endswith("model") else "")
 
     def _how_unpasted(self) -> str:
