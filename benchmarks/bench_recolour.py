@@ -10,7 +10,9 @@ kind's steps (before and after the colour map, as multiples of the natural step)
 ``--clean-photos DIR`` adds the check that matters most to a user who masks a logo or patch along its own border: on
 the photos under ``DIR`` (``*/*.jpg``, resized to 512 px), every region of a k-means colour segmentation between
 300 and 12000 px becomes a mask over *clean* content; a recolouring there changes pixels that were right, so the
-table counts them and gives how far the worst ones moved (PSNR of the recoloured region against the photo).
+table counts them and gives how far the worst ones moved (PSNR of the recoloured region against the photo). Masks the
+ring refuses though its map removes the step are asked of the reference as the refine path does
+(:func:`refalign.transfer.damage.reference_colours`), with every other photo of the object as the reference in turn.
 
     python benchmarks/bench_recolour.py CASES [CASES ...] [--limit N] [--clean-photos ../shared/data/dreambooth-dev]
 """
@@ -31,7 +33,7 @@ from refalign.files import load_image
 from refalign.fill import telea_fill
 from refalign.transfer.damage import (
     MAX_RECOLOURED_STEP, MAX_ROUND_TRIP, MIN_EXPLAINED, MIN_STEP, MIN_STEP_REMOVED, ROUND_TRIP_SHARE, edge_colours,
-    recolour_region,
+    recolour_region, reference_colours,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import register_hole
@@ -114,23 +116,37 @@ def segment_masks(image: np.ndarray, k: int = 6, area: tuple[int, int] = (300, 1
 
 
 def clean_check(folder: str) -> None:
-    """The recolourings :func:`segment_masks` draw on the clean photos under ``folder`` (module docstring)."""
-    moved = []
+    """The recolourings :func:`segment_masks` draw on the clean photos under ``folder`` (module docstring): by the
+    ring's test, and by the reference's word where the ring refuses a map that removes the step (each other photo of
+    the same object as the reference)."""
+    moved, confirmed = [], []
     photos = sorted(Path(folder).glob("*/*.jpg"))
-    count = 0
-    for path in photos:
-        image = cv2.resize(load_image(path), (512, 512), interpolation=cv2.INTER_AREA)
-        for mask in segment_masks(image):
-            count += 1
-            edge = edge_colours(image, mask)
-            if edge.recolours:
-                out = recoloured(image, mask, edge)
-                moved.append((psnr(out[mask], image[mask]), f"{path.parent.name}/{path.name}"))
+    size = lambda path: cv2.resize(load_image(path), (512, 512), interpolation=cv2.INTER_AREA)  # noqa: E731
+    count = asked = pairs = 0
+    for obj in sorted({p.parent for p in photos}):
+        images = {path: size(path) for path in photos if path.parent == obj}
+        for path, image in images.items():
+            others = [other for other_path, other in images.items() if other_path != path]
+            for mask in segment_masks(image):
+                count += 1
+                edge = edge_colours(image, mask)
+                name = f"{path.parent.name}/{path.name}"
+                if edge.recolours:
+                    moved.append((psnr(recoloured(image, mask, edge)[mask], image[mask]), name))
+                elif edge.removes_step():
+                    asked += 1
+                    for other in others:
+                        pairs += 1
+                        if reference_colours(image, mask, edge.colour, other).confirms:
+                            confirmed.append((psnr(recoloured(image, mask, edge)[mask], image[mask]), name))
     print("\n## clean photos, masks along colour regions' own borders (nothing to repair)\n")
-    print("| photos | masks | recoloured | worst: PSNR of the recoloured region against the photo |")
-    print("|---|---|---|---|")
-    worst = ", ".join(f"{p:.1f} dB ({name})" for p, name in sorted(moved)[:3]) or "–"
-    print(f"| {len(photos)} | {count} | {len(moved)} | {worst} |")
+    print("| photos | masks | recoloured | worst: PSNR of the recoloured region against the photo "
+          "| refused by the ring, the map removing the step | (mask, reference) pairs "
+          "| recoloured on the reference's word | worst |")
+    print("|---|---|---|---|---|---|---|---|")
+    worst = lambda hits: ", ".join(f"{p:.1f} dB ({name})" for p, name in sorted(hits)[:3]) or "–"  # noqa: E731
+    print(f"| {len(photos)} | {count} | {len(moved)} | {worst(moved)} | {asked} | {pairs} | {len(confirmed)} | "
+          f"{worst(confirmed)} |")
 
 
 def main() -> None:

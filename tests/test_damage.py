@@ -216,6 +216,30 @@ def test_colours_follow_the_surroundings_on_a_third_of_the_spread_or_a_fifth_wit
     assert not edge(float("nan"), float("nan")).follows_surroundings
 
 
+def test_colours_present_counts_the_bins_a_photo_shows():
+    from refalign.transfer.damage import colours_present
+
+    photo = np.zeros((40, 40, 3), np.uint8)
+    photo[:, :20], photo[:, 20:] = (200, 30, 30), (30, 30, 200)
+    colours = np.float32([[200, 30, 30], [204, 20, 20], [30, 200, 30], [30, 30, 200]])
+    assert colours_present(colours, photo) == 0.75  # the green is nowhere
+    big = cv2.resize(photo, (3000, 3000), interpolation=cv2.INTER_NEAREST)  # read subsampled: the same answer
+    assert colours_present(colours, big) == 0.75
+    assert colours_present(np.zeros((0, 3), np.float32), photo) == 0.0
+    speck = photo.copy()
+    speck[0, 0] = (30, 200, 30)  # one pixel of 1600 is a present colour (at least 2e-4 of the photo)
+    assert colours_present(colours[2:3], speck) == 1.0
+
+
+def test_the_reference_confirms_a_recolouring_to_colours_it_shows_from_ones_it_never_shows():
+    from refalign.transfer.damage import ReferenceColours
+
+    assert ReferenceColours(0.0, 0.6).confirms and ReferenceColours(0.1, 0.95).confirms
+    assert not ReferenceColours(0.11, 1.0).confirms and not ReferenceColours(0.0, 0.59).confirms
+    assert "the reference shows 0.05 of its colours (<= 0.1) and 0.80 of them recoloured (>= 0.6)" == \
+        ReferenceColours(0.05, 0.8).describe()
+
+
 def test_a_hole_that_nearly_fills_the_image_is_not_recoloured():
     img = textured_image(seed=0)
     hole = np.ones(img.shape[:2], bool)
@@ -243,13 +267,16 @@ def test_bench_recolour_counts_a_recoloured_window_and_checks_clean_photos(tmp_p
     photos = tmp_path / "photos" / "object"
     photos.mkdir(parents=True)
     cv2.imwrite(str(photos / "00.jpg"), cv2.cvtColor(truth, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(photos / "01.jpg"), cv2.cvtColor(truth[::-1].copy(), cv2.COLOR_RGB2BGR))  # the other photo
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recolour.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "cases"), "--clean-photos",
                            str(tmp_path / "photos")], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| colour_drift | 1 | 1 |" in proc.stdout, proc.stdout
-    row = re.search(r"^\| 1 \| (\d+) \| (\d+) \|", proc.stdout, re.M)
-    assert "## clean photos" in proc.stdout and row and int(row.group(1)) > 100 >= int(row.group(2)), proc.stdout
+    row = re.search(r"^\| 2 \| (\d+) \| (\d+) \| [^|]+ \| (\d+) \| (\d+) \| (\d+) \|", proc.stdout, re.M)
+    assert "## clean photos" in proc.stdout and row, proc.stdout
+    masks, ring, asked, pairs, confirmed = map(int, row.groups())
+    assert masks > 200 >= ring and pairs == asked >= confirmed, proc.stdout  # each mask asks the one other photo
 
 
 @pytest.mark.parametrize("size, corner", [(320, (150, 140)), (320, (0, 0)), (1100, (1070, 500))])

@@ -538,6 +538,44 @@ def test_bench_guided_compares_auto_with_its_session_9_choice(tmp_path, dummy_ch
     assert "session 9's choice" in proc.stdout and "x\n" in proc.stdout, proc.stdout
 
 
+def _flat_drift_case():
+    """A nearly flat surface (a lid, a label's ground) whose masked part drifted green: the colour map across the edge
+    removes the step, but pairs of two nearly flat colours cannot confirm it (the ring test refuses)."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    wave = np.sin(xx / 9.0 + yy / 13.0)[..., None] * np.float32([2, 1.3, 0.7])
+    noise = np.random.default_rng(0).normal(0, 3, (256, 256, 3))
+    truth = np.clip(cv2.GaussianBlur(np.float32([150, 95, 50]) + wave + noise, (0, 0), 1.5), 0, 255).astype(np.uint8)
+    mask = ((yy - 128) / 40.0) ** 2 + ((xx - 128) / 60.0) ** 2 < 1
+    hsv = cv2.cvtColor(truth, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0], hsv[..., 1] = (hsv[..., 0] + 50) % 180, np.clip(hsv[..., 1] * 1.6 + 20, 0, 255)
+    drifted = truth.copy()
+    drifted[mask] = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[mask]
+    return truth, drifted, mask
+
+
+def test_a_drift_the_ring_cannot_confirm_is_recoloured_where_the_reference_never_shows_its_colours(dummy_pipeline):
+    truth, drifted, mask = _flat_drift_case()
+    edge = edge_colours(drifted, mask)
+    assert edge.removes_step() and not edge.recolours
+    # the object's colours without its structure: nothing registers
+    reference = truth.reshape(-1, 3)[np.random.default_rng(1).permutation(truth.shape[0] * truth.shape[1])]
+    reference = reference.reshape(truth.shape)
+    pipe = _set(dummy_pipeline, "refinement.source=reference")
+    out = pipe(drifted, mask, reference, seed=0, num_inference_steps=2, unregistered="auto")
+    assert out.sources == ["recoloured"] and "the ring alone does not confirm the map" in out.reports[0]
+    assert "the reference shows 0.00 of its colours (<= 0.1) and 0.95 of them recoloured" in out.reports[0]
+    assert (out.image[~mask] == drifted[~mask]).all()
+    assert _psnr(out.image, truth, mask) > _psnr(drifted, truth, mask) + 10
+    # "guided" asks the reference the same way
+    guided = pipe(drifted, mask, reference, seed=0, num_inference_steps=2, unregistered="guided")
+    assert guided.sources == ["recoloured"] and (guided.image == out.image).all()
+    # an object that shows the damaged colours (a green label of its own) does not confirm it
+    shows = reference.copy()
+    shows[:64] = np.resize(drifted[mask], (64, 256, 3))
+    kept = pipe(drifted, mask, shows, seed=0, num_inference_steps=2, unregistered="auto")
+    assert kept.sources != ["recoloured"] and "the reference does" not in kept.reports[0]
+
+
 def _smeared_feature_case():
     """A dark feature (an eye, a nose) on a soft surface, a mask painted around it, the feature smeared as
     ``make-cases --kinds smeared`` does (turned half a turn, blurred, mixed with a coarse copy): its colours kept."""

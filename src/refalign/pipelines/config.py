@@ -107,7 +107,9 @@ class RefinementDefaults:
             or a nose, which ``"auto"`` may synthesise away where it is not blurred; on 66 smeared parts 19.97 / 0.210
             against auto's 19.92 / 0.210 and 19.62 / 0.211 kept; on free-form masks auto stays ahead, 24.73 / 0.153
             against 24.24 / 0.159 on cv17; docs/results.md) or ``"auto"`` (the artifact's own pixels recoloured to its
-            surroundings where it only changed colours, :func:`refalign.transfer.damage.edge_colours`; kept where it
+            surroundings where it only changed colours, :func:`refalign.transfer.damage.edge_colours` — where the
+            ring alone cannot tell, when the reference never shows the damaged colours and shows the recoloured
+            ones, :func:`refalign.transfer.damage.reference_colours`; kept where it
             looks continuous with them, :func:`refalign.transfer.damage.looks_mild` — unless it looks blurred
             (:func:`refalign.transfer.damage.interior_detail`), then synthesised with its own pixels as the guide;
             else as ``"synthesize"``, guided by its own pixels where its interior is a blur

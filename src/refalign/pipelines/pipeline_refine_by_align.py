@@ -52,6 +52,7 @@ from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
     BLURRED_DETAIL, BLURRED_INTERIOR, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours,
     edge_step_after, interior_blur, interior_detail, mildness, paste_edge_steps, recolour_region, recolour_to_source,
+    reference_colours,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION, MIN_DAMAGE_RATIO, Candidate
@@ -496,7 +497,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
             elif run.unregistered == "synthesize":
                 self._synthesize(job, image, reference, run.seed)
             elif run.unregistered == "guided":
-                if not self._recolours(job, image, edge_colours(image, job.mask), "guided"):
+                edge = edge_colours(image, job.mask)
+                if not (self._recolours(job, image, edge, "guided")
+                        or self._reference_recolours(job, image, edge, "guided", reference)):
                     self._synthesize(job, image, reference, run.seed, guided=True)
             else:
                 job.source = "model"
@@ -553,6 +556,24 @@ class RefineByAlignPipeline(DiffusionPipeline):
         return True
 
     @staticmethod
+    def _reference_recolours(job: WindowJob, image: np.ndarray, edge: EdgeColours, mode: str,
+                             reference: np.ndarray) -> bool:
+        """:meth:`_recolours` where the ring alone cannot confirm the map (it removes the step,
+        :meth:`~refalign.transfer.damage.EdgeColours.removes_step`, but explains little of the surroundings' spread or
+        is not undone by its inverse: two nearly flat colours at the edge) and ``reference`` does: the object never
+        shows the damaged colours and shows the recoloured ones (:func:`~refalign.transfer.damage.reference_colours`;
+        a label masked along its own border, whose colours the object shows, is not recoloured)."""
+        if not edge.removes_step():
+            return False
+        seen = reference_colours(image, job.mask, edge.colour, reference)
+        if not seen.confirms:
+            return False
+        _recolour(job, image, edge, f"{mode}: {edge.describe()}; the ring alone does not confirm the map (it explains "
+                                    f"{edge.explained:.2f} of the surroundings' spread), the reference does: "
+                                    f"{seen.describe()}")
+        return True
+
+    @staticmethod
     def _recolours_over_paste(job: WindowJob, image: np.ndarray, correlation: float) -> None:
         """``unregistered="auto"`` on a registered window whose model explains the ring only in part (gradient
         correlation below :data:`~refalign.transfer.register.EXPLAINED_CORRELATION`, a paste across views): where the
@@ -570,7 +591,9 @@ class RefineByAlignPipeline(DiffusionPipeline):
     def _auto_unregistered(self, job: WindowJob, image: np.ndarray, reference: np.ndarray,
                            run: RefineSettings) -> None:
         """``unregistered="auto"`` on a window without a registration (:mod:`refalign.transfer.damage`): its own
-        pixels recoloured where only its colours changed; kept where it looks continuous with its surroundings —
+        pixels recoloured where only its colours changed — where the ring alone cannot tell, when the reference
+        confirms the map (:meth:`_reference_recolours`) and its strokes would not be kept in a synthesis's colours
+        (below); kept where it looks continuous with its surroundings —
         unless it looks blurred, then synthesised with its own pixels as the guide; else synthesised, guided by its
         own pixels where its region is a vague ``M*``
         (:meth:`~refalign.pipelines.correspondence.Correspondence.m_star_ratio`, which cannot say what the region
@@ -585,10 +608,13 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if self._recolours(job, image, edge, "auto"):
             return
         mild, contrast = mildness(image, job.mask)
+        blur, detail = interior_blur(image, job.mask), interior_detail(image, job.mask)
+        restrokes = not mild and _strokes_follow(edge, blur, detail)
+        if not restrokes and self._reference_recolours(job, image, edge, "auto", reference):
+            return
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
                       f"edge contrast {contrast:.2f} {'<' if mild else '>='} {MILD_EDGE_CONTRAST}")
         if mild:
-            detail = interior_detail(image, job.mask)
             blurred = detail < BLURRED_DETAIL
             said = f", but blurred (detail {detail:.2f}x its surroundings' < {BLURRED_DETAIL})"
             if blurred and self._pastes_undamaged(job, image, reference, run, said):
@@ -607,8 +633,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
         if not isinstance(problem, HoleProblem):
             job.source, job.fallback = "model", problem
             return
-        blur = interior_blur(image, job.mask)
-        if _strokes_follow(job, image, edge, blur):
+        if restrokes:
             job.restroke = edge  # its strokes, in the synthesis's colours (_choose_source)
         why = _guides_itself(job, blur)
         if why:
@@ -935,16 +960,16 @@ def _guides_itself(job: WindowJob, blur: float) -> str | None:
     return None
 
 
-def _strokes_follow(job: WindowJob, image: np.ndarray, edge: EdgeColours, blur: float) -> bool:
+def _strokes_follow(edge: EdgeColours, blur: float, detail: float) -> bool:
     """Whether a window ``auto`` synthesises keeps its own strokes in the synthesis's colours (:func:`_restroke`):
     its colours follow its surroundings' (``edge``,
     :attr:`~refalign.transfer.damage.EdgeColours.follows_surroundings`; content from elsewhere does not) and its
     strokes are not a blur — neither a blurred interior (``blur``, :func:`~refalign.transfer.damage.interior_blur`
     under :data:`~refalign.transfer.damage.BLURRED_INTERIOR`) nor one with less detail than its surroundings
-    (:func:`~refalign.transfer.damage.interior_detail` under :data:`~refalign.transfer.damage.BLURRED_DETAIL`: lost
-    detail measured 0.18–0.53 where colour drifts measured 0.68 or more, docs/results.md)."""
-    return (edge.follows_surroundings and blur < BLURRED_INTERIOR
-            and interior_detail(image, job.mask) >= BLURRED_DETAIL)
+    (``detail``, :func:`~refalign.transfer.damage.interior_detail` under
+    :data:`~refalign.transfer.damage.BLURRED_DETAIL`: lost detail measured 0.18–0.53 where colour drifts measured 0.68
+    or more, docs/results.md)."""
+    return edge.follows_surroundings and blur < BLURRED_INTERIOR and detail >= BLURRED_DETAIL
 
 
 def _restroke(job: WindowJob, image: np.ndarray) -> None:
