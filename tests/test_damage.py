@@ -236,6 +236,13 @@ def test_the_reference_confirms_a_recolouring_to_colours_it_shows_from_ones_it_n
 
     assert ReferenceColours(0.0, 0.6).confirms and ReferenceColours(0.1, 0.95).confirms
     assert not ReferenceColours(0.11, 1.0).confirms and not ReferenceColours(0.0, 0.59).confirms
+    from refalign.transfer.damage import EdgeColours
+
+    flat = EdgeColours(4.0, 1.2, 0.9, 0.2, None)  # a round trip over 0.8 (0.15 of the step is less) and 0.2 explained
+    assert flat.removes_step() and not flat.recolours
+    assert flat.unconfirmed() == ("the map fitted the other way undoes it within 0.90 > 0.80 natural steps; it explains "
+                                  "0.20 < 0.4 of the surroundings' spread")
+    assert EdgeColours(4.0, 1.2, 0.5, 0.2, None).unconfirmed() == "it explains 0.20 < 0.4 of the surroundings' spread"
     assert "the reference shows 0.05 of its colours (<= 0.1) and 0.80 of them recoloured (>= 0.6)" == \
         ReferenceColours(0.05, 0.8).describe()
 

@@ -568,9 +568,8 @@ class RefineByAlignPipeline(DiffusionPipeline):
         seen = reference_colours(image, job.mask, edge.colour, reference)
         if not seen.confirms:
             return False
-        _recolour(job, image, edge, f"{mode}: {edge.describe()}; the ring alone does not confirm the map (it explains "
-                                    f"{edge.explained:.2f} of the surroundings' spread), the reference does: "
-                                    f"{seen.describe()}")
+        _recolour(job, image, edge, f"{mode}: {edge.describe()}; the ring alone does not confirm the map "
+                                    f"({edge.unconfirmed()}), the reference does: {seen.describe()}")
         return True
 
     @staticmethod

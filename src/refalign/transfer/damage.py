@@ -341,6 +341,16 @@ class EdgeColours:
         return (self.removes_step(bar) and self.round_trip <= max(MAX_ROUND_TRIP, ROUND_TRIP_SHARE * self.step)
                 and self.explained >= MIN_EXPLAINED)
 
+    def unconfirmed(self) -> str:
+        """What keeps the ring from confirming a map that removes the step (:meth:`removes_step`), in words with
+        their numbers (for reports): its round trip, its explained share, or both."""
+        bar = max(MAX_ROUND_TRIP, ROUND_TRIP_SHARE * self.step)
+        said = [f"the map fitted the other way undoes it within {self.round_trip:.2f} > {bar:.2f} natural steps"
+                if self.round_trip > bar else "",
+                f"it explains {self.explained:.2f} < {MIN_EXPLAINED} of the surroundings' spread"
+                if self.explained < MIN_EXPLAINED else ""]
+        return "; ".join(x for x in said if x)
+
     def removes_step(self, bar: float = MAX_RECOLOURED_STEP) -> bool:
         """The edge half of :meth:`recolours_below`: a real jump (:data:`MIN_STEP`) that the map brings below ``bar``,
         removing at least :data:`MIN_STEP_REMOVED` — whether the map is a recolouring or shrinks colours towards
