@@ -240,8 +240,8 @@ def test_the_reference_confirms_a_recolouring_to_colours_it_shows_from_ones_it_n
 
     flat = EdgeColours(4.0, 1.2, 0.9, 0.2, None)  # a round trip over 0.8 (0.15 of the step is less) and 0.2 explained
     assert flat.removes_step() and not flat.recolours
-    assert flat.unconfirmed() == ("the map fitted the other way undoes it within 0.90 > 0.80 natural steps; it explains "
-                                  "0.20 < 0.4 of the surroundings' spread")
+    assert flat.unconfirmed() == ("the map fitted the other way undoes it within 0.90 > 0.80 natural steps; it "
+                                  "explains 0.20 < 0.4 of the surroundings' spread")
     assert EdgeColours(4.0, 1.2, 0.5, 0.2, None).unconfirmed() == "it explains 0.20 < 0.4 of the surroundings' spread"
     assert "the reference shows 0.05 of its colours (<= 0.1) and 0.80 of them recoloured (>= 0.6)" == \
         ReferenceColours(0.05, 0.8).describe()
