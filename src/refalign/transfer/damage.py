@@ -35,8 +35,9 @@ them had been pasted from another view), for 5 more recolourings on the clean ph
 
 **Where the ring cannot confirm the map, the reference can.** Two nearly flat colours at the edge (a lid or a label's
 ground drifted, masked inside its own region) give a map that removes the step (:meth:`EdgeColours.removes_step`)
-but explains little of the outside colours' spread, and the round trip then fails too; a label masked along its own
-border gives the same pairs, and its true colour is not the ring's. The reference tells them apart:
+but explains little of the outside colours' spread or is not closely undone by the map fitted the other way
+(:meth:`EdgeColours.unconfirmed`); a label masked along its own border gives the same pairs, and its true colour is
+not the ring's. The reference tells them apart:
 :func:`reference_colours` asks whether the object ever shows the damaged colours (at most
 :data:`ABSENT_FROM_REFERENCE` of them, :func:`colours_present`) and shows the recoloured ones (at least
 :data:`PRESENT_IN_REFERENCE`). Where the window's strokes would not be kept in a synthesis's colours (below; those
