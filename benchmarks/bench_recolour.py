@@ -3,7 +3,8 @@
 For every case (``refalign make-cases`` folders with ``target.png``) whose artifact's neighbourhood does not register
 with the reference (:func:`refalign.transfer.register.register_hole`, as the refine path runs it), the colour step
 across the mask's edge is measured (:func:`refalign.transfer.damage.edge_colours`) and, where the refine path's
-``unregistered="auto"`` recolours the region, the recoloured region is scored over the mask's box (PSNR, GMSD)
+``unregistered="auto"`` recolours the region (by the ring's test, or on the reference's word where the ring cannot
+confirm the map), the recoloured region is scored over the mask's box (PSNR, GMSD)
 beside doing nothing and OpenCV's Telea fill from the same run, by artifact kind. The second table gives each
 kind's steps (before and after the colour map, as multiples of the natural step), so the thresholds' margins show.
 
@@ -33,7 +34,7 @@ from refalign.files import load_image
 from refalign.fill import telea_fill
 from refalign.transfer.damage import (
     MAX_RECOLOURED_STEP, MAX_ROUND_TRIP, MIN_EXPLAINED, MIN_STEP, MIN_STEP_REMOVED, ROUND_TRIP_SHARE, edge_colours,
-    recolour_region, reference_colours,
+    interior_blur, interior_detail, looks_mild, recolour_region, reference_colours, strokes_follow,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import register_hole
@@ -48,11 +49,24 @@ def measure(case) -> dict | None:
     score = lambda out: box_psnr_gmsd(out, case.target, case.mask)  # noqa: E731
     edge = edge_colours(case.image, case.mask)
     row = {"kind": case.artifact_kind, "step": edge.step, "left": edge.recoloured_step, "trip": edge.round_trip,
-           "explained": edge.explained, "fired": edge.recolours,
+           "explained": edge.explained, "fired": edge.recolours or by_reference(case, edge),
            "nothing": score(case.image), "telea": score(telea_fill(case.image, case.mask))}
-    if edge.recolours:
+    row["by_reference"] = row["fired"] and not edge.recolours
+    if row["fired"]:
         row["recoloured"] = score(recoloured(case.image, case.mask, edge))
     return row
+
+
+def by_reference(case, edge) -> bool:
+    """Whether ``auto`` recolours the case's region on the reference's word where the ring refuses a map that removes
+    the step (:func:`refalign.transfer.damage.reference_colours`), as the refine path decides it: not where the
+    region breaks from its surroundings and keeps its own strokes in a synthesis's colours."""
+    if not edge.removes_step():
+        return False
+    image, mask = case.image, case.mask
+    if not looks_mild(image, mask) and strokes_follow(edge, interior_blur(image, mask), interior_detail(image, mask)):
+        return False
+    return reference_colours(image, mask, edge.colour, case.reference).confirms
 
 
 def recoloured(image: np.ndarray, mask: np.ndarray, edge) -> np.ndarray:
@@ -76,12 +90,13 @@ def report(rows: list[dict]) -> None:
         return
     by_kind = {"all": rows, **grouped(rows, "kind")}
     print("\n## recoloured windows (box PSNR / GMSD, means over the recoloured windows)\n")
-    print("| artifact kind | unregistered | recoloured | doing nothing | Telea | recoloured |")
-    print("|---|---|---|---|---|---|")
+    print("| artifact kind | unregistered | recoloured | of them on the reference's word | doing nothing | Telea | "
+          "recoloured |")
+    print("|---|---|---|---|---|---|---|")
     for kind, rs in sorted(by_kind.items()):
         fired = [r for r in rs if r["fired"]]
-        print(f"| {kind} | {len(rs)} | {len(fired)} | {_mean(fired, 'nothing')} | {_mean(fired, 'telea')} | "
-              f"{_mean(fired, 'recoloured')} |")
+        print(f"| {kind} | {len(rs)} | {len(fired)} | {sum(r['by_reference'] for r in fired)} | "
+              f"{_mean(fired, 'nothing')} | {_mean(fired, 'telea')} | {_mean(fired, 'recoloured')} |")
     print(f"\n## colour steps by kind, in natural steps (recoloured when the step is ≥ {MIN_STEP}, the map leaves "
           f"≤ {MAX_RECOLOURED_STEP}, removes ≥ {MIN_STEP_REMOVED}, its round trip is ≤ {MAX_ROUND_TRIP} or "
           f"{ROUND_TRIP_SHARE} of the step and it explains ≥ {MIN_EXPLAINED} of the outside colours' spread): "

@@ -328,14 +328,15 @@ def test_auto_keeps_the_strokes_of_an_artifact_whose_colours_follow_its_surround
     assert not (rebuilt.image == out.image).all()
     # nor does a blurred interior, rebuilt around its own pixels instead
     with monkeypatch.context() as m:
-        m.setattr(pipeline_module, "BLURRED_INTERIOR", 0.0)
+        for module in (pipeline_module, damage_module):  # the guide's rule and the strokes' rule read the same bar
+            m.setattr(module, "BLURRED_INTERIOR", 0.0)
         m.setattr(pipeline_module, "VAGUE_AREA_RATIO", float("inf"))  # as if M* were sharp (the dummy's is not)
         blurred = pipe(moved, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert "its interior is a blur" in blurred.reports[0] and "its own strokes" not in blurred.reports[0]
     # nor one with less detail than its surroundings (lost detail: its strokes are a blur too)
     assert interior_detail(moved, mask) >= BLURRED_DETAIL
     with monkeypatch.context() as m:
-        m.setattr(pipeline_module, "BLURRED_DETAIL", 100.0)
+        m.setattr(damage_module, "BLURRED_DETAIL", 100.0)
         flat = pipe(moved, mask, other, seed=0, num_inference_steps=2, unregistered="auto")
     assert flat.sources == ["synthesis"] and "its own strokes" not in flat.reports[0]
     assert (flat.image == rebuilt.image).all()

@@ -52,7 +52,7 @@ from refalign.shipped import default_model_path
 from refalign.transfer.damage import (
     BLURRED_DETAIL, BLURRED_INTERIOR, GUIDED_STEP_RATIO, MILD_EDGE_CONTRAST, EdgeColours, edge_colours,
     edge_step_after, interior_blur, interior_detail, mildness, paste_edge_steps, recolour_region, recolour_to_source,
-    reference_colours,
+    reference_colours, strokes_follow,
 )
 from refalign.transfer.engine import ReferenceView
 from refalign.transfer.register import EXPLAINED_CORRELATION, MIN_DAMAGE_RATIO, Candidate
@@ -601,14 +601,15 @@ class RefineByAlignPipeline(DiffusionPipeline):
         surroundings as it does) or where they continue the surroundings nearly as well as a plain synthesis does.
         Where it would be synthesised, a model refused only for its damage ratio is pasted
         instead (:meth:`_pastes_undamaged`); where its colours follow its surroundings' and its strokes are not a
-        blur (:func:`_strokes_follow`), they are kept in the synthesis's colours (:attr:`WindowJob.restroke`, applied
-        by :meth:`_choose_source` after the located mix). The numbers go to the window's report."""
+        blur (:func:`~refalign.transfer.damage.strokes_follow`), they are kept in the synthesis's colours
+        (:attr:`WindowJob.restroke`, applied by :meth:`_choose_source` after the located mix). The numbers go to the
+        window's report."""
         edge = edge_colours(image, job.mask)
         if self._recolours(job, image, edge, "auto"):
             return
         mild, contrast = mildness(image, job.mask)
         blur, detail = interior_blur(image, job.mask), interior_detail(image, job.mask)
-        restrokes = not mild and _strokes_follow(edge, blur, detail)
+        restrokes = not mild and strokes_follow(edge, blur, detail)
         if not restrokes and self._reference_recolours(job, image, edge, "auto", reference):
             return
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "
@@ -957,18 +958,6 @@ def _guides_itself(job: WindowJob, blur: float) -> str | None:
         return (f"; its interior is a blur ({blur:.2f} of its gradient energy survives a further blur, >= "
                 f"{BLURRED_INTERIOR}): its own pixels guide the synthesis")
     return None
-
-
-def _strokes_follow(edge: EdgeColours, blur: float, detail: float) -> bool:
-    """Whether a window ``auto`` synthesises keeps its own strokes in the synthesis's colours (:func:`_restroke`):
-    its colours follow its surroundings' (``edge``,
-    :attr:`~refalign.transfer.damage.EdgeColours.follows_surroundings`; content from elsewhere does not) and its
-    strokes are not a blur — neither a blurred interior (``blur``, :func:`~refalign.transfer.damage.interior_blur`
-    under :data:`~refalign.transfer.damage.BLURRED_INTERIOR`) nor one with less detail than its surroundings
-    (``detail``, :func:`~refalign.transfer.damage.interior_detail` under
-    :data:`~refalign.transfer.damage.BLURRED_DETAIL`: lost detail measured 0.18–0.53 where colour drifts measured 0.68
-    or more, docs/results.md)."""
-    return edge.follows_surroundings and blur < BLURRED_INTERIOR and detail >= BLURRED_DETAIL
 
 
 def _restroke(job: WindowJob, image: np.ndarray) -> None:
