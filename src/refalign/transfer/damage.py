@@ -339,13 +339,18 @@ class EdgeColours:
     def recolours_below(self, bar: float) -> bool:
         """:attr:`recolours` with the step left by the map held below ``bar`` (natural steps) instead of
         :data:`MAX_RECOLOURED_STEP` — e.g. the step a registered paste leaves (:func:`edge_step`)."""
-        return (self.removes_step(bar) and self.round_trip <= max(MAX_ROUND_TRIP, ROUND_TRIP_SHARE * self.step)
-                and self.explained >= MIN_EXPLAINED)
+        return self.removes_step(bar) and self.round_trip <= self.round_trip_bar and self.explained >= MIN_EXPLAINED
+
+    @property
+    def round_trip_bar(self) -> float:
+        """The largest round trip a recolouring may leave: :data:`MAX_ROUND_TRIP`, or :data:`ROUND_TRIP_SHARE` of
+        the step where that is more (natural steps)."""
+        return max(MAX_ROUND_TRIP, ROUND_TRIP_SHARE * self.step)
 
     def unconfirmed(self) -> str:
         """What keeps the ring from confirming a map that removes the step (:meth:`removes_step`), in words with
         their numbers (for reports): its round trip, its explained share, or both."""
-        bar = max(MAX_ROUND_TRIP, ROUND_TRIP_SHARE * self.step)
+        bar = self.round_trip_bar
         said = [f"the map fitted the other way undoes it within {self.round_trip:.2f} > {bar:.2f} natural steps"
                 if self.round_trip > bar else "",
                 f"it explains {self.explained:.2f} < {MIN_EXPLAINED} of the surroundings' spread"
@@ -526,18 +531,27 @@ def colours_present(colours: np.ndarray, photo: np.ndarray) -> float:
     """The share of ``colours`` (``(N, 3)``) that ``photo`` (``(H, W, 3)``) shows: a colour counts when its bin
     (:data:`PRESENCE_BIN` levels per channel) holds at least :data:`PRESENCE_SHARE` of the photo's pixels (read at
     most :data:`PRESENCE_PIXELS` of them, regularly subsampled). 0 for no colours."""
-    if len(colours) == 0:
-        return 0.0
+    return _present(colours, _bin_shares(photo))
+
+
+def _bin_key(colours: np.ndarray) -> np.ndarray:
+    """Each colour's bin (:data:`PRESENCE_BIN` levels per channel) as one index, for ``(N, 3+)`` colours."""
+    bins = 256 // PRESENCE_BIN
+    q = np.clip(colours, 0, 255).astype(np.int64) // PRESENCE_BIN
+    return (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+
+
+def _bin_shares(photo: np.ndarray) -> np.ndarray:
+    """The share of ``photo``'s pixels in each colour bin (:func:`_bin_key`), read at most :data:`PRESENCE_PIXELS`
+    of them (regularly subsampled)."""
     stride = max(1, int(np.ceil(np.sqrt(photo.shape[0] * photo.shape[1] / PRESENCE_PIXELS))))
     pixels = photo[::stride, ::stride].reshape(-1, photo.shape[-1])
-    bins = 256 // PRESENCE_BIN
+    return np.bincount(_bin_key(pixels), minlength=(256 // PRESENCE_BIN) ** 3) / len(pixels)
 
-    def key(x: np.ndarray) -> np.ndarray:
-        q = np.clip(x, 0, 255).astype(np.int64) // PRESENCE_BIN
-        return (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
 
-    share = np.bincount(key(pixels), minlength=bins**3) / len(pixels)
-    return float((share[key(colours)] >= PRESENCE_SHARE).mean())
+def _present(colours: np.ndarray, shares: np.ndarray) -> float:
+    """:func:`colours_present` on a photo's :func:`_bin_shares`."""
+    return float((shares[_bin_key(colours)] >= PRESENCE_SHARE).mean()) if len(colours) else 0.0
 
 
 @dataclass(frozen=True)
@@ -565,8 +579,8 @@ def reference_colours(image: np.ndarray, hole: np.ndarray, colour: ColourFit,
     :attr:`EdgeColours.colour`) in ``reference``: where the ring alone cannot tell a recolouring from a map that
     shrinks colours (two flat colours at the edge), a drift to colours the object never shows, mapped to ones it
     does, is one; a label masked along its own border, whose colours the object shows, is not."""
-    damaged = image[hole].astype(np.float32)
-    return ReferenceColours(colours_present(damaged, reference), colours_present(colour.apply(damaged), reference))
+    damaged, shares = image[hole].astype(np.float32), _bin_shares(reference)  # the reference's bins, read once
+    return ReferenceColours(_present(damaged, shares), _present(colour.apply(damaged), shares))
 
 
 def recolour_region(image: np.ndarray, hole: np.ndarray,
