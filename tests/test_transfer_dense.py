@@ -7,8 +7,8 @@ from PIL import Image
 
 from conftest import DREAMBOOTH, textured_image
 
-from refalign.transfer.dense import (MAX_SEARCH_SIDE, MIN_TEMPLATE_SIDE, SCALES, TEMPLATE_SIDE, refine_ecc,
-                                     search_similarities, search_template_side)
+from refalign.transfer.dense import (MAX_SEARCH_SIDE, MIN_CONTEXT_SIDE, MIN_TEMPLATE_SIDE, SCALES, TEMPLATE_SIDE,
+                                     refine_ecc, search_similarities, search_template_side, template_window)
 from refalign.transfer.flow import flow_correct
 from refalign.transfer.register import (CONFIRM_SIDES, SCORE_SIGMA, SCORE_SIDE, Candidate, choose, context_distance,
                                        project, refined_by_ecc, register_direct, register_hole, score_sigma)
@@ -61,6 +61,22 @@ def test_template_search_finds_the_similarity_and_ecc_refines_it():
     for motion in (cv2.MOTION_AFFINE, cv2.MOTION_HOMOGRAPHY):
         refined = refine_ecc(image, hole, ref, found, motion)
         assert refined is not None and _centre_error(refined, H) < 1.5
+
+
+def test_a_hole_of_a_few_pixels_is_searched_with_a_template_of_its_surroundings():
+    """A one-pixel hole's template is cut from at least MIN_CONTEXT_SIDE pixels around it (three times one pixel says
+    nothing, and shrinking the search to fit a three-pixel template would read the reference at ten times its
+    size: minutes on a real photo), and the search still places it."""
+    image = textured_image(320)
+    ref, H = _similar_view(image)
+    hole = np.zeros(image.shape[:2], bool)
+    hole[150, 160] = True
+    image[hole] = (255, 0, 255)
+    top, left, side = template_window(hole)
+    assert side == MIN_CONTEXT_SIDE and top <= 150 < top + side and left <= 160 < left + side
+    assert template_window(_hole(image.shape[:2]))[2] > MIN_CONTEXT_SIDE  # a real hole's context is its own
+    (_, found), *_ = search_similarities(image, hole, ref)
+    assert _centre_error(found, H) < 12.0
 
 
 def _painted_region(hole, H, shape, grow=4):

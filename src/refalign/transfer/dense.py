@@ -27,8 +27,11 @@ import numpy as np
 from refalign.mask_ops import distance_within
 from refalign.windows import mask_bbox, photo_scale
 
-#: The template: a square of ``CONTEXT ×`` the hole's longer side around it ...
+#: The template: a square of ``CONTEXT ×`` the hole's longer side around it (at least ``MIN_CONTEXT_SIDE`` image
+#: pixels: a hole of a few pixels gives a template that says nothing, and one enlarged to :data:`MIN_TEMPLATE_SIDE`
+#: would have the reference read at ten times its size, a search of minutes) ...
 CONTEXT = 3.0
+MIN_CONTEXT_SIDE = 32
 #: ... shrunk (or enlarged) to this many pixels for the search.
 TEMPLATE_SIDE = 72
 #: Relative scales (reference / image, once the photos' longer sides are equal) and rotations (degrees) searched.
@@ -80,10 +83,11 @@ def _template(pixels: np.ndarray, hole: np.ndarray, to_template: np.ndarray, n: 
 
 
 def template_window(hole: np.ndarray, context: float = CONTEXT) -> tuple[int, int, int]:
-    """The square around ``hole`` the template is cut from, ``context ×`` its longer side: ``(top, left, side)`` in
-    image pixels (it may reach past the image; those pixels are masked out)."""
+    """The square around ``hole`` the template is cut from, ``context ×`` its longer side and at least
+    :data:`MIN_CONTEXT_SIDE`: ``(top, left, side)`` in image pixels (it may reach past the image; those pixels are
+    masked out)."""
     t, l, b, r = mask_bbox(hole)
-    side = int(np.ceil(context * max(b - t, r - l)))
+    side = max(MIN_CONTEXT_SIDE, int(np.ceil(context * max(b - t, r - l))))
     return int((t + b - side) // 2), int((l + r - side) // 2), side
 
 
