@@ -65,8 +65,8 @@ def test_template_search_finds_the_similarity_and_ecc_refines_it():
 
 def test_a_hole_of_a_few_pixels_is_searched_with_a_template_of_its_surroundings():
     """A one-pixel hole's template is cut from at least MIN_CONTEXT_SIDE pixels around it (three times one pixel says
-    nothing, and shrinking the search to fit a three-pixel template would read the reference at ten times its
-    size: minutes on a real photo), and the search still places it."""
+    nothing, and enlarging a three-pixel template to the search's least side had the reference read at ten times
+    its size: minutes on a real photo), and the search still places it."""
     image = textured_image(320)
     ref, H = _similar_view(image)
     hole = np.zeros(image.shape[:2], bool)
