@@ -64,7 +64,7 @@ def by_reference(case, edge) -> bool:
     if not edge.removes_step():
         return False
     image, mask = case.image, case.mask
-    if not looks_mild(image, mask) and strokes_follow(edge, interior_blur(image, mask), interior_detail(image, mask)):
+    if strokes_follow(edge, interior_blur(image, mask), interior_detail(image, mask), looks_mild(image, mask)):
         return False
     return reference_colours(image, mask, edge.colour, case.reference).confirms
 

@@ -609,7 +609,7 @@ class RefineByAlignPipeline(DiffusionPipeline):
             return
         mild, contrast = mildness(image, job.mask)
         blur, detail = interior_blur(image, job.mask), interior_detail(image, job.mask)
-        restrokes = not mild and strokes_follow(edge, blur, detail)
+        restrokes = strokes_follow(edge, blur, detail, mild)
         if not restrokes and self._reference_recolours(job, image, edge, "auto", reference):
             return
         job.choice = (f"auto: the artifact {'looks continuous with' if mild else 'breaks from'} its surroundings, "

@@ -517,14 +517,15 @@ def recolour_to_source(image: np.ndarray, hole: np.ndarray, source: np.ndarray,
     return np.clip(out, 0, 255)
 
 
-def strokes_follow(edge: EdgeColours, blur: float, detail: float) -> bool:
-    """Whether a region ``auto`` would synthesise keeps its own strokes in the synthesis's colours
-    (:func:`recolour_to_source`): its colours follow its surroundings' (``edge``,
-    :attr:`EdgeColours.follows_surroundings`; content from elsewhere does not) and its strokes are not a blur —
-    neither a blurred interior (``blur``, :func:`interior_blur` under :data:`BLURRED_INTERIOR`) nor one with less
-    detail than its surroundings (``detail``, :func:`interior_detail` under :data:`BLURRED_DETAIL`: lost detail
-    measured 0.18–0.53 where colour drifts measured 0.68 or more, docs/results.md)."""
-    return edge.follows_surroundings and blur < BLURRED_INTERIOR and detail >= BLURRED_DETAIL
+def strokes_follow(edge: EdgeColours, blur: float, detail: float, mild: bool) -> bool:
+    """Whether ``auto`` keeps a region's own strokes in a synthesis's colours (:func:`recolour_to_source`): it breaks
+    from its surroundings (not ``mild``, :func:`looks_mild`: a mild region is kept, or rebuilt around its pixels
+    when blurred), its colours follow its surroundings' (``edge``, :attr:`EdgeColours.follows_surroundings`; content
+    from elsewhere does not) and its strokes are not a blur — neither a blurred interior (``blur``,
+    :func:`interior_blur` under :data:`BLURRED_INTERIOR`) nor one with less detail than its surroundings
+    (``detail``, :func:`interior_detail` under :data:`BLURRED_DETAIL`: lost detail measured 0.18–0.53 where colour
+    drifts measured 0.68 or more, docs/results.md). Such a region is not recoloured on the reference's word."""
+    return not mild and edge.follows_surroundings and blur < BLURRED_INTERIOR and detail >= BLURRED_DETAIL
 
 
 def colours_present(colours: np.ndarray, photo: np.ndarray) -> float:
